@@ -1,0 +1,31 @@
+# The two commands: `make demo` and `make test`. Each sets up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/xiezhi demo --workdir demo-run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check xiezhi gateway connectors audit_log tests bench
+	$(BIN)/mypy xiezhi gateway connectors audit_log
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_oprf.py
+	$(BIN)/python bench/bench_index.py
+	$(BIN)/python bench/bench_e2e.py
+
+clean:
+	rm -rf $(VENV) demo-run .pytest_cache

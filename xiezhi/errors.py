@@ -1,0 +1,87 @@
+"""One error root for all of Xiezhi.
+
+    XiezhiError(public_message, status, code)
+    ├── InvalidInput            400  malformed input: a body, a file row, a config field
+    │   └── InvalidIdentifier   400  an ID number or credit code that fails validation
+    ├── Unauthenticated         401  missing, expired or forged credentials
+    ├── Denied                  403  authenticated, but policy refuses
+    ├── NotFound                404  unknown request, model, capability or connector
+    ├── Conflict                409  state does not allow the operation (yet)
+    ├── ProofError              422  a VOPRF proof or encoding that does not verify
+    ├── ConnectorError          502  a connector failed, timed out or answered badly
+    └── Unavailable             503  a dependency (index, audit log) is not ready
+
+`public_message` is safe to show a caller: it never carries an ID number, name, token or
+key. The API renders every XiezhiError as an RFC 9457 problem detail in one handler.
+"""
+
+from __future__ import annotations
+
+
+class XiezhiError(Exception):
+    """Base of every error Xiezhi raises on purpose."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, public_message: str, *, code: str | None = None) -> None:
+        super().__init__(public_message)
+        self.public_message = public_message
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(XiezhiError):
+    status = 400
+    code = "invalid_input"
+
+
+class InvalidIdentifier(InvalidInput):
+    """An identifier failed normalisation or validation.
+
+    `code` is a stable English reason code; `public_message` a Chinese reason a prosecutor
+    reads in the errors report. Neither ever contains the identifier itself.
+    """
+
+    code = "invalid_identifier"
+
+
+class Unauthenticated(XiezhiError):
+    status = 401
+    code = "unauthenticated"
+
+
+class Denied(XiezhiError):
+    status = 403
+    code = "denied"
+
+
+class NotFound(XiezhiError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(XiezhiError):
+    status = 409
+    code = "conflict"
+
+
+class ProofError(XiezhiError):
+    """An OPRF element, scalar or proof failed to decode or verify.
+
+    Decoding and verification failures fold into this one error on purpose, so a caller
+    learns nothing about which check failed.
+    """
+
+    status = 422
+    code = "proof_invalid"
+
+
+class ConnectorError(XiezhiError):
+    status = 502
+    code = "connector_error"
+
+
+class Unavailable(XiezhiError):
+    status = 503
+    code = "unavailable"
