@@ -1,0 +1,1 @@
+"""The Xiezhi gateway: brokers blind queries between requesters and agency connectors."""

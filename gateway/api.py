@@ -1,0 +1,120 @@
+"""HTTP routes of the gateway. Routes parse, authenticate and delegate; nothing more."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+
+
+from gateway.auth import Authenticator, Principal
+from gateway.pipeline import Pipeline
+from gateway.publishing import Publishing
+from xiezhi.errors import InvalidInput
+from xiezhi.supervision import ModelCatalog
+from xiezhi.wire import (
+    CreateMatchRequest,
+    EpochView,
+    EvaluationBatch,
+    EvaluationResult,
+    LookupBatch,
+    LookupResult,
+    MatchRequestView,
+    MatchResult,
+    PublicationView,
+    StartPublication,
+    TOKEN_BYTES,
+)
+
+router = APIRouter()
+
+
+def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    authenticator: Authenticator = request.app.state.authenticator
+    return authenticator.authenticate(authorization)
+
+
+def _pipeline(request: Request) -> Pipeline:
+    return request.app.state.pipeline  # type: ignore[no-any-return]
+
+
+def _publishing(request: Request) -> Publishing:
+    return request.app.state.publishing  # type: ignore[no-any-return]
+
+
+Caller = Annotated[Principal, Depends(_principal)]
+Requests = Annotated[Pipeline, Depends(_pipeline)]
+Publisher = Annotated[Publishing, Depends(_publishing)]
+
+
+
+@router.get("/healthz", tags=["service"])
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/v1/models", tags=["models"])
+def list_models(request: Request, _: Caller) -> list[dict[str, object]]:
+    catalog: ModelCatalog = request.app.state.catalog
+    return [
+        {"id": m.id, "title": m.title, "subjects": m.subjects.value, "looks_up": m.looks_up, "reveals": m.reveals}
+        for m in catalog
+    ]
+
+
+@router.post("/v1/requests", status_code=201, tags=["requests"])
+def create_request(body: CreateMatchRequest, caller: Caller, pipeline: Requests) -> MatchRequestView:
+    return pipeline.create(caller, body)
+
+
+@router.get("/v1/requests/{request_id}", tags=["requests"])
+def get_request(request_id: str, caller: Caller, pipeline: Requests) -> MatchRequestView:
+    return pipeline.view(caller, request_id)
+
+
+@router.post("/v1/requests/{request_id}/evaluations/{connector}", tags=["requests"])
+def evaluate(request_id: str, connector: str, body: EvaluationBatch, caller: Caller, pipeline: Requests) -> EvaluationResult:
+    return pipeline.evaluate(caller, request_id, connector, body)
+
+
+@router.post("/v1/requests/{request_id}/lookups", tags=["requests"])
+def lookup(request_id: str, body: LookupBatch, caller: Caller, pipeline: Requests) -> LookupResult:
+    return pipeline.lookup(caller, request_id, body)
+
+
+@router.get("/v1/requests/{request_id}/result", tags=["requests"])
+def result(request_id: str, caller: Caller, pipeline: Requests) -> MatchResult:
+    return pipeline.result(caller, request_id)
+
+
+@router.post("/v1/connectors/{connector}/publications", status_code=201, tags=["indexes"])
+def start_publication(connector: str, body: StartPublication, caller: Caller, publishing: Publisher) -> PublicationView:
+    return publishing.start(caller, connector, body)
+
+
+@router.put("/v1/connectors/{connector}/publications/{publication_id}/chunks/{number}", tags=["indexes"])
+async def put_chunk(connector: str, publication_id: str, number: int, request: Request, caller: Caller,
+                    publishing: Publisher) -> PublicationView:
+    if request.headers.get("content-type") != "application/octet-stream":
+        raise InvalidInput("a chunk is sent as application/octet-stream", code="bad_content_type")
+    cap = publishing.max_chunk_tokens * TOKEN_BYTES
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit() or int(declared) > cap:
+        raise InvalidInput(f"a chunk needs a content-length of at most {cap} bytes", code="chunk_too_large")
+    data = await request.body()
+    if len(data) > cap:
+        raise InvalidInput(f"a chunk holds at most {cap} bytes", code="chunk_too_large")
+    return publishing.chunk(caller, connector, publication_id, number, data)
+
+
+@router.post("/v1/connectors/{connector}/publications/{publication_id}/commit", tags=["indexes"])
+def commit_publication(connector: str, publication_id: str, caller: Caller, publishing: Publisher) -> PublicationView:
+    return publishing.commit(caller, connector, publication_id)
+
+
+@router.post("/v1/connectors/{connector}/epochs/{epoch}/activate", tags=["indexes"])
+def activate_epoch(connector: str, epoch: int, caller: Caller, publishing: Publisher) -> EpochView:
+    return publishing.activate(caller, connector, epoch)
+
+
+

@@ -1,0 +1,50 @@
+"""create_app(settings): builds every resource once, in the lifespan, and wires the routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+
+from audit_log import AuditLog
+from gateway import api
+from xiezhi import problems
+from gateway.auth import Authenticator
+from gateway.authz import Authorizer
+from gateway.db import make_engine
+from gateway.pipeline import Pipeline
+from gateway.publishing import Publishing
+from gateway.relay import ConnectorRelay
+from gateway.settings import GatewaySettings
+from xiezhi import __version__
+from xiezhi.crypto import load_private_key
+from xiezhi.supervision import ModelCatalog
+
+
+def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        audit = AuditLog(engine)
+        authorizer = Authorizer(settings.policy_dir)
+        catalog = ModelCatalog.load(settings.models_dir)
+        relay = ConnectorRelay({k: str(v) for k, v in settings.connectors.items()}, settings.limits)
+        app.state.authenticator = Authenticator(settings.identity_keys, issuer=settings.issuer, audience=settings.audience)
+        app.state.catalog = catalog
+        app.state.audit = audit
+        app.state.pipeline = Pipeline(settings, engine, audit, authorizer, catalog, relay,
+                                      load_private_key(settings.ticket_key), clock)
+        app.state.publishing = Publishing(engine, audit, authorizer, settings.limits.max_publication_chunk_tokens, clock)
+        try:
+            yield
+        finally:
+            relay.close()
+            engine.dispose()
+
+    app = FastAPI(title="Xiezhi gateway", version=__version__, lifespan=lifespan,
+                  description="Brokers blind, audited match requests between procuratorates and agency connectors.")
+    problems.install(app)
+    app.include_router(api.router)
+    return app

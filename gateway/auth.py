@@ -1,0 +1,87 @@
+"""Caller authentication: asymmetric JWTs from a trusted identity provider.
+
+The identity provider signs with EdDSA (Ed25519) or ES256 and names its key in the `kid`
+header; the gateway holds only the public keys. Issuer, audience, expiry and subject are
+required. The token's claims become a `Principal`: who, which organisation, which roles,
+and for connector service identities, which connector.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+
+from xiezhi.crypto import load_verification_key
+from xiezhi.errors import Unauthenticated
+
+ALGORITHMS = ["EdDSA", "ES256"]
+_ORG = re.compile(r"^\d{6}$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    org: str | None
+    roles: frozenset[str]
+    connector: str | None = None
+
+    @property
+    def is_connector(self) -> bool:
+        return "connector" in self.roles
+
+
+class Authenticator:
+    """Verifies bearer tokens against the identity provider's public keys."""
+
+    def __init__(self, keys: dict[str, Path], *, issuer: str, audience: str) -> None:
+        if not keys:
+            raise ValueError("no identity-provider keys configured: every token would be refused")
+        self._keys = {kid: load_verification_key(path) for kid, path in keys.items()}
+        self._issuer = issuer
+        self._audience = audience
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """Return the caller's principal; raise Unauthenticated with a reason code otherwise."""
+        token = _bearer(authorization)
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            raise Unauthenticated("bearer token is malformed", code="token_malformed") from None
+        key = self._keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise Unauthenticated("bearer token is signed by an unknown key", code="token_unknown_key")
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=ALGORITHMS, issuer=self._issuer, audience=self._audience,  # type: ignore[arg-type]
+                options={"require": ["iss", "aud", "sub", "exp", "iat"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("bearer token has expired", code="token_expired") from None
+        except jwt.PyJWTError:
+            raise Unauthenticated("bearer token is not valid", code="token_invalid") from None
+        return _principal(claims)
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthenticated("missing bearer token", code="token_missing")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("authorization must be a bearer token", code="token_malformed")
+    return token.strip()
+
+
+def _principal(claims: dict[str, object]) -> Principal:
+    roles = claims.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise Unauthenticated("token claim 'roles' must be a list of strings", code="token_invalid")
+    org = claims.get("org")
+    if org is not None and (not isinstance(org, str) or not _ORG.match(org)):
+        raise Unauthenticated("token claim 'org' must be a 6-digit region code", code="token_invalid")
+    connector = claims.get("connector")
+    if connector is not None and not isinstance(connector, str):
+        raise Unauthenticated("token claim 'connector' must be a string", code="token_invalid")
+    return Principal(subject=str(claims["sub"]), org=org, roles=frozenset(roles), connector=connector)

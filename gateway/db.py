@@ -1,0 +1,100 @@
+"""Gateway storage: SQLModel tables and the engine. SQLite by default, PostgreSQL in production.
+
+Nothing here holds an ID number or a name: requests hold metadata and counts, indexes hold
+pseudonymous tokens, results hold flags by row position.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Engine, LargeBinary, UniqueConstraint, event
+from sqlmodel import Column, Field, SQLModel, create_engine
+
+
+class ConnectorEpoch(SQLModel, table=True):
+    """One OPRF key epoch of one connector, with its public key."""
+
+    __tablename__ = "connector_epochs"
+    __table_args__ = (UniqueConstraint("connector", "epoch"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    connector: str = Field(index=True)
+    epoch: int
+    public_key: bytes
+    active: bool = False
+    activated_at: datetime | None = None
+
+
+class Publication(SQLModel, table=True):
+    """One capability's token set for one epoch, uploaded in chunks, then committed."""
+
+    __tablename__ = "publications"
+
+    id: str = Field(primary_key=True)
+    connector: str = Field(index=True)
+    capability: str = Field(index=True)
+    title: str
+    tier: int
+    epoch: int
+    token_count: int
+    digest: str
+    received: int = 0
+    chunks: int = 0
+    committed: bool = False
+    created_at: datetime
+    committed_at: datetime | None = None
+
+
+class IndexToken(SQLModel, table=True):
+    __tablename__ = "index_tokens"
+
+    publication_id: str = Field(primary_key=True, foreign_key="publications.id")
+    token: bytes = Field(sa_column=Column(LargeBinary(16), primary_key=True))
+
+
+class MatchRequest(SQLModel, table=True):
+    """A run of one supervision model over n subjects, from creation to result."""
+
+    __tablename__ = "match_requests"
+
+    id: str = Field(primary_key=True)
+    model: str
+    requester: str = Field(index=True)
+    org: str
+    purpose: str
+    legal_basis: str
+    subject_count: int
+    status: str
+    plan: str  # JSON: connector → {epoch, publications: {capability: publication id}}
+    evaluated: str  # JSON: connector → elements evaluated so far
+    rows_looked_up: int = 0
+    created_at: datetime
+    completed_at: datetime | None = None
+
+
+class ResultRow(SQLModel, table=True):
+    __tablename__ = "result_rows"
+
+    request_id: str = Field(primary_key=True, foreign_key="match_requests.id")
+    row: int = Field(primary_key=True)
+    clue: bool
+    flags: str  # JSON: revealed capability → bool
+
+
+def make_engine(database_url: str) -> Engine:
+    """Create the engine and every table; SQLite gets WAL and foreign keys."""
+    engine = create_engine(database_url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    SQLModel.metadata.create_all(engine)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()

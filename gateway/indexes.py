@@ -1,0 +1,170 @@
+"""Capability indexes: publication by connectors, epoch activation, and token lookup.
+
+A connector publishes one capability's token set for one epoch in three steps — start
+(announcing count and digest), chunks in order, commit (the gateway recounts and
+re-digests before accepting) — then activates the epoch once every capability is in.
+A newer committed publication of the same capability and epoch replaces the older one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+
+from sqlalchemy import delete, insert
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from gateway.db import ConnectorEpoch, IndexToken, Publication
+from xiezhi.errors import Conflict, InvalidInput, NotFound, Unavailable
+from xiezhi.wire import TOKEN_BYTES, StartPublication
+
+_LOOKUP_CHUNK = 500
+
+
+def start(session: Session, connector: str, body: StartPublication, now: datetime) -> Publication:
+    """Register the epoch's public key (or check it is unchanged) and open a publication."""
+    if body.capability.id.split(".", 1)[0] != connector:
+        raise InvalidInput(f"capability {body.capability.id} does not belong to connector {connector}")
+    epoch = _epoch(session, connector, body.epoch)
+    if epoch is None:
+        session.add(ConnectorEpoch(connector=connector, epoch=body.epoch, public_key=body.public_key))
+    elif epoch.public_key != body.public_key:
+        raise Conflict(f"epoch {body.epoch} of {connector} already has a different public key")
+    publication = Publication(
+        id=str(uuid.uuid4()), connector=connector, capability=body.capability.id,
+        title=body.capability.title, tier=body.capability.tier, epoch=body.epoch,
+        token_count=body.token_count, digest=body.digest, created_at=now,
+    )
+    session.add(publication)
+    return publication
+
+
+def add_chunk(session: Session, publication: Publication, number: int, data: bytes) -> None:
+    """Store chunk `number` (0-based, in order) of concatenated 16-byte tokens."""
+    if publication.committed:
+        raise Conflict("publication is already committed")
+    if number != publication.chunks:
+        raise Conflict(f"expected chunk {publication.chunks}, got chunk {number}")
+    if not data or len(data) % TOKEN_BYTES:
+        raise InvalidInput(f"a chunk is a non-empty run of {TOKEN_BYTES}-byte tokens")
+    tokens = [data[i : i + TOKEN_BYTES] for i in range(0, len(data), TOKEN_BYTES)]
+    if publication.received + len(tokens) > publication.token_count:
+        raise InvalidInput("chunk would exceed the announced token count")
+    try:
+        session.execute(
+            insert(IndexToken), [{"publication_id": publication.id, "token": t} for t in tokens]
+        )
+    except IntegrityError:
+        raise InvalidInput("chunk repeats a token already published") from None
+    publication.received += len(tokens)
+    publication.chunks += 1
+    session.add(publication)
+
+
+def commit(session: Session, publication: Publication, now: datetime) -> int:
+    """Check count and digest, mark committed, drop older publications it replaces.
+
+    Returns the number of superseded publications removed.
+    """
+    if publication.committed:
+        raise Conflict("publication is already committed")
+    if publication.received != publication.token_count:
+        raise InvalidInput(f"received {publication.received} of {publication.token_count} tokens")
+    digest = hashlib.sha256()
+    for token in session.exec(
+        select(IndexToken.token).where(IndexToken.publication_id == publication.id).order_by(col(IndexToken.token))
+    ):
+        digest.update(token)
+    if digest.hexdigest() != publication.digest:
+        raise InvalidInput("token digest does not match the announced digest")
+    superseded = _committed(session, publication.connector, publication.capability, publication.epoch)
+    for old in superseded:
+        session.execute(delete(IndexToken).where(col(IndexToken.publication_id) == old.id))
+        session.delete(old)
+    publication.committed = True
+    publication.committed_at = now
+    session.add(publication)
+    return len(superseded)
+
+
+def activate(session: Session, connector: str, epoch_number: int, now: datetime) -> list[str]:
+    """Make `epoch_number` the connector's active epoch; returns its capabilities."""
+    epoch = _epoch(session, connector, epoch_number)
+    if epoch is None:
+        raise NotFound(f"{connector} has published nothing for epoch {epoch_number}")
+    capabilities = sorted(p.capability for p in _committed(session, connector, None, epoch_number))
+    if not capabilities:
+        raise Conflict(f"epoch {epoch_number} of {connector} has no committed index")
+    for other in session.exec(select(ConnectorEpoch).where(ConnectorEpoch.connector == connector)):
+        other.active = other.epoch == epoch_number
+        session.add(other)
+    epoch.activated_at = now
+    return capabilities
+
+
+def plan(session: Session, capabilities: tuple[str, ...]) -> dict[str, dict[str, object]]:
+    """Pin, for each connector a model needs, its active epoch and each capability's index.
+
+    Fails closed: a connector with no active epoch or a capability with no committed index
+    in it makes the whole model unavailable.
+    """
+    result: dict[str, dict[str, object]] = {}
+    for capability in capabilities:
+        connector = capability.split(".", 1)[0]
+        epoch = session.exec(
+            select(ConnectorEpoch).where(ConnectorEpoch.connector == connector, ConnectorEpoch.active)
+        ).first()
+        if epoch is None:
+            raise Unavailable(f"connector {connector} has no active index epoch", code="index_unavailable")
+        found = _committed(session, connector, capability, epoch.epoch)
+        if not found:
+            raise Unavailable(f"capability {capability} has no published index", code="index_unavailable")
+        entry = result.setdefault(connector, {"epoch": epoch.epoch, "public_key": epoch.public_key.hex(), "publications": {}})
+        entry["publications"][capability] = found[0].id  # type: ignore[index]
+    return result
+
+
+def tier_of(session: Session, publication_id: str) -> int:
+    publication = session.get(Publication, publication_id)
+    if publication is None:
+        raise Unavailable("a pinned index has been withdrawn", code="index_unavailable")
+    return publication.tier
+
+
+def present(session: Session, publication_id: str, tokens: list[bytes]) -> set[bytes]:
+    """Return which of `tokens` are in the publication's token set."""
+    found: set[bytes] = set()
+    for start_at in range(0, len(tokens), _LOOKUP_CHUNK):
+        part = tokens[start_at : start_at + _LOOKUP_CHUNK]
+        found.update(
+            session.exec(
+                select(IndexToken.token).where(
+                    IndexToken.publication_id == publication_id, col(IndexToken.token).in_(part)
+                )
+            )
+        )
+    return found
+
+
+def get_publication(session: Session, connector: str, publication_id: str) -> Publication:
+    publication = session.get(Publication, publication_id)
+    if publication is None or publication.connector != connector:
+        raise NotFound("unknown publication", code="unknown_publication")
+    return publication
+
+
+def _epoch(session: Session, connector: str, epoch: int) -> ConnectorEpoch | None:
+    return session.exec(
+        select(ConnectorEpoch).where(ConnectorEpoch.connector == connector, ConnectorEpoch.epoch == epoch)
+    ).first()
+
+
+def _committed(session: Session, connector: str, capability: str | None, epoch: int) -> list[Publication]:
+    query = select(Publication).where(
+        Publication.connector == connector, Publication.epoch == epoch, Publication.committed
+    )
+    if capability is not None:
+        query = query.where(Publication.capability == capability)
+    return list(session.exec(query.order_by(col(Publication.committed_at).desc())))

@@ -1,0 +1,286 @@
+"""The match-request lifecycle, in order: create → relay evaluations → look up → result.
+
+This is the one module that sequences the steps; each step lives in its own module
+(`authz`, `relay`, `indexes`) and never calls back up. Every step authorizes the caller
+afresh, and every step's audit entry commits in the same transaction as its state
+change: if the audit append fails, the step fails and answers nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, insert
+from sqlmodel import Session, col, select
+
+from audit_log import AuditEvent, AuditLog, EventKind
+from gateway import indexes
+from gateway.auth import Principal
+from gateway.authz import AuthorizedRequest, Authorizer, Decision
+from gateway.db import MatchRequest, ResultRow
+from gateway.relay import ConnectorRelay
+from gateway.settings import GatewaySettings
+from xiezhi.crypto import SigningKey, batch_digest
+from xiezhi.errors import Conflict, InvalidInput, NotFound
+from xiezhi.supervision import ModelCatalog, SupervisionModel
+from xiezhi.tickets import issue_ticket
+from xiezhi.wire import (
+    ConnectorPlan,
+    CreateMatchRequest,
+    EvaluationBatch,
+    EvaluationResult,
+    LookupBatch,
+    LookupResult,
+    MatchRequestView,
+    MatchResult,
+    RequestStatus,
+    RowFlags,
+    TicketedBatch,
+)
+
+# A purpose names a case or special action; it must never smuggle an identifier in.
+_ID_LIKE = re.compile(r"\d{15,}")
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        engine: Engine,
+        audit: AuditLog,
+        authorizer: Authorizer,
+        catalog: ModelCatalog,
+        relay: ConnectorRelay,
+        ticket_key: SigningKey,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._audit = audit
+        self._authorizer = authorizer
+        self._catalog = catalog
+        self._relay = relay
+        self._ticket_key = ticket_key
+        self._clock = clock
+
+    # ---- create -----------------------------------------------------------------------
+
+    def create(self, principal: Principal, body: CreateMatchRequest) -> MatchRequestView:
+        """Authorize a model run, pin the indexes it will use, record it."""
+        model = self._catalog.get(body.model)
+        request_id = str(uuid.uuid4())
+        self._authorize(principal, f"model:{model.id}", "run", request_id)
+        self._check_purpose(body)
+        limit = self._settings.limits.max_subjects_per_request
+        if body.subject_count > limit:
+            raise InvalidInput(f"subject_count exceeds the limit of {limit}", code="too_many_subjects")
+        now = self._clock()
+        with Session(self._engine) as session:
+            plan = indexes.plan(session, model.looks_up)
+            request = MatchRequest(
+                id=request_id, model=model.id, requester=principal.subject, org=principal.org or "",
+                purpose=body.purpose, legal_basis=body.legal_basis, subject_count=body.subject_count,
+                status=RequestStatus.EVALUATING.value, plan=json.dumps(plan),
+                evaluated=json.dumps({connector: 0 for connector in plan}), created_at=now,
+            )
+            session.add(request)
+            self._record(session, principal, EventKind.REQUEST_CREATED, "create", "accepted", request_id,
+                         model=model.id, purpose=body.purpose, legal_basis=body.legal_basis,
+                         subjects=body.subject_count, connectors=",".join(sorted(plan)))
+            session.commit()
+            return self._view(request, model)
+
+    def view(self, principal: Principal, request_id: str) -> MatchRequestView:
+        with Session(self._engine) as session:
+            request = self._owned(session, principal, request_id)
+            self._permit(principal, request_id, "request:" + request_id, "read")
+            return self._view(request, self._catalog.get(request.model))
+
+    # ---- blind evaluation -------------------------------------------------------------
+
+    def evaluate(self, principal: Principal, request_id: str, connector: str, batch: EvaluationBatch) -> EvaluationResult:
+        """Relay one batch of blinded elements to `connector` under a fresh signed ticket."""
+        limit = self._settings.limits.max_batch
+        if len(batch.blinded_elements) > limit:
+            raise InvalidInput(f"a batch holds at most {limit} elements", code="batch_too_large")
+        with Session(self._engine) as session:
+            request = self._owned(session, principal, request_id)
+            permit = self._permit(principal, request_id, f"model:{request.model}", "run")
+            entry = json.loads(request.plan).get(connector)
+            if entry is None:
+                raise NotFound(f"connector {connector} is not part of this request", code="unknown_connector")
+            evaluated = json.loads(request.evaluated)
+            if evaluated[connector] + len(batch.blinded_elements) > request.subject_count:
+                raise Conflict("batch would exceed the request's subject count", code="subject_count_exceeded")
+        result = self._relay_batch(permit, request.org, connector, int(entry["epoch"]), batch)
+        with Session(self._engine) as session:
+            request = self._owned(session, principal, request_id)
+            evaluated = json.loads(request.evaluated)
+            evaluated[connector] += len(batch.blinded_elements)
+            request.evaluated = json.dumps(evaluated)
+            session.add(request)
+            self._record(session, principal, EventKind.RELAY, "evaluate", "ok", request_id,
+                         connector=connector, epoch=result.epoch, count=len(batch.blinded_elements))
+            session.commit()
+        return result
+
+    def _relay_batch(self, permit: AuthorizedRequest, org: str, connector: str, epoch: int,
+                     batch: EvaluationBatch) -> EvaluationResult:
+        ticket = issue_ticket(
+            self._ticket_key, issuer=self._settings.ticket_issuer, connector=connector,
+            request_id=permit.request_id, requester_org=org or "-", epoch=epoch,
+            count=len(batch.blinded_elements), digest=batch_digest(list(batch.blinded_elements)),
+            now=self._clock(), ttl_seconds=self._settings.limits.ticket_ttl_seconds,
+        )
+        try:
+            result = self._relay.evaluate(connector, TicketedBatch(ticket=ticket, blinded_elements=batch.blinded_elements))
+        except Exception as exc:
+            self._record_alone(permit.principal, EventKind.RELAY, "evaluate", "failed", permit.request_id,
+                               connector=connector, count=len(batch.blinded_elements),
+                               error=getattr(exc, "code", "internal_error"))
+            raise
+        if result.epoch != epoch:
+            raise Conflict(f"connector {connector} evaluated under another epoch", code="epoch_mismatch")
+        return result
+
+    # ---- lookup -----------------------------------------------------------------------
+
+    def lookup(self, principal: Principal, request_id: str, batch: LookupBatch) -> LookupResult:
+        """Look tokens up in the pinned indexes, apply the model's rule, store the flags."""
+        with Session(self._engine) as session:
+            request = self._owned(session, principal, request_id)
+            self._permit(principal, request_id, f"model:{request.model}", "run")
+            model = self._catalog.get(request.model)
+            rows = self._check_lookup(request, model, batch)
+            plan = json.loads(request.plan)
+            hits = {
+                capability: indexes.present(session, plan[capability.split(".", 1)[0]]["publications"][capability], tokens)
+                for capability, tokens in batch.tokens.items()
+            }
+            flags = [
+                {capability: batch.tokens[capability][i] in hits[capability] for capability in model.looks_up}
+                for i in range(rows)
+            ]
+            result_rows = [
+                RowFlags(row=batch.first_row + i, clue=model.clue.evaluate(f),
+                         flags={capability: f[capability] for capability in model.reveals})
+                for i, f in enumerate(flags)
+            ]
+            self._store(session, request, result_rows)
+            self._record(session, principal, EventKind.LOOKUP, "lookup", "ok", request_id,
+                         rows=rows, first_row=batch.first_row, clues=sum(r.clue for r in result_rows),
+                         **{f"matches.{c}": len(hits[c]) for c in model.looks_up})
+            session.commit()
+        return LookupResult(rows=result_rows)
+
+    def _check_lookup(self, request: MatchRequest, model: SupervisionModel, batch: LookupBatch) -> int:
+        if set(batch.tokens) != set(model.looks_up):
+            raise InvalidInput("tokens must be given for exactly the model's capabilities", code="capabilities_mismatch")
+        counts = {len(tokens) for tokens in batch.tokens.values()}
+        if len(counts) != 1:
+            raise InvalidInput("every capability needs one token per row", code="ragged_tokens")
+        rows = counts.pop()
+        if rows > self._settings.limits.max_batch:
+            raise InvalidInput(f"a batch holds at most {self._settings.limits.max_batch} rows", code="batch_too_large")
+        evaluated = json.loads(request.evaluated)
+        if any(count < request.subject_count for count in evaluated.values()):
+            raise Conflict("blind evaluation is not complete for every connector", code="evaluation_incomplete")
+        if batch.first_row != request.rows_looked_up:
+            raise Conflict(f"expected first_row {request.rows_looked_up}", code="row_out_of_order")
+        if batch.first_row + rows > request.subject_count:
+            raise Conflict("rows beyond the request's subject count", code="subject_count_exceeded")
+        return rows
+
+    def _store(self, session: Session, request: MatchRequest, rows: list[RowFlags]) -> None:
+        session.execute(
+            insert(ResultRow),
+            [{"request_id": request.id, "row": r.row, "clue": r.clue, "flags": json.dumps(r.flags)} for r in rows],
+        )
+        request.rows_looked_up += len(rows)
+        if request.rows_looked_up == request.subject_count:
+            request.status = RequestStatus.COMPLETED.value
+            request.completed_at = self._clock()
+        session.add(request)
+
+    # ---- result -----------------------------------------------------------------------
+
+    def result(self, principal: Principal, request_id: str) -> MatchResult:
+        with Session(self._engine) as session:
+            request = self._owned(session, principal, request_id)
+            self._permit(principal, request_id, f"request:{request_id}", "read")
+            if request.status != RequestStatus.COMPLETED.value:
+                raise Conflict("the request has not completed", code="not_completed")
+            model = self._catalog.get(request.model)
+            rows = session.exec(
+                select(ResultRow).where(ResultRow.request_id == request_id).order_by(col(ResultRow.row))
+            ).all()
+            self._record(session, principal, EventKind.RESULT_READ, "read", "ok", request_id,
+                         rows=len(rows), clues=sum(r.clue for r in rows))
+            session.commit()
+            return MatchResult(
+                request_id=request_id, model=model.id, reveals=model.reveals,
+                rows=[RowFlags(row=r.row, clue=r.clue, flags=json.loads(r.flags)) for r in rows],
+            )
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    def _authorize(self, principal: Principal, obj: str, action: str, request_id: str) -> AuthorizedRequest:
+        decision = self._authorizer.decide(principal, obj, action)
+        self._record_decision(principal, obj, action, request_id, decision)
+        return self._authorizer.permit(principal, request_id, action, decision)
+
+    def _permit(self, principal: Principal, request_id: str, obj: str, action: str) -> AuthorizedRequest:
+        return self._authorize(principal, obj, action, request_id)
+
+    def _record_decision(self, principal: Principal, obj: str, action: str, request_id: str, decision: Decision) -> None:
+        self._record_alone(principal, EventKind.DECISION, action, "allow" if decision.allowed else "deny", request_id,
+                           object=obj, rule=decision.rule, reason=decision.reason,
+                           policy_version=decision.policy_version)
+
+    def _owned(self, session: Session, principal: Principal, request_id: str) -> MatchRequest:
+        request = session.get(MatchRequest, request_id)
+        if request is None:
+            raise NotFound("unknown match request", code="unknown_request")
+        if request.requester != principal.subject:
+            # Someone else's request: indistinguishable from a missing one to the caller.
+            self._record_alone(principal, EventKind.DECISION, "access", "deny", request_id,
+                               rule="owner-only", reason="not_owner")
+            raise NotFound("unknown match request", code="unknown_request")
+        return request
+
+    def _check_purpose(self, body: CreateMatchRequest) -> None:
+        for field, value in (("purpose", body.purpose), ("legal_basis", body.legal_basis)):
+            if _ID_LIKE.search(value):
+                raise InvalidInput(f"{field} must not contain an identifier", code="identifier_in_purpose")
+
+    def _view(self, request: MatchRequest, model: SupervisionModel) -> MatchRequestView:
+        plan = json.loads(request.plan)
+        return MatchRequestView(
+            request_id=request.id, model=request.model, status=RequestStatus(request.status),
+            subject_count=request.subject_count, reveals=model.reveals, created_at=request.created_at,
+            connectors=tuple(
+                ConnectorPlan(connector=name, epoch=entry["epoch"], public_key=bytes.fromhex(entry["public_key"]),
+                              capabilities=tuple(sorted(entry["publications"])))
+                for name, entry in sorted(plan.items())
+            ),
+        )
+
+    def _event(self, principal: Principal, kind: EventKind, action: str, outcome: str,
+               request_id: str | None, **detail: str | int | bool | None) -> AuditEvent:
+        return AuditEvent(kind=kind, at=self._clock(), actor=principal.subject, org=principal.org,
+                          request_id=request_id, action=action, outcome=outcome, detail=detail)
+
+    def _record(self, session: Session, principal: Principal, kind: EventKind, action: str, outcome: str,
+                request_id: str | None, **detail: str | int | bool | None) -> None:
+        self._audit.append(session, self._event(principal, kind, action, outcome, request_id, **detail))
+
+    def _record_alone(self, principal: Principal, kind: EventKind, action: str, outcome: str,
+                      request_id: str | None, **detail: str | int | bool | None) -> None:
+        self._audit.append_now(self._event(principal, kind, action, outcome, request_id, **detail))
+
+
+__all__ = ["Pipeline"]

@@ -1,0 +1,64 @@
+"""The gateway's calls to connectors, with one place that translates every failure.
+
+Each call has a timeout and a cap on the response size; any transport error, refusal,
+oversized or malformed answer becomes a `ConnectorError` naming the connector and never
+the batch contents.
+"""
+
+from __future__ import annotations
+
+import httpx
+from pydantic import ValidationError
+
+from gateway.settings import Limits
+from xiezhi.errors import ConnectorError, NotFound
+from xiezhi.wire import EvaluationResult, TicketedBatch
+
+
+class ConnectorRelay:
+    def __init__(self, connectors: dict[str, str], limits: Limits, transport: httpx.BaseTransport | None = None) -> None:
+        self._urls = {name: url.rstrip("/") for name, url in connectors.items()}
+        self._limits = limits
+        self._client = httpx.Client(timeout=limits.connector_timeout_seconds, transport=transport)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def known(self, connector: str) -> bool:
+        return connector in self._urls
+
+    def evaluate(self, connector: str, batch: TicketedBatch, traceparent: str | None = None) -> EvaluationResult:
+        """Relay one ticketed batch; return the connector's evaluation or raise ConnectorError."""
+        url = self._urls.get(connector)
+        if url is None:
+            raise NotFound(f"unknown connector {connector!r}", code="unknown_connector")
+        body = self._post(connector, f"{url}/v1/evaluate", batch.model_dump_json().encode())
+        try:
+            result = EvaluationResult.model_validate_json(body)
+        except ValidationError:
+            raise ConnectorError(f"connector {connector} answered with a malformed body") from None
+        if len(result.evaluated_elements) != len(batch.blinded_elements):
+            raise ConnectorError(f"connector {connector} answered for the wrong number of elements")
+        return result
+
+    def _post(self, connector: str, url: str, content: bytes) -> bytes:
+        cap = self._limits.max_connector_response_bytes
+        try:
+            with self._client.stream(
+                "POST", url, content=content, headers={"content-type": "application/json"}
+            ) as response:
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > cap:
+                        raise ConnectorError(f"connector {connector} answered with more than {cap} bytes")
+                if response.status_code != 200:
+                    raise ConnectorError(
+                        f"connector {connector} refused the batch (HTTP {response.status_code})",
+                        code="connector_refused",
+                    )
+                return bytes(body)
+        except httpx.TimeoutException:
+            raise ConnectorError(f"connector {connector} timed out", code="connector_timeout") from None
+        except httpx.HTTPError:
+            raise ConnectorError(f"connector {connector} is unreachable", code="connector_unreachable") from None

@@ -1,0 +1,182 @@
+"""Wire formats shared by the requester client, the gateway and the connectors.
+
+Every body is a frozen pydantic model that rejects unknown fields: parsed once at the
+edge, trusted after. Binary values (ristretto255 elements, proofs, tokens) travel as
+standard base64 and are decoded strictly here, so a malformed value never reaches the
+protocol code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+ELEMENT_BYTES = 32
+PROOF_BYTES = 64
+TOKEN_BYTES = 16
+CAPABILITY_PATTERN = r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$"
+IDENTIFIER_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str) -> bytes:
+    """Strict standard base64; raises ValueError on anything else."""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise ValueError("not valid base64") from exc
+
+
+def _fixed_length(size: int) -> BeforeValidator:
+    def decode(value: object) -> bytes:
+        if isinstance(value, bytes):
+            raw = value
+        elif isinstance(value, str):
+            raw = b64decode(value)
+        else:
+            raise ValueError("expected a base64 string")
+        if len(raw) != size:
+            raise ValueError(f"expected {size} bytes, got {len(raw)}")
+        return raw
+
+    return BeforeValidator(decode)
+
+
+_as_b64 = PlainSerializer(b64encode, return_type=str)
+Element = Annotated[bytes, _fixed_length(ELEMENT_BYTES), _as_b64]
+Proof = Annotated[bytes, _fixed_length(PROOF_BYTES), _as_b64]
+Token = Annotated[bytes, _fixed_length(TOKEN_BYTES), _as_b64]
+CapabilityId = Annotated[str, Field(pattern=CAPABILITY_PATTERN, max_length=128)]
+Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---- requester ↔ gateway -------------------------------------------------------------
+
+
+class RequestStatus(StrEnum):
+    EVALUATING = "evaluating"
+    COMPLETED = "completed"
+
+
+class CreateMatchRequest(Wire):
+    model: Identifier
+    purpose: Annotated[str, Field(min_length=1, max_length=200)]
+    legal_basis: Annotated[str, Field(min_length=1, max_length=200)]
+    subject_count: Annotated[int, Field(ge=1)]
+
+
+class ConnectorPlan(Wire):
+    """What the requester needs to run blind evaluation against one connector."""
+
+    connector: Identifier
+    epoch: Annotated[int, Field(ge=1)]
+    public_key: Element
+    capabilities: tuple[CapabilityId, ...]
+
+
+class MatchRequestView(Wire):
+    request_id: str
+    model: str
+    status: RequestStatus
+    subject_count: int
+    reveals: tuple[CapabilityId, ...]
+    connectors: tuple[ConnectorPlan, ...]
+    created_at: datetime
+
+
+class EvaluationBatch(Wire):
+    blinded_elements: Annotated[list[Element], Field(min_length=1)]
+
+
+class EvaluationResult(Wire):
+    epoch: int
+    evaluated_elements: list[Element]
+    proof: Proof
+
+
+class LookupBatch(Wire):
+    """Tokens for rows first_row … first_row+n-1 (0-based positions in the request)."""
+
+    first_row: Annotated[int, Field(ge=0)]
+    tokens: dict[CapabilityId, Annotated[list[Token], Field(min_length=1)]]
+
+
+class RowFlags(Wire):
+    row: int
+    clue: bool
+    flags: dict[str, bool]
+
+
+class LookupResult(Wire):
+    rows: list[RowFlags]
+
+
+class MatchResult(Wire):
+    request_id: str
+    model: str
+    reveals: tuple[CapabilityId, ...]
+    rows: list[RowFlags]
+
+
+# ---- gateway ↔ connector -------------------------------------------------------------
+
+
+class TicketedBatch(Wire):
+    ticket: Annotated[str, Field(min_length=1, max_length=4096)]
+    blinded_elements: Annotated[list[Element], Field(min_length=1)]
+
+
+# ---- connector → gateway: index publication ------------------------------------------
+
+
+class CapabilityDescriptor(Wire):
+    id: CapabilityId
+    title: Annotated[str, Field(min_length=1, max_length=100)]
+    tier: Annotated[int, Field(ge=1, le=3)]
+
+
+class StartPublication(Wire):
+    epoch: Annotated[int, Field(ge=1)]
+    public_key: Element
+    capability: CapabilityDescriptor
+    token_count: Annotated[int, Field(ge=0)]
+    digest: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class PublicationView(Wire):
+    publication_id: str
+    connector: str
+    capability: str
+    epoch: int
+    token_count: int
+    received: int
+    committed: bool
+
+
+class EpochView(Wire):
+    connector: str
+    epoch: int
+    active: bool
+    capabilities: tuple[str, ...]
+
+
+class Problem(Wire):
+    """RFC 9457 problem detail, as every error leaves the services."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
