@@ -1,0 +1,114 @@
+"""Connector configuration: the agency database and its capabilities, from YAML.
+
+    connector: court
+    title: 人民法院
+    database_url: ${XIEZHI_COURT_DATABASE_URL:-sqlite:///court.sqlite}
+    capabilities:
+      - id: court.multiple_terminated
+        title: 多起终本案件的被执行人
+        tier: 2
+        query: SELECT debtor_id AS subject_id, case_no AS key FROM enforcement_cases WHERE status = '终本'
+        reduce: {distinct_keys_at_least: 2}
+
+A capability's query returns one row per piece of evidence: `subject_id` (the raw ID as
+the agency stores it), and where its reduction needs them, `key` and `value`. The runtime
+normalises `subject_id` exactly as the requester's client does, then reduces per
+normalised subject — so "two cases" or "the latest registration" count one person once
+however many spellings the agency's rows hold. Reductions:
+
+- `any` (default): yes if the subject has at least one row.
+- `{distinct_keys_at_least: N}`: yes if the subject's rows hold N or more distinct keys.
+- `{latest_value_is: V}`: yes if every row at the subject's greatest key has value V
+  (a tie between V and another value is not a yes). Rows with a null key are ignored.
+
+`params` are bound to `:name` placeholders in the query, never spliced into the SQL.
+`${VAR}` and `${VAR:-default}` in the file expand from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from xiezhi.errors import InvalidInput
+from xiezhi.wire import CAPABILITY_PATTERN, IDENTIFIER_PATTERN
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class DistinctKeys(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    distinct_keys_at_least: Annotated[int, Field(ge=1)]
+
+
+class LatestValue(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    latest_value_is: str
+
+
+Reduction = DistinctKeys | LatestValue | None
+
+
+class Capability(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Annotated[str, Field(pattern=CAPABILITY_PATTERN)]
+    title: Annotated[str, Field(min_length=1)]
+    tier: Annotated[int, Field(ge=1, le=3)]
+    query: Annotated[str, Field(min_length=1)]
+    params: dict[str, str | int | float] = Field(default_factory=dict)
+    reduce: Reduction = None
+
+
+class ConnectorConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    connector: Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+    title: str
+    database_url: str
+    capabilities: Annotated[list[Capability], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _own_capabilities(self) -> ConnectorConfig:
+        for capability in self.capabilities:
+            if capability.id.split(".", 1)[0] != self.connector:
+                raise ValueError(f"capability {capability.id} must start with '{self.connector}.'")
+        ids = [capability.id for capability in self.capabilities]
+        if len(set(ids)) != len(ids):
+            raise ValueError("two capabilities share an id")
+        return self
+
+    @classmethod
+    def from_file(cls, path: Path, *, database_url: str | None = None) -> ConnectorConfig:
+        """Load a config file; `database_url` overrides the file's. Raises InvalidInput."""
+        text = _ENV.sub(_expand, path.read_text(encoding="utf-8"))
+        raw: Any = yaml.safe_load(text)
+        if not isinstance(raw, dict):
+            raise InvalidInput(f"{path.name}: a connector config holds one mapping")
+        if database_url is not None:
+            raw["database_url"] = database_url
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise InvalidInput(f"{path.name}: {where}: {first['msg']}") from None
+
+
+def _expand(match: re.Match[str]) -> str:
+    value = os.environ.get(match.group(1))
+    if value is not None:
+        return value
+    if match.group(2) is not None:
+        return match.group(2)
+    raise InvalidInput(f"environment variable {match.group(1)} is not set and has no default")
+
+
+def reference_config(name: str) -> Path:
+    """Path of a reference connector config shipped with the package."""
+    return Path(__file__).with_name(f"{name}.yaml")

@@ -1,0 +1,63 @@
+"""Publishing a built index to the gateway: start, chunks in order, commit; then activate.
+
+Every failure becomes a ConnectorError naming the step and the gateway's reason code.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from connectors.indexer import BuiltIndex, CapabilityIndex
+from xiezhi.errors import ConnectorError
+from xiezhi.wire import CapabilityDescriptor, StartPublication, b64encode
+
+CHUNK_TOKENS = 50_000
+
+
+class Publisher:
+    def __init__(self, gateway_url: str, token: str, *, client: httpx.Client | None = None) -> None:
+        self._base = gateway_url.rstrip("/")
+        self._client = client or httpx.Client(timeout=120.0)
+        self._headers = {"authorization": f"Bearer {token}"}
+
+    def publish(self, built: BuiltIndex, *, activate: bool = True) -> None:
+        for index in built.capabilities:
+            self._publish_one(built, index)
+        if activate:
+            self._call("activate", "POST", f"/v1/connectors/{built.connector}/epochs/{built.epoch}/activate")
+
+    def _publish_one(self, built: BuiltIndex, index: CapabilityIndex) -> None:
+        start = StartPublication(
+            epoch=built.epoch, public_key=built.public_key,
+            capability=CapabilityDescriptor(id=index.capability.id, title=index.capability.title,
+                                            tier=index.capability.tier),
+            token_count=len(index.tokens), digest=index.digest,
+        )
+        body = start.model_dump(mode="json")
+        body["public_key"] = b64encode(built.public_key)
+        view = self._call("start", "POST", f"/v1/connectors/{built.connector}/publications", json=body)
+        base = f"/v1/connectors/{built.connector}/publications/{view['publication_id']}"
+        for number, first in enumerate(range(0, len(index.tokens), CHUNK_TOKENS)):
+            data = b"".join(index.tokens[first : first + CHUNK_TOKENS])
+            self._call("chunk", "PUT", f"{base}/chunks/{number}", content=data,
+                       headers={"content-type": "application/octet-stream"})
+        self._call("commit", "POST", f"{base}/commit")
+
+    def _call(self, step: str, method: str, path: str, **kwargs: object) -> dict[str, object]:
+        headers = {**self._headers, **kwargs.pop("headers", {})}  # type: ignore[dict-item]
+        try:
+            response = self._client.request(method, self._base + path, headers=headers, **kwargs)  # type: ignore[arg-type]
+        except httpx.HTTPError:
+            raise ConnectorError(f"publication step '{step}': gateway unreachable") from None
+        if response.status_code >= 300:
+            code = _problem_code(response)
+            raise ConnectorError(f"publication step '{step}' refused by the gateway (HTTP {response.status_code}, {code})",
+                                 code=code)
+        return response.json()  # type: ignore[no-any-return]
+
+
+def _problem_code(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("code", "unknown"))
+    except ValueError:
+        return "unknown"

@@ -1,0 +1,66 @@
+"""HTTP calls from the requester to the gateway, with one place that translates errors.
+
+A problem-detail answer becomes the matching XiezhiError subclass with the gateway's
+reason code, so the CLI can print "denied (run_not_granted)" rather than a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from xiezhi import errors
+from xiezhi.wire import (
+    CreateMatchRequest,
+    EvaluationBatch,
+    EvaluationResult,
+    LookupBatch,
+    LookupResult,
+    MatchRequestView,
+    MatchResult,
+)
+
+_BY_STATUS: dict[int, type[errors.XiezhiError]] = {
+    400: errors.InvalidInput, 401: errors.Unauthenticated, 403: errors.Denied, 404: errors.NotFound,
+    409: errors.Conflict, 422: errors.ProofError, 502: errors.ConnectorError, 503: errors.Unavailable,
+}
+
+
+class GatewayClient:
+    def __init__(self, base_url: str, token: str, *, timeout: float = 300.0, client: httpx.Client | None = None) -> None:
+        self._base = base_url.rstrip("/")
+        self._client = client or httpx.Client(timeout=timeout)
+        self._headers = {"authorization": f"Bearer {token}"}
+
+    def close(self) -> None:
+        self._client.close()
+
+    def create(self, body: CreateMatchRequest) -> MatchRequestView:
+        return MatchRequestView.model_validate(self._call("POST", "/v1/requests", body.model_dump(mode="json")))
+
+    def evaluate(self, request_id: str, connector: str, batch: EvaluationBatch) -> EvaluationResult:
+        raw = self._call("POST", f"/v1/requests/{request_id}/evaluations/{connector}", batch.model_dump(mode="json"))
+        return EvaluationResult.model_validate(raw)
+
+    def lookup(self, request_id: str, batch: LookupBatch) -> LookupResult:
+        raw = self._call("POST", f"/v1/requests/{request_id}/lookups", batch.model_dump(mode="json"))
+        return LookupResult.model_validate(raw)
+
+    def result(self, request_id: str) -> MatchResult:
+        return MatchResult.model_validate(self._call("GET", f"/v1/requests/{request_id}/result"))
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            response = self._client.request(method, self._base + path, json=body, headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise errors.Unavailable(f"gateway unreachable ({type(exc).__name__})", code="gateway_unreachable") from None
+        if response.status_code < 300:
+            return response.json()
+        try:
+            problem = response.json()
+            detail, code = str(problem.get("detail", "")), str(problem.get("code", ""))
+        except ValueError:
+            detail, code = response.text[:200], ""
+        error = _BY_STATUS.get(response.status_code, errors.XiezhiError)
+        raise error(f"gateway answered {response.status_code}: {detail}", code=code or None)

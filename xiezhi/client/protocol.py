@@ -1,0 +1,106 @@
+"""Running one supervision model over a subject list, the requester's side of the protocol.
+
+create request → for each connector: blind (fresh scalar per subject and connector),
+relay through the gateway, verify the batched DLEQ proof, finalize → derive tokens per
+capability → look the tokens up, batch by batch → read the result. Blinding and
+finalizing run in a process pool over the machine's cores while batches are in flight.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+from xiezhi import oprf
+from xiezhi.client.gateway_client import GatewayClient
+from xiezhi.crypto import derive_token
+from xiezhi.errors import ProofError
+from xiezhi.wire import (
+    ConnectorPlan,
+    CreateMatchRequest,
+    EvaluationBatch,
+    LookupBatch,
+    MatchResult,
+)
+
+Advance = Callable[[int], None]
+PARALLEL_THRESHOLD = 4_000
+
+
+@dataclass(frozen=True)
+class MatchSpec:
+    model: str
+    purpose: str
+    legal_basis: str
+    batch_size: int = 2_000
+
+
+def run_match(client: GatewayClient, spec: MatchSpec, inputs: Sequence[bytes], *,
+              advance: Advance = lambda _n: None, on_total: Callable[[int], None] = lambda _n: None,
+              workers: int | None = None) -> MatchResult:
+    """Run `spec.model` over OPRF inputs (one per valid row, in row order); return per-row flags."""
+    view = client.create(CreateMatchRequest(model=spec.model, purpose=spec.purpose,
+                                            legal_basis=spec.legal_basis, subject_count=len(inputs)))
+    on_total(len(inputs) * (len(view.connectors) + 1))
+    tokens: dict[str, list[bytes]] = {}
+    with _executor(len(inputs), workers) as pool:
+        for plan in view.connectors:
+            tokens.update(_evaluate_connector(client, pool, view.request_id, plan, inputs, spec.batch_size, advance))
+    for first in range(0, len(inputs), spec.batch_size):
+        part = {capability: values[first : first + spec.batch_size] for capability, values in tokens.items()}
+        client.lookup(view.request_id, LookupBatch(first_row=first, tokens=part))
+        advance(len(next(iter(part.values()))))
+    return client.result(view.request_id)
+
+
+def _evaluate_connector(client: GatewayClient, pool: Executor, request_id: str, plan: ConnectorPlan,
+                        inputs: Sequence[bytes], batch_size: int, advance: Advance) -> dict[str, list[bytes]]:
+    batches = [list(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+    blinded = [pool.submit(_blind, batch) for batch in batches]
+    finals: list[Future[dict[str, list[bytes]]]] = []
+    for batch, pending in zip(batches, blinded, strict=True):
+        blinds, elements = pending.result()
+        answer = client.evaluate(request_id, plan.connector, EvaluationBatch(blinded_elements=elements))
+        if answer.epoch != plan.epoch:
+            raise ProofError(f"connector {plan.connector} evaluated under an unexpected epoch")
+        finals.append(pool.submit(_finalize, batch, blinds, answer.evaluated_elements, elements,
+                                  answer.proof, plan.public_key, plan.capabilities))
+    tokens: dict[str, list[bytes]] = {capability: [] for capability in plan.capabilities}
+    for batch, future in zip(batches, finals, strict=True):
+        for capability, values in future.result().items():
+            tokens[capability].extend(values)
+        advance(len(batch))
+    return tokens
+
+
+def _blind(inputs: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    blinded = oprf.blind(inputs, oprf.Mode.VOPRF)
+    return [b.blind for b in blinded], [b.blinded_element for b in blinded]
+
+
+def _finalize(inputs: list[bytes], blinds: list[bytes], evaluated: list[bytes], blinded: list[bytes],
+              proof: bytes, public_key: bytes, capabilities: tuple[str, ...]) -> dict[str, list[bytes]]:
+    outputs = oprf.finalize(inputs, blinds, evaluated, blinded, proof, public_key, oprf.Mode.VOPRF)
+    return {capability: [derive_token(output, capability) for output in outputs] for capability in capabilities}
+
+
+class _Inline(Executor):
+    """Runs submitted work at once: small jobs are not worth starting processes for."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        future: Future[object] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # delivered through the future, as a pool would
+            future.set_exception(exc)
+        return future
+
+
+def _executor(count: int, workers: int | None) -> Executor:
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or count < PARALLEL_THRESHOLD:
+        return _Inline()
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
