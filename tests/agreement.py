@@ -1,0 +1,102 @@
+"""Checking clue reports against the reference SQL join, row by row, and scanning for leaks."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from tests import reference
+from xiezhi.errors import InvalidIdentifier
+from xiezhi.ids import IdType, normalise_subject_id
+from xiezhi.supervision import SubjectKind, SupervisionModel
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def subjects_file(data_dir: Path, model: SupervisionModel) -> Path:
+    return data_dir / ("applicants.csv" if model.subjects is SubjectKind.APPLICANTS else "subjects.csv")
+
+
+def expected_report(data_dir: Path, model: SupervisionModel) -> tuple[list[list[str]], list[tuple[int, str]]]:
+    """The report the reference join predicts, and the (row, 案号) pairs it predicts invalid."""
+    flags = reference.expected_flags(data_dir)
+    rows, invalid = [], []
+    for number, case_no, key in reference.subject_rows(subjects_file(data_dir, model)):
+        if key is None:
+            invalid.append((number, case_no))
+            continue
+        subject_flags = {capability: key in flags[capability] for capability in model.looks_up}
+        clue = model.clue.evaluate(subject_flags)
+        rows.append([str(number), case_no, _yes(clue), *(_yes(subject_flags[c]) for c in model.reveals)])
+    return [["行号", "案号", "线索", *model.reveals], *rows], invalid
+
+
+def assert_report_agrees(data_dir: Path, model: SupervisionModel, report: Path) -> int:
+    """Assert `report` and its errors file equal the reference; return the number of clues."""
+    expected, invalid = expected_report(data_dir, model)
+    actual = read_csv(report)
+    assert actual[0] == expected[0], f"{model.id}: header"
+    mismatches = [(a, e) for a, e in zip(actual[1:], expected[1:], strict=False) if a != e]
+    assert not mismatches, f"{model.id}: {len(mismatches)} rows differ, first {mismatches[0]}"
+    assert len(actual) == len(expected), f"{model.id}: {len(actual) - 1} rows, expected {len(expected) - 1}"
+    errors = read_csv(report.with_name(report.name + ".errors.csv"))
+    assert [(int(r[0]), r[1]) for r in errors[1:]] == invalid, f"{model.id}: errors file"
+    return sum(row[2] == "是" for row in actual[1:])
+
+
+def _yes(value: bool) -> str:
+    return "是" if value else "否"
+
+
+# ---- leak scanning -------------------------------------------------------------------
+
+
+def id_forms(value: str, id_type: IdType) -> set[str]:
+    """Every spelling of a normalised ID someone might search a leak for."""
+    forms = {value, value.lower()}
+    if id_type is IdType.RESIDENT and value[6:8] == "19":
+        forms.add(value[:6] + value[8:17])  # the old 15-digit form
+    return forms
+
+
+def subject_id_forms(data_dir: Path) -> set[str]:
+    """All forms of every valid ID in the agency tables and both lists, plus the raw values."""
+    forms: set[str] = set()
+    for raw in _raw_ids(data_dir):
+        forms.add(raw.strip())
+        try:
+            subject = normalise_subject_id(raw)
+        except InvalidIdentifier:
+            continue
+        forms |= id_forms(subject.value, subject.id_type)
+    return {f for f in forms if len(f) >= 15}
+
+
+def _raw_ids(data_dir: Path) -> list[str]:
+    raws = []
+    for database in (data_dir / "agencies").glob("*.sqlite"):
+        with closing(sqlite3.connect(database)) as connection:
+            for (table,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+                columns = [row[1] for row in connection.execute(f"PRAGMA table_info({table})")]
+                for column in (c for c in columns if c.endswith("_id")):
+                    raws += [v for (v,) in connection.execute(f"SELECT {column} FROM {table}") if isinstance(v, str)]
+    for name in ("subjects.csv", "applicants.csv"):
+        rows = read_csv(data_dir / name)
+        at = rows[0].index("证件号码")
+        raws += [row[at] for row in rows[1:] if len(row) > at]
+    return raws
+
+
+def find_leaks(folder: Path, needles: set[str]) -> list[tuple[str, str]]:
+    """(file, needle) for every needle found in any file under `folder` (UTF-8 and UTF-16)."""
+    encoded = {n: (n.encode(), n.encode("utf-16-le")) for n in needles}
+    found = []
+    for path in (p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        found += [(str(path), n) for n, forms in encoded.items() if any(f in data for f in forms)]
+    return found

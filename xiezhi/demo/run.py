@@ -1,0 +1,143 @@
+"""`xiezhi demo`: the whole system on one machine, on loopback, over generated or given data.
+
+1. generate agency databases and the procuratorate's lists (or take them from --data);
+2. create development keys and the gateway's configuration under the work folder;
+3. start the gateway and the four connectors as real HTTP services;
+4. build every connector's capability indexes and publish them;
+5. run every supervision model as a procuratorate user; write reports/<model>.csv;
+6. print a summary: subjects, clues per model, time per phase.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from connectors.config import reference_config
+from connectors.runner import PublishReport, build_and_publish
+from xiezhi.client.job import MatchSummary, match_file
+from xiezhi.client.protocol import MatchSpec
+from xiezhi.demo.generate import generate
+from xiezhi.demo.services import Services, free_port
+from xiezhi.devkit import DevEnvironment, init_dev, issue_token
+from xiezhi.errors import InvalidInput
+from xiezhi.supervision import ModelCatalog, SubjectKind
+
+CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
+DEMO_ORG = "330803"  # 衢州市衢江区人民检察院
+DEMO_PURPOSE = "终本案件执行监督专项活动 ZX-2026-0803-01"
+DEMO_LEGAL_BASIS = "《人民检察院民事诉讼监督规则》"
+
+
+class Phases:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - started
+
+
+def run_demo(*, workdir: Path, seed: int = 7, data: Path | None = None, debtors: int = 1200,
+             console: Console | None = None) -> list[MatchSummary]:
+    console = console or Console()
+    workdir = workdir.resolve()
+    phases = Phases()
+    data_dir = _data(workdir, data, seed, debtors, phases)
+    gateway_db = workdir / "gateway" / "gateway.sqlite"
+    for stale in gateway_db.parent.glob("gateway.sqlite*"):
+        stale.unlink()  # each demo run starts from an empty gateway
+    ports = {name: free_port() for name in ("gateway", *CONNECTORS)}
+    dev = init_dev(workdir, connectors={c: f"http://127.0.0.1:{ports[c]}" for c in CONNECTORS},
+                   database_url=f"sqlite:///{gateway_db}")
+    gateway_url = f"http://127.0.0.1:{ports['gateway']}"
+    with Services() as services:
+        with phases.phase("start services"):
+            _start(services, dev, workdir, ports)
+        with phases.phase("build and publish indexes"):
+            published = [_publish(dev, workdir, data_dir, c, gateway_url) for c in CONNECTORS]
+        summaries = _run_models(dev, data_dir, workdir, gateway_url, phases)
+    _print_summary(console, workdir, published, summaries, phases)
+    return summaries
+
+
+def _data(workdir: Path, data: Path | None, seed: int, debtors: int, phases: Phases) -> Path:
+    if data is None:
+        with phases.phase("generate data"):
+            generate(workdir, seed=seed, debtors=debtors)
+        return workdir
+    data = data.resolve()
+    needed = [data / "agencies" / f"{c}.sqlite" for c in CONNECTORS] + [data / "subjects.csv", data / "applicants.csv"]
+    missing = [str(p.relative_to(data)) for p in needed if not p.is_file()]
+    if missing:
+        raise InvalidInput(f"--data {data}: missing {', '.join(missing)}")
+    return data
+
+
+def _start(services: Services, dev: DevEnvironment, workdir: Path, ports: dict[str, int]) -> None:
+    for connector in CONNECTORS:
+        state = workdir / "connectors" / connector
+        services.start(connector, ["connector", "serve", "--connector", connector, "--key-dir", str(state / "keys"),
+                                   "--ticket-key", str(dev.ticket_public_key), "--port", str(ports[connector])],
+                       state / "connector.log", f"http://127.0.0.1:{ports[connector]}/healthz")
+    services.start("gateway", ["gateway", "serve", "--config", str(dev.gateway_config),
+                               "--port", str(ports["gateway"])],
+                   workdir / "gateway" / "gateway.log", f"http://127.0.0.1:{ports['gateway']}/healthz")
+
+
+def _publish(dev: DevEnvironment, workdir: Path, data_dir: Path, connector: str, gateway_url: str) -> PublishReport:
+    token = issue_token(dev.idp_key, subject=f"connector:{connector}", roles=["connector"], connector=connector)
+    return build_and_publish(reference_config(connector), workdir / "connectors" / connector / "keys", gateway_url,
+                             token, database_url=f"sqlite:///{data_dir / 'agencies' / f'{connector}.sqlite'}",
+                             show_progress=True)
+
+
+def _run_models(dev: DevEnvironment, data_dir: Path, workdir: Path, gateway_url: str,
+                phases: Phases) -> list[MatchSummary]:
+    token = issue_token(dev.idp_key, subject=f"prosecutor-{DEMO_ORG}-01", roles=["prosecutor"], org=DEMO_ORG)
+    summaries = []
+    for model in ModelCatalog.load(_models_dir(dev)):
+        subjects = data_dir / ("applicants.csv" if model.subjects is SubjectKind.APPLICANTS else "subjects.csv")
+        with phases.phase(f"model {model.id}"):
+            summaries.append(match_file(gateway_url, token, MatchSpec(model.id, DEMO_PURPOSE, DEMO_LEGAL_BASIS),
+                                        subjects, workdir / "reports" / f"{model.id}.csv"))
+    return summaries
+
+
+def _models_dir(dev: DevEnvironment) -> Path:
+    import yaml
+
+    config = yaml.safe_load(dev.gateway_config.read_text(encoding="utf-8"))
+    return Path(config["models_dir"])
+
+
+def _print_summary(console: Console, workdir: Path, published: list[PublishReport],
+                   summaries: list[MatchSummary], phases: Phases) -> None:
+    indexes = Table(title="Indexes published (counts only)")
+    for column in ("capability", "rows", "invalid IDs", "tokens"):
+        indexes.add_column(column, justify="right" if column != "capability" else "left")
+    for report in published:
+        for index in report.built.capabilities:
+            indexes.add_row(index.capability.id, str(index.rows), str(index.invalid_rows), str(len(index.tokens)))
+    models = Table(title="Supervision models run")
+    for column in ("model", "subject rows", "invalid rows", "clues", "seconds", "report"):
+        models.add_column(column)
+    for s in summaries:
+        models.add_row(s.model, str(s.rows), str(s.invalid_rows), str(s.clues),
+                       f"{phases.seconds[f'model {s.model}']:.1f}", str(s.report.relative_to(workdir)))
+    timing = Table(title="Time per phase")
+    timing.add_column("phase")
+    timing.add_column("seconds", justify="right")
+    for name, seconds in phases.seconds.items():
+        timing.add_row(name, f"{seconds:.1f}")
+    console.print(indexes, models, timing)
+    console.print(f"Gateway database and logs: {workdir / 'gateway'}")
