@@ -24,6 +24,7 @@ from gateway.authz import AuthorizedRequest, Authorizer, Decision
 from gateway.db import MatchRequest, ResultRow
 from gateway.relay import ConnectorRelay
 from gateway.settings import GatewaySettings
+from xiezhi import group
 from xiezhi.crypto import SigningKey, batch_digest
 from xiezhi.errors import Conflict, InvalidInput, NotFound
 from xiezhi.supervision import ModelCatalog, SupervisionModel
@@ -107,6 +108,9 @@ class Pipeline:
         limit = self._settings.limits.max_batch
         if len(batch.blinded_elements) > limit:
             raise InvalidInput(f"a batch holds at most {limit} elements", code="batch_too_large")
+        for element in batch.blinded_elements:
+            # Refuse non-canonical encodings and the identity here, not at the connector.
+            group.deserialize_element(element)
         with Session(self._engine) as session:
             request = self._owned(session, principal, request_id)
             permit = self._permit(principal, request_id, f"model:{request.model}", "run")

@@ -1,0 +1,223 @@
+"""Bad input to every gateway endpoint gets a specific 4xx problem detail, over real HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.stack import Stack
+from xiezhi import oprf
+from xiezhi.devkit import issue_token
+from xiezhi.wire import b64encode
+
+PURPOSE = {"purpose": "终本专项 ZX-1", "legal_basis": "《人民检察院民事诉讼监督规则》"}
+
+
+def _call(stack: Stack, method: str, path: str, token: str | None = None, **kwargs: Any) -> httpx.Response:
+    headers = dict(kwargs.pop("headers", {}))
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    return httpx.request(method, stack.gateway_url + path, headers=headers, **kwargs)
+
+
+def _problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == code and body["status"] == status and body["detail"]
+    return body  # type: ignore[no-any-return]
+
+
+def _request(stack: Stack, token: str, model: str = "housing_fund", n: int = 2) -> dict[str, Any]:
+    response = _call(stack, "POST", "/v1/requests", token, json={"model": model, "subject_count": n, **PURPOSE})
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def _elements(n: int) -> list[str]:
+    return [b64encode(b.blinded_element) for b in oprf.blind([b"x%d" % i for i in range(n)], oprf.Mode.VOPRF)]
+
+
+@pytest.fixture
+def prosecutor(stack: Stack) -> str:
+    return stack.user_token(["prosecutor"])
+
+
+# ---- authentication ------------------------------------------------------------------
+
+
+def test_missing_and_malformed_tokens(stack: Stack) -> None:
+    _problem(_call(stack, "GET", "/v1/models"), 401, "token_missing")
+    _problem(_call(stack, "GET", "/v1/models", headers={"authorization": "Basic abc"}), 401, "token_malformed")
+    _problem(_call(stack, "GET", "/v1/models", "not.a.jwt"), 401, "token_malformed")
+
+
+def test_tokens_failing_claims_checks(stack: Stack, tmp_path: Any) -> None:
+    key = stack.dev.idp_key
+    cases = {
+        "token_expired": issue_token(key, subject="u", roles=["prosecutor"], org="330803", now=1_000_000),
+        "token_invalid": issue_token(key, subject="u", roles=["prosecutor"], org="330803", audience="other"),
+        "token_unknown_key": issue_token(key, subject="u", roles=["prosecutor"], org="330803", kid="other-kid"),
+    }
+    for code, token in cases.items():
+        _problem(_call(stack, "GET", "/v1/models", token), 401, code)
+    bad_issuer = issue_token(key, subject="u", roles=["prosecutor"], org="330803", issuer="someone-else")
+    _problem(_call(stack, "GET", "/v1/models", bad_issuer), 401, "token_invalid")
+    bad_org = issue_token(key, subject="u", roles=["prosecutor"], org="Zhejiang")
+    _problem(_call(stack, "GET", "/v1/models", bad_org), 401, "token_invalid")
+
+
+def test_token_signed_by_another_key_with_the_right_kid(stack: Stack, tmp_path: Any) -> None:
+    from xiezhi.crypto import generate_signing_key
+
+    generate_signing_key(tmp_path / "mallory.key")
+    forged = issue_token(tmp_path / "mallory.key", subject="u", roles=["prosecutor"], org="330803")
+    _problem(_call(stack, "GET", "/v1/models", forged), 401, "token_invalid")
+
+
+# ---- create ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"model": "housing_fund", "subject_count": 1}, 400, "invalid_body"),
+        ({"model": "housing_fund", "subject_count": 0, **PURPOSE}, 400, "invalid_body"),
+        ({"model": "housing_fund", "subject_count": 1, "extra": 1, **PURPOSE}, 400, "invalid_body"),
+        ({"model": "no_such_model", "subject_count": 1, **PURPOSE}, 404, "unknown_model"),
+        ({"model": "housing_fund", "subject_count": 1, "purpose": "核查 11010519491231002X",
+          "legal_basis": "x"}, 400, "identifier_in_purpose"),
+        ({"model": "housing_fund", "subject_count": 10_000_000, **PURPOSE}, 400, "too_many_subjects"),
+    ],
+)
+def test_create_rejects_bad_bodies(stack: Stack, prosecutor: str, body: dict[str, Any], status: int, code: str) -> None:
+    _problem(_call(stack, "POST", "/v1/requests", prosecutor, json=body), status, code)
+
+
+def test_create_rejects_non_json(stack: Stack, prosecutor: str) -> None:
+    _problem(_call(stack, "POST", "/v1/requests", prosecutor, content=b"{oops",
+                   headers={"content-type": "application/json"}), 400, "invalid_body")
+
+
+@pytest.mark.parametrize(
+    ("roles", "code"),
+    [(["system_admin"], "run_denied"), (["security_auditor"], "run_denied"), (["connector"], "run_denied"),
+     (["prosecutor", "system_admin"], "run_denied"), ([], "run_not_granted"), (["visitor"], "run_not_granted")],
+)
+def test_roles_that_may_not_run_models(stack: Stack, roles: list[str], code: str) -> None:
+    body = {"model": "housing_fund", "subject_count": 1, **PURPOSE}
+    _problem(_call(stack, "POST", "/v1/requests", stack.user_token(roles), json=body), 403, code)
+
+
+# ---- evaluation, lookup, result -------------------------------------------------------
+
+
+def test_evaluation_errors(stack: Stack, prosecutor: str) -> None:
+    request = _request(stack, prosecutor, n=2)
+    base = f"/v1/requests/{request['request_id']}/evaluations"
+    _problem(_call(stack, "POST", "/v1/requests/nope/evaluations/housing_fund", prosecutor,
+                   json={"blinded_elements": _elements(1)}), 404, "unknown_request")
+    other = stack.user_token(["prosecutor"], subject="prosecutor-330803-02")
+    _problem(_call(stack, "POST", f"{base}/housing_fund", other, json={"blinded_elements": _elements(1)}),
+             404, "unknown_request")
+    _problem(_call(stack, "POST", f"{base}/court", prosecutor, json={"blinded_elements": _elements(1)}),
+             404, "unknown_connector")
+    for bad in (["%%%"], [b64encode(b"short")], []):
+        _problem(_call(stack, "POST", f"{base}/housing_fund", prosecutor, json={"blinded_elements": bad}),
+                 400, "invalid_body")
+    _problem(_call(stack, "POST", f"{base}/housing_fund", prosecutor, json={"blinded_elements": [b64encode(bytes(32))]}),
+             422, "proof_invalid")
+    _problem(_call(stack, "POST", f"{base}/housing_fund", prosecutor, json={"blinded_elements": _elements(3)}),
+             409, "subject_count_exceeded")
+    assert _call(stack, "POST", f"{base}/housing_fund", prosecutor, json={"blinded_elements": _elements(2)}).status_code == 200
+
+
+def test_lookup_and_result_errors(stack: Stack, prosecutor: str) -> None:
+    request = _request(stack, prosecutor, n=2)
+    rid = request["request_id"]
+    token = b64encode(bytes(16))
+    caps = ["housing_fund.balance_positive", "housing_fund.sealed_with_balance"]
+    lookups = f"/v1/requests/{rid}/lookups"
+    _problem(_call(stack, "POST", lookups, prosecutor, json={"first_row": 0, "tokens": {c: [token] for c in caps}}),
+             409, "evaluation_incomplete")
+    _problem(_call(stack, "GET", f"/v1/requests/{rid}/result", prosecutor), 409, "not_completed")
+    _call(stack, "POST", f"/v1/requests/{rid}/evaluations/housing_fund", prosecutor,
+          json={"blinded_elements": _elements(2)}).raise_for_status()
+    _problem(_call(stack, "POST", lookups, prosecutor, json={"first_row": 0, "tokens": {caps[0]: [token]}}),
+             400, "capabilities_mismatch")
+    _problem(_call(stack, "POST", lookups, prosecutor,
+                   json={"first_row": 0, "tokens": {caps[0]: [token], caps[1]: [token, token]}}), 400, "ragged_tokens")
+    _problem(_call(stack, "POST", lookups, prosecutor,
+                   json={"first_row": 0, "tokens": {c: [b64encode(bytes(15))] for c in caps}}), 400, "invalid_body")
+    _problem(_call(stack, "POST", lookups, prosecutor, json={"first_row": 1, "tokens": {c: [token] for c in caps}}),
+             409, "row_out_of_order")
+    _problem(_call(stack, "POST", lookups, prosecutor,
+                   json={"first_row": 0, "tokens": {c: [token] * 3 for c in caps}}), 409, "subject_count_exceeded")
+    ok = _call(stack, "POST", lookups, prosecutor, json={"first_row": 0, "tokens": {c: [token] * 2 for c in caps}})
+    assert ok.status_code == 200 and [r["clue"] for r in ok.json()["rows"]] == [False, False]
+    result = _call(stack, "GET", f"/v1/requests/{rid}/result", prosecutor)
+    assert result.status_code == 200 and len(result.json()["rows"]) == 2
+    # Deny overrides allow: the same person, once also holding an admin role, may not read.
+    _problem(_call(stack, "GET", f"/v1/requests/{rid}/result", stack.user_token(["prosecutor", "security_auditor"])),
+             403, "read_denied")
+    auditor = stack.user_token(["security_auditor"], subject="auditor-330000-01", org="330000")
+    _problem(_call(stack, "GET", f"/v1/requests/{rid}/result", auditor), 404, "unknown_request")
+
+
+# ---- publication ----------------------------------------------------------------------
+
+
+def _start(stack: Stack, token: str, connector: str = "tax", capability: str = "tax.interest_income_declared",
+           tokens: list[bytes] | None = None, public_key: bytes | None = None, epoch: int = 7) -> httpx.Response:
+    tokens = tokens or []
+    body = {"epoch": epoch, "public_key": b64encode(public_key or oprf.generate_key_pair(oprf.Mode.VOPRF).pk),
+            "capability": {"id": capability, "title": "测试", "tier": 2},
+            "token_count": len(tokens), "digest": hashlib.sha256(b"".join(sorted(tokens))).hexdigest()}
+    return _call(stack, "POST", f"/v1/connectors/{connector}/publications", token, json=body)
+
+
+def test_publication_authorization(stack: Stack, prosecutor: str) -> None:
+    _problem(_start(stack, prosecutor), 403, "publish_not_granted")
+    _problem(_start(stack, stack.connector_token("court")), 403, "publish_other_connector")
+    _problem(_start(stack, stack.connector_token("tax"), capability="court.multiple_terminated"), 400, "invalid_input")
+
+
+def test_publication_chunk_and_commit_errors(stack: Stack) -> None:
+    tax = stack.connector_token("tax")
+    tokens = [bytes([i]) * 16 for i in range(1, 4)]
+    pub = _start(stack, tax, tokens=tokens)
+    assert pub.status_code == 201, pub.text
+    base = f"/v1/connectors/tax/publications/{pub.json()['publication_id']}"
+    octets = {"content-type": "application/octet-stream"}
+    _problem(_call(stack, "PUT", f"{base}/chunks/0", tax, content=tokens[0], headers={"content-type": "text/plain"}),
+             400, "bad_content_type")
+    _problem(_call(stack, "PUT", f"{base}/chunks/1", tax, content=tokens[0], headers=octets), 409, "conflict")
+    _problem(_call(stack, "PUT", f"{base}/chunks/0", tax, content=b"x" * 17, headers=octets), 400, "invalid_input")
+    _problem(_call(stack, "PUT", f"{base}/chunks/0", tax, content=tokens[0] * 2, headers=octets), 400, "invalid_input")
+    assert _call(stack, "PUT", f"{base}/chunks/0", tax, content=tokens[0], headers=octets).status_code == 200
+    _problem(_call(stack, "POST", f"{base}/commit", tax), 400, "invalid_input")  # 1 of 3 received
+    assert _call(stack, "PUT", f"{base}/chunks/1", tax, content=tokens[2] + tokens[1], headers=octets).status_code == 200
+    assert _call(stack, "POST", f"{base}/commit", tax).json()["committed"] is True
+    _problem(_call(stack, "POST", f"{base}/commit", tax), 409, "conflict")
+    _problem(_call(stack, "PUT", f"{base}/chunks/2", tax, content=tokens[0], headers=octets), 409, "conflict")
+    _problem(_call(stack, "POST", "/v1/connectors/tax/publications/nope/commit", tax), 404, "unknown_publication")
+
+
+def test_publication_digest_and_key_conflicts(stack: Stack) -> None:
+    tax = stack.connector_token("tax")
+    pk = oprf.generate_key_pair(oprf.Mode.VOPRF).pk
+    body = _start(stack, tax, tokens=[b"\x01" * 16], public_key=pk, epoch=8).json()
+    base = f"/v1/connectors/tax/publications/{body['publication_id']}"
+    _call(stack, "PUT", f"{base}/chunks/0", tax, content=b"\x02" * 16,
+          headers={"content-type": "application/octet-stream"}).raise_for_status()
+    _problem(_call(stack, "POST", f"{base}/commit", tax), 400, "invalid_input")
+    _problem(_start(stack, tax, epoch=8), 409, "conflict")  # same epoch, another public key
+    _problem(_call(stack, "POST", "/v1/connectors/tax/epochs/99/activate", tax), 404, "not_found")
+
+
+def test_unknown_routes_and_methods_are_problems(stack: Stack) -> None:
+    _problem(_call(stack, "GET", "/v1/nothing-here"), 404, "http_404")
+    _problem(_call(stack, "DELETE", "/v1/requests"), 405, "http_405")

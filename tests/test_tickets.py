@@ -1,0 +1,99 @@
+"""A connector evaluates only batches carrying a valid, fresh, unused, matching gateway ticket.
+
+Each case sends a real HTTP request to a real connector on loopback.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.stack import Stack
+from xiezhi import oprf
+from xiezhi.crypto import batch_digest, generate_signing_key, load_private_key
+from xiezhi.tickets import issue_ticket
+from xiezhi.wire import b64encode
+
+
+def _elements(n: int = 3) -> list[bytes]:
+    return [b.blinded_element for b in oprf.blind([f"subject-{i}".encode() for i in range(n)], oprf.Mode.VOPRF)]
+
+
+def _ticket(stack: Stack, elements: list[bytes], *, connector: str = "court", key_path: Path | None = None,
+            now: datetime | None = None, epoch: int = 1, count: int | None = None) -> str:
+    return issue_ticket(load_private_key(key_path or stack.dev.ticket_key), issuer="xiezhi-gateway",
+                        connector=connector, request_id="r-test", requester_org="330803", epoch=epoch,
+                        count=len(elements) if count is None else count, digest=batch_digest(elements),
+                        now=now or datetime.now(UTC), ttl_seconds=60)
+
+
+def _send(stack: Stack, ticket: str, elements: list[bytes], connector: str = "court") -> httpx.Response:
+    body = {"ticket": ticket, "blinded_elements": [b64encode(e) for e in elements]}
+    return httpx.post(f"{stack.connector_urls[connector]}/v1/evaluate", json=body)
+
+
+def _problem(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == code
+
+
+def test_valid_ticket_is_evaluated_with_a_proof(stack: Stack) -> None:
+    elements = _elements()
+    response = _send(stack, _ticket(stack, elements), elements)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["epoch"] == 1 and len(body["evaluated_elements"]) == 3 and body["proof"]
+
+
+def test_forged_ticket_is_refused(stack: Stack, tmp_path: Path) -> None:
+    generate_signing_key(tmp_path / "mallory.key")
+    elements = _elements()
+    _problem(_send(stack, _ticket(stack, elements, key_path=tmp_path / "mallory.key"), elements), 401, "ticket_invalid")
+
+
+def test_expired_ticket_is_refused(stack: Stack) -> None:
+    elements = _elements()
+    old = datetime.now(UTC) - timedelta(seconds=61)
+    _problem(_send(stack, _ticket(stack, elements, now=old), elements), 401, "ticket_expired")
+
+
+def test_ticket_for_another_connector_is_refused(stack: Stack) -> None:
+    elements = _elements()
+    _problem(_send(stack, _ticket(stack, elements, connector="tax"), elements), 401, "ticket_invalid")
+
+
+def test_ticket_for_another_batch_is_refused(stack: Stack) -> None:
+    elements, other = _elements(), _elements()
+    _problem(_send(stack, _ticket(stack, other), elements), 401, "ticket_mismatch")
+    _problem(_send(stack, _ticket(stack, elements, count=2), elements), 401, "ticket_mismatch")
+
+
+def test_replayed_ticket_is_refused(stack: Stack) -> None:
+    elements = _elements()
+    ticket = _ticket(stack, elements)
+    assert _send(stack, ticket, elements).status_code == 200
+    _problem(_send(stack, ticket, elements), 401, "ticket_replayed")
+
+
+def test_unknown_epoch_is_refused(stack: Stack) -> None:
+    elements = _elements()
+    _problem(_send(stack, _ticket(stack, elements, epoch=99), elements), 404, "unknown_epoch")
+
+
+def test_garbage_ticket_and_bodies(stack: Stack) -> None:
+    elements = _elements()
+    _problem(_send(stack, "not-a-jwt", elements), 401, "ticket_invalid")
+    url = f"{stack.connector_urls['court']}/v1/evaluate"
+    _problem(httpx.post(url, content=b"{", headers={"content-type": "application/json"}), 400, "invalid_body")
+    _problem(httpx.post(url, json={"blinded_elements": [b64encode(elements[0])]}), 400, "invalid_body")
+    _problem(httpx.post(url, json={"ticket": "x", "blinded_elements": ["***"]}), 400, "invalid_body")
+
+
+@pytest.mark.parametrize("bad", [bytes(32), b"\xff" * 32])
+def test_identity_and_non_canonical_elements_are_refused(stack: Stack, bad: bytes) -> None:
+    elements = [*_elements(1), bad]
+    _problem(_send(stack, _ticket(stack, elements), elements), 422, "proof_invalid")
