@@ -1,0 +1,171 @@
+"""An independent reference answer: plain SQL over the raw agency tables, keyed on normalised IDs.
+
+Written from the capability definitions alone, without any connector code, so the match
+flags the gateway returns can be checked against it. Identifiers are normalised inside
+SQLite by a registered function `norm(raw)` that returns "type:value" (e.g.
+"resident_id:11010519491231002X") or NULL for a value that fails validation; such rows
+are skipped.
+
+Definitions (the contract):
+
+- court.winning_plaintiff_unpaid: plaintiff of a civil case closed by 判决 or 调解成功 and
+  not performed (performed 0, or the text '0', '否', 'false').
+- court.multiple_terminated: debtor in two or more distinct 终本 case numbers, counted per
+  normalised ID (different spellings of one person add up).
+- tax.wage_income_declared: 工资薪金 with amount > 0 in a tax year >= 2023.
+- tax.interest_income_declared: 利息股息红利 with amount > 0, any year.
+- housing_fund.balance_positive: any account with balance > 0, whatever its status.
+- housing_fund.sealed_with_balance: a 封存 account with balance > 0.
+- civil_affairs.married: the latest registration of the person (over all their rows) is
+  结婚; on a date tie 离婚 wins (a tie is no evidence of a current marriage).
+- civil_affairs.divorced_since: any 离婚 registered on or after 2020-01-01.
+- civil_affairs.dibao_recipient: any dibao_recipients row with until IS NULL.
+"""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from contextlib import closing
+from datetime import date
+from pathlib import Path
+
+from xiezhi.errors import InvalidIdentifier
+from xiezhi.ids import normalise_subject_id
+
+# capability id -> (agency database, SQL returning normalised subject ids in one column)
+REFERENCE_QUERIES: dict[str, tuple[str, str]] = {
+    "court.winning_plaintiff_unpaid": (
+        "court",
+        """
+        SELECT norm(plaintiff_id) FROM civil_cases
+        WHERE outcome IN ('判决', '调解成功')
+          AND (performed = 0 OR lower(trim(CAST(performed AS TEXT))) IN ('0', '否', 'false'))
+        """,
+    ),
+    "court.multiple_terminated": (
+        "court",
+        """
+        SELECT subject FROM (
+            SELECT norm(debtor_id) AS subject, case_no FROM enforcement_cases
+            WHERE status = '终本'
+        )
+        WHERE subject IS NOT NULL
+        GROUP BY subject
+        HAVING COUNT(DISTINCT case_no) >= 2
+        """,
+    ),
+    "tax.wage_income_declared": (
+        "tax",
+        """
+        SELECT norm(taxpayer_id) FROM tax_declarations
+        WHERE income_type = '工资薪金' AND amount > 0 AND tax_year >= 2023
+        """,
+    ),
+    "tax.interest_income_declared": (
+        "tax",
+        """
+        SELECT norm(taxpayer_id) FROM tax_declarations
+        WHERE income_type = '利息股息红利' AND amount > 0
+        """,
+    ),
+    "housing_fund.balance_positive": (
+        "housing_fund",
+        "SELECT norm(holder_id) FROM hf_accounts WHERE balance > 0",
+    ),
+    "housing_fund.sealed_with_balance": (
+        "housing_fund",
+        "SELECT norm(holder_id) FROM hf_accounts WHERE status = '封存' AND balance > 0",
+    ),
+    "civil_affairs.married": (
+        "civil_affairs",
+        """
+        WITH registrations AS (
+            SELECT norm(person_id) AS subject, kind, registered_on
+            FROM marriage_registrations
+        ),
+        latest AS (
+            SELECT subject, MAX(registered_on) AS registered_on
+            FROM registrations WHERE subject IS NOT NULL
+            GROUP BY subject
+        )
+        SELECT latest.subject
+        FROM latest JOIN registrations
+          ON registrations.subject = latest.subject
+         AND registrations.registered_on = latest.registered_on
+        GROUP BY latest.subject
+        HAVING SUM(registrations.kind = '离婚') = 0 AND SUM(registrations.kind = '结婚') > 0
+        """,
+    ),
+    "civil_affairs.divorced_since": (
+        "civil_affairs",
+        """
+        SELECT norm(person_id) FROM marriage_registrations
+        WHERE kind = '离婚' AND registered_on >= '2020-01-01'
+        """,
+    ),
+    "civil_affairs.dibao_recipient": (
+        "civil_affairs",
+        "SELECT norm(person_id) FROM dibao_recipients WHERE until IS NULL",
+    ),
+}
+
+CAPABILITIES = tuple(REFERENCE_QUERIES)
+
+
+def normalised_key(raw: object, *, today: date | None = None) -> str | None:
+    """The "type:value" key of a raw identifier, or None if it is missing or invalid."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        subject = normalise_subject_id(raw, today=today)
+    except InvalidIdentifier:
+        return None
+    return f"{subject.id_type}:{subject.value}"
+
+
+def expected_flags(data_dir: Path, *, today: date | None = None) -> dict[str, set[str]]:
+    """Capability id -> normalised subject ids ("type:value") for which the answer is yes."""
+    flags: dict[str, set[str]] = {}
+    for capability, (agency, sql) in REFERENCE_QUERIES.items():
+        database = data_dir / "agencies" / f"{agency}.sqlite"
+        with closing(_connect_read_only(database, today)) as connection:
+            rows = connection.execute(sql).fetchall()
+        flags[capability] = {subject for (subject,) in rows if subject is not None}
+    return flags
+
+
+def _connect_read_only(database: Path, today: date | None) -> sqlite3.Connection:
+    if not database.is_file():
+        raise FileNotFoundError(database)
+    connection = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
+    connection.create_function(
+        "norm", 1, lambda raw: normalised_key(raw, today=today), deterministic=True
+    )
+    return connection
+
+
+def subject_rows(csv_path: Path, *, today: date | None = None) -> list[tuple[int, str, str | None]]:
+    """(1-based data row, 案号, normalised "type:value" or None) for each row of a list.
+
+    Reads UTF-8 with or without a BOM; headers 案号, 姓名 or 名称, 证件号码. Blank lines
+    are not data rows and are not numbered.
+    """
+    with csv_path.open(encoding="utf-8-sig", newline="") as handle:
+        records = [record for record in csv.reader(handle) if any(c.strip() for c in record)]
+    if not records:
+        raise ValueError(f"{csv_path.name}: the file is empty")
+    header = [cell.strip() for cell in records[0]]
+    if "案号" not in header or "证件号码" not in header:
+        raise ValueError(f"{csv_path.name}: headers must include 案号 and 证件号码")
+    if "姓名" not in header and "名称" not in header:
+        raise ValueError(f"{csv_path.name}: headers must include 姓名 or 名称")
+    case_at, id_at = header.index("案号"), header.index("证件号码")
+    return [
+        (number, _cell(record, case_at).strip(), normalised_key(_cell(record, id_at), today=today))
+        for number, record in enumerate(records[1:], start=1)
+    ]
+
+
+def _cell(record: list[str], at: int) -> str:
+    return record[at] if at < len(record) else ""
