@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from xiezhi.errors import XiezhiError
 
@@ -22,13 +21,13 @@ token_app = typer.Typer(help="Development identity provider: sign caller tokens.
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(connector_app, name="connector")
 app.add_typer(token_app, name="token")
-err = Console(stderr=True)
 
 DEFAULT_LEGAL_BASIS = "《人民检察院民事诉讼监督规则》"
 
 
 def _fail(exc: XiezhiError) -> typer.Exit:
-    err.print(f"[red]error[/red] ({exc.code}): {exc.public_message}")
+    # Plain text, unwrapped: messages are grepped from logs and may hold brackets.
+    typer.echo(f"error ({exc.code}): {exc.public_message}", err=True)
     return typer.Exit(2)
 
 
@@ -57,7 +56,7 @@ def match(
 
     token = token_file.read_text().strip() if token_file else os.environ.get("XIEZHI_TOKEN", "")
     if not token:
-        err.print("[red]error[/red]: no bearer token: pass --token-file or set XIEZHI_TOKEN")
+        typer.echo("error: no bearer token: pass --token-file or set XIEZHI_TOKEN", err=True)
         raise typer.Exit(2)
     try:
         summary = match_file(gateway, token, MatchSpec(model, purpose, legal_basis, batch_size), subjects, out,
