@@ -10,11 +10,8 @@ counts only.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 from sqlalchemy import create_engine, text
 
@@ -24,10 +21,9 @@ from xiezhi import oprf
 from xiezhi.crypto import derive_token
 from xiezhi.errors import InvalidInput
 from xiezhi.ids import SubjectId
+from xiezhi.parallel import executor_for
 
 CHUNK = 2_000
-# Below this many subjects, starting worker processes costs more than it saves.
-PARALLEL_THRESHOLD = 4_000
 
 Progress = Callable[[int], None]
 
@@ -100,14 +96,7 @@ def evaluate_tokens(sk: bytes, items: Sequence[tuple[bytes, tuple[str, ...]]], *
                     advance: Progress = lambda _n: None) -> Iterator[list[tuple[str, bytes]]]:
     """Yield, chunk by chunk, (capability, token) pairs for (oprf input, capabilities) items."""
     chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
-    workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(items) < PARALLEL_THRESHOLD:
-        for chunk in chunks:
-            yield _tokens_for(sk, chunk)
-            advance(len(chunk))
-        return
-    # spawn, not fork: the caller may be a multi-threaded service.
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    with executor_for(len(items), workers) as pool:
         for chunk, result in zip(chunks, pool.map(_tokens_for, [sk] * len(chunks), chunks), strict=True):
             yield result
             advance(len(chunk))

@@ -8,16 +8,15 @@ finalizing run in a process pool over the machine's cores while batches are in f
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 from xiezhi import oprf
 from xiezhi.client.gateway_client import GatewayClient
 from xiezhi.crypto import derive_token
 from xiezhi.errors import ProofError
+from xiezhi.parallel import executor_for
 from xiezhi.wire import (
     ConnectorPlan,
     CreateMatchRequest,
@@ -27,7 +26,6 @@ from xiezhi.wire import (
 )
 
 Advance = Callable[[int], None]
-PARALLEL_THRESHOLD = 4_000
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ def run_match(client: GatewayClient, spec: MatchSpec, inputs: Sequence[bytes], *
                                             legal_basis=spec.legal_basis, subject_count=len(inputs)))
     on_total(len(inputs) * (len(view.connectors) + 1))
     tokens: dict[str, list[bytes]] = {}
-    with _executor(len(inputs), workers) as pool:
+    with executor_for(len(inputs), workers) as pool:
         for plan in view.connectors:
             tokens.update(_evaluate_connector(client, pool, view.request_id, plan, inputs, spec.batch_size, advance))
     for first in range(0, len(inputs), spec.batch_size):
@@ -85,22 +83,3 @@ def _finalize(inputs: list[bytes], blinds: list[bytes], evaluated: list[bytes], 
               proof: bytes, public_key: bytes, capabilities: tuple[str, ...]) -> dict[str, list[bytes]]:
     outputs = oprf.finalize(inputs, blinds, evaluated, blinded, proof, public_key, oprf.Mode.VOPRF)
     return {capability: [derive_token(output, capability) for output in outputs] for capability in capabilities}
-
-
-class _Inline(Executor):
-    """Runs submitted work at once: small jobs are not worth starting processes for."""
-
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
-        future: Future[object] = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # delivered through the future, as a pool would
-            future.set_exception(exc)
-        return future
-
-
-def _executor(count: int, workers: int | None) -> Executor:
-    workers = workers or os.cpu_count() or 1
-    if workers == 1 or count < PARALLEL_THRESHOLD:
-        return _Inline()
-    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"))

@@ -62,9 +62,9 @@ def run_demo(*, workdir: Path, seed: int = 7, data: Path | None = None, debtors:
     gateway_url = f"http://127.0.0.1:{ports['gateway']}"
     with Services() as services:
         with phases.phase("start services"):
-            _start(services, dev, workdir, ports)
+            start_all(services, dev, workdir, ports)
         with phases.phase("build and publish indexes"):
-            published = [_publish(dev, workdir, data_dir, c, gateway_url) for c in CONNECTORS]
+            published = [publish_connector(dev, workdir, data_dir, c, gateway_url) for c in CONNECTORS]
         summaries = _run_models(dev, data_dir, workdir, gateway_url, phases)
     _print_summary(console, workdir, published, summaries, phases)
     return summaries
@@ -83,7 +83,8 @@ def _data(workdir: Path, data: Path | None, seed: int, debtors: int, phases: Pha
     return data
 
 
-def _start(services: Services, dev: DevEnvironment, workdir: Path, ports: dict[str, int]) -> None:
+def start_all(services: Services, dev: DevEnvironment, workdir: Path, ports: dict[str, int]) -> None:
+    """Start the four connectors, then the gateway, each as a process on its loopback port."""
     for connector in CONNECTORS:
         state = workdir / "connectors" / connector
         services.start(connector, ["connector", "serve", "--connector", connector, "--key-dir", str(state / "keys"),
@@ -94,11 +95,13 @@ def _start(services: Services, dev: DevEnvironment, workdir: Path, ports: dict[s
                    workdir / "gateway" / "gateway.log", f"http://127.0.0.1:{ports['gateway']}/healthz")
 
 
-def _publish(dev: DevEnvironment, workdir: Path, data_dir: Path, connector: str, gateway_url: str) -> PublishReport:
+def publish_connector(dev: DevEnvironment, workdir: Path, data_dir: Path, connector: str, gateway_url: str,
+                      *, show_progress: bool = True) -> PublishReport:
+    """Build `connector`'s indexes from `data_dir/agencies/<connector>.sqlite` and publish them."""
     token = issue_token(dev.idp_key, subject=f"connector:{connector}", roles=["connector"], connector=connector)
     return build_and_publish(reference_config(connector), workdir / "connectors" / connector / "keys", gateway_url,
                              token, database_url=f"sqlite:///{data_dir / 'agencies' / f'{connector}.sqlite'}",
-                             show_progress=True)
+                             show_progress=show_progress)
 
 
 def _run_models(dev: DevEnvironment, data_dir: Path, workdir: Path, gateway_url: str,

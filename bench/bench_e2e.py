@@ -1,0 +1,77 @@
+"""End-to-end subjects per second: the asset_sweep model (all four connectors, eight
+capabilities) over 10,000 and 100,000 subjects, with the gateway and connectors running
+as separate processes on loopback, exactly as `xiezhi demo` runs them.
+
+Each figure is the median of --repeats runs of the requester's whole job: read and
+validate the list, create the request, blind, relay through the gateway, connector
+evaluation with proofs, proof verification, finalisation, token lookup, result read,
+report writing. Index building is measured by bench_index.py, not here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import OUT, dataset, median_seconds  # noqa: E402
+from xiezhi.client.job import match_file  # noqa: E402
+from xiezhi.client.protocol import MatchSpec  # noqa: E402
+from xiezhi.demo.run import CONNECTORS, DEMO_ORG, publish_connector, start_all  # noqa: E402
+from xiezhi.demo.services import Services, free_port  # noqa: E402
+from xiezhi.devkit import init_dev, issue_token  # noqa: E402
+
+
+def subjects_file(data: Path, count: int) -> Path:
+    """The first `count` rows of the generated debtor list."""
+    with (data / "subjects.csv").open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.reader(handle))
+    if len(rows) - 1 < count:
+        raise SystemExit(f"data set has {len(rows) - 1} subject rows, need {count}")
+    path = OUT / f"subjects-{count}.csv"
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:
+        csv.writer(handle).writerows(rows[: count + 1])
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    data = dataset(int(max(args.sizes) / 1.08) + 1000)
+    work = OUT / "e2e"
+    for stale in (work / "gateway").glob("gateway.sqlite*"):
+        stale.unlink()
+    ports = {name: free_port() for name in ("gateway", *CONNECTORS)}
+    dev = init_dev(work, connectors={c: f"http://127.0.0.1:{ports[c]}" for c in CONNECTORS},
+                   database_url=f"sqlite:///{work / 'gateway' / 'gateway.sqlite'}")
+    gateway = f"http://127.0.0.1:{ports['gateway']}"
+    table = Table(title=f"asset_sweep end to end, 4 connectors (median of {args.repeats})")
+    for column in ("subjects", "seconds", "subjects/s", "runs (s)"):
+        table.add_column(column, justify="right")
+    with Services() as services:
+        start_all(services, dev, work, ports)
+        for connector in CONNECTORS:
+            publish_connector(dev, work, data, connector, gateway, show_progress=False)
+        token = issue_token(dev.idp_key, subject=f"prosecutor-{DEMO_ORG}-bench", roles=["prosecutor"], org=DEMO_ORG,
+                            ttl_seconds=24 * 3600)
+        for size in args.sizes:
+            subjects = subjects_file(data, size)
+            spec = MatchSpec("asset_sweep", "基准测试 BENCH-1", "《人民检察院民事诉讼监督规则》")
+            seconds, runs = median_seconds(
+                lambda s=subjects: match_file(gateway, token, spec, s, OUT / "e2e-report.csv", show_progress=False),
+                args.repeats,
+            )
+            table.add_row(f"{size:,}", f"{seconds:.1f}", f"{size / seconds:,.0f}", " ".join(f"{t:.1f}" for t in runs))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Index build rate: subjects evaluated and tokens derived per second, one core vs all cores.
+
+Builds every reference connector's indexes over a generated data set (the work a
+connector does before publishing), timing the build only, as medians of several runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import dataset, median_seconds  # noqa: E402
+from connectors.config import ConnectorConfig, reference_config  # noqa: E402
+from connectors.indexer import build  # noqa: E402
+from xiezhi import oprf  # noqa: E402
+
+CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--debtors", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    data = dataset(args.debtors)
+    key = oprf.generate_key_pair(oprf.Mode.VOPRF)
+    configs = [ConnectorConfig.from_file(reference_config(c), database_url=f"sqlite:///{data / 'agencies' / f'{c}.sqlite'}")
+               for c in CONNECTORS]
+    cores = os.cpu_count() or 1
+    table = Table(title=f"Index build over {args.debtors:,} generated debtors (median of {args.repeats})")
+    for column in ("workers", "subjects", "tokens", "seconds", "subjects/s", "subjects/s per core"):
+        table.add_column(column, justify="right")
+    for workers in sorted({1, cores}):
+        built = [build(c, key, 1, workers=workers) for c in configs]
+        subjects = sum(b.subjects for b in built)
+        tokens = sum(len(i.tokens) for b in built for i in b.capabilities)
+        seconds, _ = median_seconds(lambda w=workers: [build(c, key, 1, workers=w) for c in configs], args.repeats)
+        table.add_row(str(workers), f"{subjects:,}", f"{tokens:,}", f"{seconds:.2f}", f"{subjects / seconds:,.0f}",
+                      f"{subjects / seconds / workers:,.0f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
