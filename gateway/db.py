@@ -67,10 +67,24 @@ class MatchRequest(SQLModel, table=True):
     subject_count: int
     status: str
     plan: str  # JSON: connector → {epoch, publications: {capability: publication id}}
-    evaluated: str  # JSON: connector → elements evaluated so far
     rows_looked_up: int = 0
     created_at: datetime
     completed_at: datetime | None = None
+
+
+class EvaluationCount(SQLModel, table=True):
+    """Per request and connector: elements reserved for relay and elements evaluated.
+
+    Reservation is one conditional UPDATE, so concurrent batches can never together
+    exceed the request's subject count.
+    """
+
+    __tablename__ = "evaluation_counts"
+
+    request_id: str = Field(primary_key=True, foreign_key="match_requests.id")
+    connector: str = Field(primary_key=True)
+    reserved: int = 0
+    evaluated: int = 0
 
 
 class ResultRow(SQLModel, table=True):

@@ -14,14 +14,15 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from audit_log import AuditEvent, AuditLog, EventKind
 from gateway import indexes
 from gateway.auth import Principal
 from gateway.authz import AuthorizedRequest, Authorizer, Decision
-from gateway.db import MatchRequest, ResultRow
+from gateway.db import EvaluationCount, MatchRequest, ResultRow
 from gateway.relay import ConnectorRelay
 from gateway.settings import GatewaySettings
 from xiezhi import group
@@ -85,10 +86,11 @@ class Pipeline:
             request = MatchRequest(
                 id=request_id, model=model.id, requester=principal.subject, org=principal.org or "",
                 purpose=body.purpose, legal_basis=body.legal_basis, subject_count=body.subject_count,
-                status=RequestStatus.EVALUATING.value, plan=json.dumps(plan),
-                evaluated=json.dumps({connector: 0 for connector in plan}), created_at=now,
+                status=RequestStatus.EVALUATING.value, plan=json.dumps(plan), created_at=now,
             )
             session.add(request)
+            session.flush()
+            session.add_all(EvaluationCount(request_id=request_id, connector=c) for c in plan)
             self._record(session, principal, EventKind.REQUEST_CREATED, "create", "accepted", request_id,
                          model=model.id, purpose=body.purpose, legal_basis=body.legal_basis,
                          subjects=body.subject_count, connectors=",".join(sorted(plan)))
@@ -106,7 +108,8 @@ class Pipeline:
     def evaluate(self, principal: Principal, request_id: str, connector: str, batch: EvaluationBatch) -> EvaluationResult:
         """Relay one batch of blinded elements to `connector` under a fresh signed ticket."""
         limit = self._settings.limits.max_batch
-        if len(batch.blinded_elements) > limit:
+        count = len(batch.blinded_elements)
+        if count > limit:
             raise InvalidInput(f"a batch holds at most {limit} elements", code="batch_too_large")
         for element in batch.blinded_elements:
             # Refuse non-canonical encodings and the identity here, not at the connector.
@@ -117,20 +120,40 @@ class Pipeline:
             entry = json.loads(request.plan).get(connector)
             if entry is None:
                 raise NotFound(f"connector {connector} is not part of this request", code="unknown_connector")
-            evaluated = json.loads(request.evaluated)
-            if evaluated[connector] + len(batch.blinded_elements) > request.subject_count:
-                raise Conflict("batch would exceed the request's subject count", code="subject_count_exceeded")
-        result = self._relay_batch(permit, request.org, connector, int(entry["epoch"]), batch)
+        self._adjust(request_id, connector, reserved=count, cap=request.subject_count)
+        try:
+            result = self._relay_batch(permit, request.org, connector, int(entry["epoch"]), batch)
+        except BaseException:
+            self._adjust(request_id, connector, reserved=-count)
+            raise
         with Session(self._engine) as session:
-            request = self._owned(session, principal, request_id)
-            evaluated = json.loads(request.evaluated)
-            evaluated[connector] += len(batch.blinded_elements)
-            request.evaluated = json.dumps(evaluated)
-            session.add(request)
+            self._adjust(request_id, connector, evaluated=count, session=session)
             self._record(session, principal, EventKind.RELAY, "evaluate", "ok", request_id,
-                         connector=connector, epoch=result.epoch, count=len(batch.blinded_elements))
+                         connector=connector, epoch=result.epoch, count=count)
             session.commit()
         return result
+
+    def _adjust(self, request_id: str, connector: str, *, reserved: int = 0, evaluated: int = 0,
+                cap: int | None = None, session: Session | None = None) -> None:
+        """Atomically add to a connector's counters; with `cap`, refuse to reserve beyond it."""
+        row = EvaluationCount.__table__.c  # type: ignore[attr-defined]
+        statement = (
+            update(EvaluationCount)
+            .where(row.request_id == request_id, row.connector == connector)
+            .values(reserved=row.reserved + reserved, evaluated=row.evaluated + evaluated)
+        )
+        if cap is not None:
+            statement = statement.where(row.reserved + reserved <= cap)
+        own = session is None
+        active = session or Session(self._engine)
+        try:
+            if active.execute(statement).rowcount != 1:  # type: ignore[attr-defined]
+                raise Conflict("batch would exceed the request's subject count", code="subject_count_exceeded")
+            if own:
+                active.commit()
+        finally:
+            if own:
+                active.close()
 
     def _relay_batch(self, permit: AuthorizedRequest, org: str, connector: str, epoch: int,
                      batch: EvaluationBatch) -> EvaluationResult:
@@ -190,8 +213,8 @@ class Pipeline:
         rows = counts.pop()
         if rows > self._settings.limits.max_batch:
             raise InvalidInput(f"a batch holds at most {self._settings.limits.max_batch} rows", code="batch_too_large")
-        evaluated = json.loads(request.evaluated)
-        if any(count < request.subject_count for count in evaluated.values()):
+        counts = self._counts(request.id)
+        if any(count < request.subject_count for count in counts):
             raise Conflict("blind evaluation is not complete for every connector", code="evaluation_incomplete")
         if batch.first_row != request.rows_looked_up:
             raise Conflict(f"expected first_row {request.rows_looked_up}", code="row_out_of_order")
@@ -199,11 +222,19 @@ class Pipeline:
             raise Conflict("rows beyond the request's subject count", code="subject_count_exceeded")
         return rows
 
+    def _counts(self, request_id: str) -> list[int]:
+        with Session(self._engine) as session:
+            return list(session.exec(select(EvaluationCount.evaluated).where(EvaluationCount.request_id == request_id)))
+
     def _store(self, session: Session, request: MatchRequest, rows: list[RowFlags]) -> None:
-        session.execute(
-            insert(ResultRow),
-            [{"request_id": request.id, "row": r.row, "clue": r.clue, "flags": json.dumps(r.flags)} for r in rows],
-        )
+        try:
+            session.execute(
+                insert(ResultRow),
+                [{"request_id": request.id, "row": r.row, "clue": r.clue, "flags": json.dumps(r.flags)} for r in rows],
+            )
+        except IntegrityError:
+            # A concurrent lookup stored these rows first.
+            raise Conflict("these rows were already looked up", code="row_out_of_order") from None
         request.rows_looked_up += len(rows)
         if request.rows_looked_up == request.subject_count:
             request.status = RequestStatus.COMPLETED.value

@@ -221,3 +221,15 @@ def test_publication_digest_and_key_conflicts(stack: Stack) -> None:
 def test_unknown_routes_and_methods_are_problems(stack: Stack) -> None:
     _problem(_call(stack, "GET", "/v1/nothing-here"), 404, "http_404")
     _problem(_call(stack, "DELETE", "/v1/requests"), 405, "http_405")
+
+
+def test_concurrent_batches_cannot_exceed_the_subject_count(stack: Stack, prosecutor: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    request = _request(stack, prosecutor, n=3)
+    url = f"/v1/requests/{request['request_id']}/evaluations/housing_fund"
+    batches = [_elements(2) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        statuses = sorted(pool.map(lambda b: _call(stack, "POST", url, prosecutor,
+                                                   json={"blinded_elements": b}).status_code, batches))
+    assert statuses == [200, 409, 409, 409]
