@@ -20,12 +20,12 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import OUT, dataset, median_seconds  # noqa: E402
-from xiezhi.client.job import match_file  # noqa: E402
-from xiezhi.client.protocol import MatchSpec  # noqa: E402
-from xiezhi.demo.run import CONNECTORS, DEMO_ORG, publish_connector, start_all  # noqa: E402
-from xiezhi.demo.services import Services, free_port  # noqa: E402
-from xiezhi.devkit import init_dev, issue_token  # noqa: E402
+from bench.common import OUT, dataset, median_seconds
+from xiezhi.client.job import match_file
+from xiezhi.client.protocol import MatchSpec
+from xiezhi.demo.run import CONNECTORS, DEMO_ORG, publish_connector, start_all
+from xiezhi.demo.services import Services, free_port
+from xiezhi.devkit import init_dev, issue_token
 
 
 def subjects_file(data: Path, count: int) -> Path:
@@ -50,8 +50,11 @@ def main() -> None:
     for stale in (work / "gateway").glob("gateway.sqlite*"):
         stale.unlink()
     ports = {name: free_port() for name in ("gateway", *CONNECTORS)}
-    dev = init_dev(work, connectors={c: f"http://127.0.0.1:{ports[c]}" for c in CONNECTORS},
-                   database_url=f"sqlite:///{work / 'gateway' / 'gateway.sqlite'}")
+    dev = init_dev(
+        work,
+        connectors={c: f"http://127.0.0.1:{ports[c]}" for c in CONNECTORS},
+        database_url=f"sqlite:///{work / 'gateway' / 'gateway.sqlite'}",
+    )
     gateway = f"http://127.0.0.1:{ports['gateway']}"
     table = Table(title=f"asset_sweep end to end, 4 connectors (median of {args.repeats})")
     for column in ("subjects", "seconds", "subjects/s", "runs (s)"):
@@ -60,11 +63,16 @@ def main() -> None:
         start_all(services, dev, work, ports)
         for connector in CONNECTORS:
             publish_connector(dev, work, data, connector, gateway, show_progress=False)
-        token = issue_token(dev.idp_key, subject=f"prosecutor-{DEMO_ORG}-bench", roles=["prosecutor"], org=DEMO_ORG,
-                            ttl_seconds=24 * 3600)
+        token = issue_token(
+            dev.idp_key,
+            subject=f"prosecutor-{DEMO_ORG}-bench",
+            roles=["prosecutor"],
+            org=DEMO_ORG,
+            ttl_seconds=24 * 3600,
+        )
+        spec = MatchSpec("asset_sweep", "基准测试 BENCH-1", "《人民检察院民事诉讼监督规则》")
         for size in args.sizes:
             subjects = subjects_file(data, size)
-            spec = MatchSpec("asset_sweep", "基准测试 BENCH-1", "《人民检察院民事诉讼监督规则》")
             seconds, runs = median_seconds(
                 lambda s=subjects: match_file(gateway, token, spec, s, OUT / "e2e-report.csv", show_progress=False),
                 args.repeats,

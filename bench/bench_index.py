@@ -16,10 +16,10 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import dataset, median_seconds  # noqa: E402
-from connectors.config import ConnectorConfig, reference_config  # noqa: E402
-from connectors.indexer import build  # noqa: E402
-from xiezhi import oprf  # noqa: E402
+from bench.common import dataset, median_seconds
+from connectors.config import ConnectorConfig, reference_config
+from connectors.indexer import build
+from xiezhi import oprf
 
 CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
 
@@ -31,8 +31,10 @@ def main() -> None:
     args = parser.parse_args()
     data = dataset(args.debtors)
     key = oprf.generate_key_pair(oprf.Mode.VOPRF)
-    configs = [ConnectorConfig.from_file(reference_config(c), database_url=f"sqlite:///{data / 'agencies' / f'{c}.sqlite'}")
-               for c in CONNECTORS]
+    configs = [
+        ConnectorConfig.from_file(reference_config(c), database_url=f"sqlite:///{data / 'agencies' / f'{c}.sqlite'}")
+        for c in CONNECTORS
+    ]
     cores = os.cpu_count() or 1
     table = Table(title=f"Index build over {args.debtors:,} generated debtors (median of {args.repeats})")
     for column in ("workers", "subjects", "tokens", "seconds", "subjects/s", "subjects/s per core"):
@@ -42,8 +44,14 @@ def main() -> None:
         subjects = sum(b.subjects for b in built)
         tokens = sum(len(i.tokens) for b in built for i in b.capabilities)
         seconds, _ = median_seconds(lambda w=workers: [build(c, key, 1, workers=w) for c in configs], args.repeats)
-        table.add_row(str(workers), f"{subjects:,}", f"{tokens:,}", f"{seconds:.2f}", f"{subjects / seconds:,.0f}",
-                      f"{subjects / seconds / workers:,.0f}")
+        table.add_row(
+            str(workers),
+            f"{subjects:,}",
+            f"{tokens:,}",
+            f"{seconds:.2f}",
+            f"{subjects / seconds:,.0f}",
+            f"{subjects / seconds / workers:,.0f}",
+        )
     Console().print(table)
 
 

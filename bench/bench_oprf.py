@@ -66,21 +66,15 @@ def raw_scalarmult_rate(count: int, runs: int) -> tuple[float, str]:
 def evaluate_rates(sk: bytes, count: int, runs: int) -> tuple[float, float]:
     """Server-side unblinded Evaluate, one call per input and as one batch."""
     inputs = _inputs(count)
-    single = _median_rate(
-        lambda: _timed(lambda: [oprf.evaluate(sk, x, Mode.OPRF) for x in inputs]), count, runs
-    )
-    batch = _median_rate(
-        lambda: _timed(lambda: oprf.evaluate_batch(sk, inputs, Mode.OPRF)), count, runs
-    )
+    single = _median_rate(lambda: _timed(lambda: [oprf.evaluate(sk, x, Mode.OPRF) for x in inputs]), count, runs)
+    batch = _median_rate(lambda: _timed(lambda: oprf.evaluate_batch(sk, inputs, Mode.OPRF)), count, runs)
     return single, batch
 
 
 def blind_evaluate_rate(sk: bytes, mode: Mode, batch: int, runs: int) -> float:
     """BlindEvaluate per element, over one batch (VOPRF: including the batched proof)."""
     elements = [b.blinded_element for b in oprf.blind(_inputs(batch), mode)]
-    return _median_rate(
-        lambda: _timed(lambda: oprf.blind_evaluate(sk, elements, mode)), batch, runs
-    )
+    return _median_rate(lambda: _timed(lambda: oprf.blind_evaluate(sk, elements, mode)), batch, runs)
 
 
 def client_rate(keys: oprf.KeyPair, batch: int, runs: int) -> float:

@@ -67,8 +67,14 @@ def _collect_one(connection, capability: Capability) -> Reduced:  # type: ignore
     return reduce_rows((tuple(row) for row in result), capability.reduce)
 
 
-def build(config: ConnectorConfig, key: oprf.KeyPair, epoch: int, *, workers: int | None = None,
-          progress: Callable[[int], Progress] | None = None) -> BuiltIndex:
+def build(
+    config: ConnectorConfig,
+    key: oprf.KeyPair,
+    epoch: int,
+    *,
+    workers: int | None = None,
+    progress: Callable[[int], Progress] | None = None,
+) -> BuiltIndex:
     """Build every capability's token set under `key`.
 
     `progress(total)` is called once with the number of subjects to evaluate and returns a
@@ -92,8 +98,13 @@ def build(config: ConnectorConfig, key: oprf.KeyPair, epoch: int, *, workers: in
     return BuiltIndex(config.connector, epoch, key.pk, indexes, len(items))
 
 
-def evaluate_tokens(sk: bytes, items: Sequence[tuple[bytes, tuple[str, ...]]], *, workers: int | None = None,
-                    advance: Progress = lambda _n: None) -> Iterator[list[tuple[str, bytes]]]:
+def evaluate_tokens(
+    sk: bytes,
+    items: Sequence[tuple[bytes, tuple[str, ...]]],
+    *,
+    workers: int | None = None,
+    advance: Progress = lambda _n: None,
+) -> Iterator[list[tuple[str, bytes]]]:
     """Yield, chunk by chunk, (capability, token) pairs for (oprf input, capabilities) items."""
     chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
     with executor_for(len(items), workers) as pool:

@@ -28,10 +28,13 @@ class Publisher:
 
     def _publish_one(self, built: BuiltIndex, index: CapabilityIndex) -> None:
         start = StartPublication(
-            epoch=built.epoch, public_key=built.public_key,
-            capability=CapabilityDescriptor(id=index.capability.id, title=index.capability.title,
-                                            tier=index.capability.tier),
-            token_count=len(index.tokens), digest=index.digest,
+            epoch=built.epoch,
+            public_key=built.public_key,
+            capability=CapabilityDescriptor(
+                id=index.capability.id, title=index.capability.title, tier=index.capability.tier
+            ),
+            token_count=len(index.tokens),
+            digest=index.digest,
         )
         body = start.model_dump(mode="json")
         body["public_key"] = b64encode(built.public_key)
@@ -39,8 +42,13 @@ class Publisher:
         base = f"/v1/connectors/{built.connector}/publications/{view['publication_id']}"
         for number, first in enumerate(range(0, len(index.tokens), CHUNK_TOKENS)):
             data = b"".join(index.tokens[first : first + CHUNK_TOKENS])
-            self._call("chunk", "PUT", f"{base}/chunks/{number}", content=data,
-                       headers={"content-type": "application/octet-stream"})
+            self._call(
+                "chunk",
+                "PUT",
+                f"{base}/chunks/{number}",
+                content=data,
+                headers={"content-type": "application/octet-stream"},
+            )
         self._call("commit", "POST", f"{base}/commit")
 
     def _call(self, step: str, method: str, path: str, **kwargs: object) -> dict[str, object]:
@@ -51,8 +59,9 @@ class Publisher:
             raise ConnectorError(f"publication step '{step}': gateway unreachable") from None
         if response.status_code >= 300:
             code = _problem_code(response)
-            raise ConnectorError(f"publication step '{step}' refused by the gateway (HTTP {response.status_code}, {code})",
-                                 code=code)
+            raise ConnectorError(
+                f"publication step '{step}' refused by the gateway (HTTP {response.status_code}, {code})", code=code
+            )
         return response.json()  # type: ignore[no-any-return]
 
 

@@ -22,19 +22,35 @@ class PublishReport:
         """Counts only: rows read, rows whose ID could not be normalised, tokens published."""
         out = [f"{self.built.connector}: epoch {self.built.epoch}, {self.built.subjects} subjects evaluated"]
         for index in self.built.capabilities:
-            out.append(f"  {index.capability.id}: {index.rows} rows, {index.invalid_rows} rows with an "
-                       f"invalid ID (not indexed), {len(index.tokens)} tokens")
+            out.append(
+                f"  {index.capability.id}: {index.rows} rows, {index.invalid_rows} rows with an "
+                f"invalid ID (not indexed), {len(index.tokens)} tokens"
+            )
         return out
 
 
-def build_and_publish(config_path: Path, key_dir: Path, gateway_url: str, token: str, *,
-                      database_url: str | None = None, rotate: bool = False, show_progress: bool = False,
-                      workers: int | None = None) -> PublishReport:
+def build_and_publish(
+    config_path: Path,
+    key_dir: Path,
+    gateway_url: str,
+    token: str,
+    *,
+    database_url: str | None = None,
+    rotate: bool = False,
+    show_progress: bool = False,
+    workers: int | None = None,
+) -> PublishReport:
     config = ConnectorConfig.from_file(config_path, database_url=database_url)
     keys = KeyStore(key_dir)
     epoch = keys.rotate() if rotate else keys.ensure()
-    with Progress(TextColumn(f"index {config.connector}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), disable=not show_progress, transient=True) as progress:
+    with Progress(
+        TextColumn(f"index {config.connector}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not show_progress,
+        transient=True,
+    ) as progress:
         built = build(config, keys.key_pair(epoch), epoch, workers=workers, progress=_bar(progress))
     Publisher(gateway_url, token).publish(built)
     return PublishReport(built)

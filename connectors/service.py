@@ -19,8 +19,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from connectors.keys import KeyStore
-from xiezhi import problems
-from xiezhi import __version__, oprf
+from xiezhi import __version__, oprf, problems
 from xiezhi.crypto import VerifyKey, batch_digest, load_public_key
 from xiezhi.errors import InvalidInput, Unauthenticated
 from xiezhi.tickets import TicketClaims, verify_ticket
@@ -55,8 +54,9 @@ class ReplayGuard:
 
 
 class Evaluator:
-    def __init__(self, settings: ConnectorSettings, keys: KeyStore, ticket_key: VerifyKey,
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, settings: ConnectorSettings, keys: KeyStore, ticket_key: VerifyKey, clock: Callable[[], datetime]
+    ) -> None:
         self._settings = settings
         self._keys = keys
         self._ticket_key = ticket_key
@@ -65,8 +65,13 @@ class Evaluator:
 
     def evaluate(self, batch: TicketedBatch) -> EvaluationResult:
         now = self._clock()
-        claims = verify_ticket(batch.ticket, self._ticket_key, issuer=self._settings.ticket_issuer,
-                               connector=self._settings.connector, now=now)
+        claims = verify_ticket(
+            batch.ticket,
+            self._ticket_key,
+            issuer=self._settings.ticket_issuer,
+            connector=self._settings.connector,
+            now=now,
+        )
         count = len(batch.blinded_elements)
         if claims.count != count or claims.digest != batch_digest(list(batch.blinded_elements)):
             raise Unauthenticated("relay ticket does not match this batch", code="ticket_mismatch")
@@ -76,13 +81,21 @@ class Evaluator:
         key = self._keys.key_pair(claims.epoch)
         evaluation = oprf.blind_evaluate(key.sk, batch.blinded_elements, oprf.Mode.VOPRF)
         assert evaluation.proof is not None
-        log.info("evaluated request=%s org=%s count=%d epoch=%d", claims.request_id, claims.requester_org,
-                 count, claims.epoch)
-        return EvaluationResult(epoch=claims.epoch, evaluated_elements=list(evaluation.evaluated_elements),
-                                proof=evaluation.proof)
+        log.info(
+            "evaluated request=%s org=%s count=%d epoch=%d",
+            claims.request_id,
+            claims.requester_org,
+            count,
+            claims.epoch,
+        )
+        return EvaluationResult(
+            epoch=claims.epoch, evaluated_elements=list(evaluation.evaluated_elements), proof=evaluation.proof
+        )
 
 
-def create_connector_app(settings: ConnectorSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> FastAPI:
+def create_connector_app(
+    settings: ConnectorSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> FastAPI:
     keys = KeyStore(settings.key_dir)
     evaluator = Evaluator(settings, keys, load_public_key(settings.ticket_public_key), clock)
     app = FastAPI(title=f"Xiezhi connector: {settings.connector}", version=__version__)

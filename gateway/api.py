@@ -6,13 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 
-
 from gateway.auth import Authenticator, Principal
 from gateway.pipeline import Pipeline
 from gateway.publishing import Publishing
 from xiezhi.errors import InvalidInput
 from xiezhi.supervision import ModelCatalog
 from xiezhi.wire import (
+    TOKEN_BYTES,
     CreateMatchRequest,
     EpochView,
     EvaluationBatch,
@@ -23,7 +23,6 @@ from xiezhi.wire import (
     MatchResult,
     PublicationView,
     StartPublication,
-    TOKEN_BYTES,
 )
 
 router = APIRouter()
@@ -45,7 +44,6 @@ def _publishing(request: Request) -> Publishing:
 Caller = Annotated[Principal, Depends(_principal)]
 Requests = Annotated[Pipeline, Depends(_pipeline)]
 Publisher = Annotated[Publishing, Depends(_publishing)]
-
 
 
 @router.get("/healthz", tags=["service"])
@@ -73,7 +71,9 @@ def get_request(request_id: str, caller: Caller, pipeline: Requests) -> MatchReq
 
 
 @router.post("/v1/requests/{request_id}/evaluations/{connector}", tags=["requests"])
-def evaluate(request_id: str, connector: str, body: EvaluationBatch, caller: Caller, pipeline: Requests) -> EvaluationResult:
+def evaluate(
+    request_id: str, connector: str, body: EvaluationBatch, caller: Caller, pipeline: Requests
+) -> EvaluationResult:
     return pipeline.evaluate(caller, request_id, connector, body)
 
 
@@ -93,8 +93,9 @@ def start_publication(connector: str, body: StartPublication, caller: Caller, pu
 
 
 @router.put("/v1/connectors/{connector}/publications/{publication_id}/chunks/{number}", tags=["indexes"])
-async def put_chunk(connector: str, publication_id: str, number: int, request: Request, caller: Caller,
-                    publishing: Publisher) -> PublicationView:
+async def put_chunk(
+    connector: str, publication_id: str, number: int, request: Request, caller: Caller, publishing: Publisher
+) -> PublicationView:
     if request.headers.get("content-type") != "application/octet-stream":
         raise InvalidInput("a chunk is sent as application/octet-stream", code="bad_content_type")
     cap = publishing.max_chunk_tokens * TOKEN_BYTES
@@ -115,6 +116,3 @@ def commit_publication(connector: str, publication_id: str, caller: Caller, publ
 @router.post("/v1/connectors/{connector}/epochs/{epoch}/activate", tags=["indexes"])
 def activate_epoch(connector: str, epoch: int, caller: Caller, publishing: Publisher) -> EpochView:
     return publishing.activate(caller, connector, epoch)
-
-
-

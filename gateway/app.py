@@ -10,7 +10,6 @@ from fastapi import FastAPI
 
 from audit_log import AuditLog
 from gateway import api
-from xiezhi import problems
 from gateway.auth import Authenticator
 from gateway.authz import Authorizer
 from gateway.db import make_engine
@@ -18,7 +17,7 @@ from gateway.pipeline import Pipeline
 from gateway.publishing import Publishing
 from gateway.relay import ConnectorRelay
 from gateway.settings import GatewaySettings
-from xiezhi import __version__
+from xiezhi import __version__, problems
 from xiezhi.crypto import load_private_key
 from xiezhi.supervision import ModelCatalog
 
@@ -31,20 +30,29 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
         authorizer = Authorizer(settings.policy_dir)
         catalog = ModelCatalog.load(settings.models_dir)
         relay = ConnectorRelay({k: str(v) for k, v in settings.connectors.items()}, settings.limits)
-        app.state.authenticator = Authenticator(settings.identity_keys, issuer=settings.issuer, audience=settings.audience)
+        app.state.authenticator = Authenticator(
+            settings.identity_keys, issuer=settings.issuer, audience=settings.audience
+        )
         app.state.catalog = catalog
         app.state.audit = audit
-        app.state.pipeline = Pipeline(settings, engine, audit, authorizer, catalog, relay,
-                                      load_private_key(settings.ticket_key), clock)
-        app.state.publishing = Publishing(engine, audit, authorizer, settings.limits.max_publication_chunk_tokens, clock)
+        app.state.pipeline = Pipeline(
+            settings, engine, audit, authorizer, catalog, relay, load_private_key(settings.ticket_key), clock
+        )
+        app.state.publishing = Publishing(
+            engine, audit, authorizer, settings.limits.max_publication_chunk_tokens, clock
+        )
         try:
             yield
         finally:
             relay.close()
             engine.dispose()
 
-    app = FastAPI(title="Xiezhi gateway", version=__version__, lifespan=lifespan,
-                  description="Brokers blind, audited match requests between procuratorates and agency connectors.")
+    app = FastAPI(
+        title="Xiezhi gateway",
+        version=__version__,
+        lifespan=lifespan,
+        description="Brokers blind, audited match requests between procuratorates and agency connectors.",
+    )
     problems.install(app)
     app.include_router(api.router)
     return app

@@ -55,7 +55,11 @@ class Authenticator:
             raise Unauthenticated("bearer token is signed by an unknown key", code="token_unknown_key")
         try:
             claims = jwt.decode(
-                token, key, algorithms=ALGORITHMS, issuer=self._issuer, audience=self._audience,  # type: ignore[arg-type]
+                token,
+                key,
+                algorithms=ALGORITHMS,
+                issuer=self._issuer,
+                audience=self._audience,
                 options={"require": ["iss", "aud", "sub", "exp", "iat"]},
             )
         except jwt.ExpiredSignatureError:

@@ -33,9 +33,15 @@ def start(session: Session, connector: str, body: StartPublication, now: datetim
     elif epoch.public_key != body.public_key:
         raise Conflict(f"epoch {body.epoch} of {connector} already has a different public key")
     publication = Publication(
-        id=str(uuid.uuid4()), connector=connector, capability=body.capability.id,
-        title=body.capability.title, tier=body.capability.tier, epoch=body.epoch,
-        token_count=body.token_count, digest=body.digest, created_at=now,
+        id=str(uuid.uuid4()),
+        connector=connector,
+        capability=body.capability.id,
+        title=body.capability.title,
+        tier=body.capability.tier,
+        epoch=body.epoch,
+        token_count=body.token_count,
+        digest=body.digest,
+        created_at=now,
     )
     session.add(publication)
     return publication
@@ -53,9 +59,7 @@ def add_chunk(session: Session, publication: Publication, number: int, data: byt
     if publication.received + len(tokens) > publication.token_count:
         raise InvalidInput("chunk would exceed the announced token count")
     try:
-        session.execute(
-            insert(IndexToken), [{"publication_id": publication.id, "token": t} for t in tokens]
-        )
+        session.execute(insert(IndexToken), [{"publication_id": publication.id, "token": t} for t in tokens])
     except IntegrityError:
         raise InvalidInput("chunk repeats a token already published") from None
     publication.received += len(tokens)
@@ -121,7 +125,9 @@ def plan(session: Session, capabilities: tuple[str, ...]) -> dict[str, dict[str,
         found = _committed(session, connector, capability, epoch.epoch)
         if not found:
             raise Unavailable(f"capability {capability} has no published index", code="index_unavailable")
-        entry = result.setdefault(connector, {"epoch": epoch.epoch, "public_key": epoch.public_key.hex(), "publications": {}})
+        entry = result.setdefault(
+            connector, {"epoch": epoch.epoch, "public_key": epoch.public_key.hex(), "publications": {}}
+        )
         entry["publications"][capability] = found[0].id  # type: ignore[index]
     return result
 

@@ -84,16 +84,33 @@ class Pipeline:
         with Session(self._engine) as session:
             plan = indexes.plan(session, model.looks_up)
             request = MatchRequest(
-                id=request_id, model=model.id, requester=principal.subject, org=principal.org or "",
-                purpose=body.purpose, legal_basis=body.legal_basis, subject_count=body.subject_count,
-                status=RequestStatus.EVALUATING.value, plan=json.dumps(plan), created_at=now,
+                id=request_id,
+                model=model.id,
+                requester=principal.subject,
+                org=principal.org or "",
+                purpose=body.purpose,
+                legal_basis=body.legal_basis,
+                subject_count=body.subject_count,
+                status=RequestStatus.EVALUATING.value,
+                plan=json.dumps(plan),
+                created_at=now,
             )
             session.add(request)
             session.flush()
             session.add_all(EvaluationCount(request_id=request_id, connector=c) for c in plan)
-            self._record(session, principal, EventKind.REQUEST_CREATED, "create", "accepted", request_id,
-                         model=model.id, purpose=body.purpose, legal_basis=body.legal_basis,
-                         subjects=body.subject_count, connectors=",".join(sorted(plan)))
+            self._record(
+                session,
+                principal,
+                EventKind.REQUEST_CREATED,
+                "create",
+                "accepted",
+                request_id,
+                model=model.id,
+                purpose=body.purpose,
+                legal_basis=body.legal_basis,
+                subjects=body.subject_count,
+                connectors=",".join(sorted(plan)),
+            )
             session.commit()
             return self._view(request, model)
 
@@ -105,7 +122,9 @@ class Pipeline:
 
     # ---- blind evaluation -------------------------------------------------------------
 
-    def evaluate(self, principal: Principal, request_id: str, connector: str, batch: EvaluationBatch) -> EvaluationResult:
+    def evaluate(
+        self, principal: Principal, request_id: str, connector: str, batch: EvaluationBatch
+    ) -> EvaluationResult:
         """Relay one batch of blinded elements to `connector` under a fresh signed ticket."""
         limit = self._settings.limits.max_batch
         count = len(batch.blinded_elements)
@@ -128,13 +147,30 @@ class Pipeline:
             raise
         with Session(self._engine) as session:
             self._adjust(request_id, connector, evaluated=count, session=session)
-            self._record(session, principal, EventKind.RELAY, "evaluate", "ok", request_id,
-                         connector=connector, epoch=result.epoch, count=count)
+            self._record(
+                session,
+                principal,
+                EventKind.RELAY,
+                "evaluate",
+                "ok",
+                request_id,
+                connector=connector,
+                epoch=result.epoch,
+                count=count,
+            )
             session.commit()
         return result
 
-    def _adjust(self, request_id: str, connector: str, *, reserved: int = 0, evaluated: int = 0,
-                cap: int | None = None, session: Session | None = None) -> None:
+    def _adjust(
+        self,
+        request_id: str,
+        connector: str,
+        *,
+        reserved: int = 0,
+        evaluated: int = 0,
+        cap: int | None = None,
+        session: Session | None = None,
+    ) -> None:
         """Atomically add to a connector's counters; with `cap`, refuse to reserve beyond it."""
         row = EvaluationCount.__table__.c  # type: ignore[attr-defined]
         statement = (
@@ -155,20 +191,36 @@ class Pipeline:
             if own:
                 active.close()
 
-    def _relay_batch(self, permit: AuthorizedRequest, org: str, connector: str, epoch: int,
-                     batch: EvaluationBatch) -> EvaluationResult:
+    def _relay_batch(
+        self, permit: AuthorizedRequest, org: str, connector: str, epoch: int, batch: EvaluationBatch
+    ) -> EvaluationResult:
         ticket = issue_ticket(
-            self._ticket_key, issuer=self._settings.ticket_issuer, connector=connector,
-            request_id=permit.request_id, requester_org=org or "-", epoch=epoch,
-            count=len(batch.blinded_elements), digest=batch_digest(list(batch.blinded_elements)),
-            now=self._clock(), ttl_seconds=self._settings.limits.ticket_ttl_seconds,
+            self._ticket_key,
+            issuer=self._settings.ticket_issuer,
+            connector=connector,
+            request_id=permit.request_id,
+            requester_org=org or "-",
+            epoch=epoch,
+            count=len(batch.blinded_elements),
+            digest=batch_digest(list(batch.blinded_elements)),
+            now=self._clock(),
+            ttl_seconds=self._settings.limits.ticket_ttl_seconds,
         )
         try:
-            result = self._relay.evaluate(connector, TicketedBatch(ticket=ticket, blinded_elements=batch.blinded_elements))
+            result = self._relay.evaluate(
+                connector, TicketedBatch(ticket=ticket, blinded_elements=batch.blinded_elements)
+            )
         except Exception as exc:
-            self._record_alone(permit.principal, EventKind.RELAY, "evaluate", "failed", permit.request_id,
-                               connector=connector, count=len(batch.blinded_elements),
-                               error=getattr(exc, "code", "internal_error"))
+            self._record_alone(
+                permit.principal,
+                EventKind.RELAY,
+                "evaluate",
+                "failed",
+                permit.request_id,
+                connector=connector,
+                count=len(batch.blinded_elements),
+                error=getattr(exc, "code", "internal_error"),
+            )
             raise
         if result.epoch != epoch:
             raise Conflict(f"connector {connector} evaluated under another epoch", code="epoch_mismatch")
@@ -185,7 +237,9 @@ class Pipeline:
             rows = self._check_lookup(request, model, batch)
             plan = json.loads(request.plan)
             hits = {
-                capability: indexes.present(session, plan[capability.split(".", 1)[0]]["publications"][capability], tokens)
+                capability: indexes.present(
+                    session, plan[capability.split(".", 1)[0]]["publications"][capability], tokens
+                )
                 for capability, tokens in batch.tokens.items()
             }
             flags = [
@@ -193,28 +247,41 @@ class Pipeline:
                 for i in range(rows)
             ]
             result_rows = [
-                RowFlags(row=batch.first_row + i, clue=model.clue.evaluate(f),
-                         flags={capability: f[capability] for capability in model.reveals})
+                RowFlags(
+                    row=batch.first_row + i,
+                    clue=model.clue.evaluate(f),
+                    flags={capability: f[capability] for capability in model.reveals},
+                )
                 for i, f in enumerate(flags)
             ]
             self._store(session, request, result_rows)
-            self._record(session, principal, EventKind.LOOKUP, "lookup", "ok", request_id,
-                         rows=rows, first_row=batch.first_row, clues=sum(r.clue for r in result_rows),
-                         **{f"matches.{c}": len(hits[c]) for c in model.looks_up})
+            self._record(
+                session,
+                principal,
+                EventKind.LOOKUP,
+                "lookup",
+                "ok",
+                request_id,
+                rows=rows,
+                first_row=batch.first_row,
+                clues=sum(r.clue for r in result_rows),
+                **{f"matches.{c}": len(hits[c]) for c in model.looks_up},
+            )
             session.commit()
         return LookupResult(rows=result_rows)
 
     def _check_lookup(self, request: MatchRequest, model: SupervisionModel, batch: LookupBatch) -> int:
         if set(batch.tokens) != set(model.looks_up):
-            raise InvalidInput("tokens must be given for exactly the model's capabilities", code="capabilities_mismatch")
-        counts = {len(tokens) for tokens in batch.tokens.values()}
-        if len(counts) != 1:
+            raise InvalidInput(
+                "tokens must be given for exactly the model's capabilities", code="capabilities_mismatch"
+            )
+        lengths = {len(tokens) for tokens in batch.tokens.values()}
+        if len(lengths) != 1:
             raise InvalidInput("every capability needs one token per row", code="ragged_tokens")
-        rows = counts.pop()
+        rows = lengths.pop()
         if rows > self._settings.limits.max_batch:
             raise InvalidInput(f"a batch holds at most {self._settings.limits.max_batch} rows", code="batch_too_large")
-        counts = self._counts(request.id)
-        if any(count < request.subject_count for count in counts):
+        if any(count < request.subject_count for count in self._counts(request.id)):
             raise Conflict("blind evaluation is not complete for every connector", code="evaluation_incomplete")
         if batch.first_row != request.rows_looked_up:
             raise Conflict(f"expected first_row {request.rows_looked_up}", code="row_out_of_order")
@@ -253,11 +320,21 @@ class Pipeline:
             rows = session.exec(
                 select(ResultRow).where(ResultRow.request_id == request_id).order_by(col(ResultRow.row))
             ).all()
-            self._record(session, principal, EventKind.RESULT_READ, "read", "ok", request_id,
-                         rows=len(rows), clues=sum(r.clue for r in rows))
+            self._record(
+                session,
+                principal,
+                EventKind.RESULT_READ,
+                "read",
+                "ok",
+                request_id,
+                rows=len(rows),
+                clues=sum(r.clue for r in rows),
+            )
             session.commit()
             return MatchResult(
-                request_id=request_id, model=model.id, reveals=model.reveals,
+                request_id=request_id,
+                model=model.id,
+                reveals=model.reveals,
                 rows=[RowFlags(row=r.row, clue=r.clue, flags=json.loads(r.flags)) for r in rows],
             )
 
@@ -271,10 +348,20 @@ class Pipeline:
     def _permit(self, principal: Principal, request_id: str, obj: str, action: str) -> AuthorizedRequest:
         return self._authorize(principal, obj, action, request_id)
 
-    def _record_decision(self, principal: Principal, obj: str, action: str, request_id: str, decision: Decision) -> None:
-        self._record_alone(principal, EventKind.DECISION, action, "allow" if decision.allowed else "deny", request_id,
-                           object=obj, rule=decision.rule, reason=decision.reason,
-                           policy_version=decision.policy_version)
+    def _record_decision(
+        self, principal: Principal, obj: str, action: str, request_id: str, decision: Decision
+    ) -> None:
+        self._record_alone(
+            principal,
+            EventKind.DECISION,
+            action,
+            "allow" if decision.allowed else "deny",
+            request_id,
+            object=obj,
+            rule=decision.rule,
+            reason=decision.reason,
+            policy_version=decision.policy_version,
+        )
 
     def _owned(self, session: Session, principal: Principal, request_id: str) -> MatchRequest:
         request = session.get(MatchRequest, request_id)
@@ -282,8 +369,9 @@ class Pipeline:
             raise NotFound("unknown match request", code="unknown_request")
         if request.requester != principal.subject:
             # Someone else's request: indistinguishable from a missing one to the caller.
-            self._record_alone(principal, EventKind.DECISION, "access", "deny", request_id,
-                               rule="owner-only", reason="not_owner")
+            self._record_alone(
+                principal, EventKind.DECISION, "access", "deny", request_id, rule="owner-only", reason="not_owner"
+            )
             raise NotFound("unknown match request", code="unknown_request")
         return request
 
@@ -295,26 +383,64 @@ class Pipeline:
     def _view(self, request: MatchRequest, model: SupervisionModel) -> MatchRequestView:
         plan = json.loads(request.plan)
         return MatchRequestView(
-            request_id=request.id, model=request.model, status=RequestStatus(request.status),
-            subject_count=request.subject_count, reveals=model.reveals, created_at=request.created_at,
+            request_id=request.id,
+            model=request.model,
+            status=RequestStatus(request.status),
+            subject_count=request.subject_count,
+            reveals=model.reveals,
+            created_at=request.created_at,
             connectors=tuple(
-                ConnectorPlan(connector=name, epoch=entry["epoch"], public_key=bytes.fromhex(entry["public_key"]),
-                              capabilities=tuple(sorted(entry["publications"])))
+                ConnectorPlan(
+                    connector=name,
+                    epoch=entry["epoch"],
+                    public_key=bytes.fromhex(entry["public_key"]),
+                    capabilities=tuple(sorted(entry["publications"])),
+                )
                 for name, entry in sorted(plan.items())
             ),
         )
 
-    def _event(self, principal: Principal, kind: EventKind, action: str, outcome: str,
-               request_id: str | None, **detail: str | int | bool | None) -> AuditEvent:
-        return AuditEvent(kind=kind, at=self._clock(), actor=principal.subject, org=principal.org,
-                          request_id=request_id, action=action, outcome=outcome, detail=detail)
+    def _event(
+        self,
+        principal: Principal,
+        kind: EventKind,
+        action: str,
+        outcome: str,
+        request_id: str | None,
+        **detail: str | int | bool | None,
+    ) -> AuditEvent:
+        return AuditEvent(
+            kind=kind,
+            at=self._clock(),
+            actor=principal.subject,
+            org=principal.org,
+            request_id=request_id,
+            action=action,
+            outcome=outcome,
+            detail=detail,
+        )
 
-    def _record(self, session: Session, principal: Principal, kind: EventKind, action: str, outcome: str,
-                request_id: str | None, **detail: str | int | bool | None) -> None:
+    def _record(
+        self,
+        session: Session,
+        principal: Principal,
+        kind: EventKind,
+        action: str,
+        outcome: str,
+        request_id: str | None,
+        **detail: str | int | bool | None,
+    ) -> None:
         self._audit.append(session, self._event(principal, kind, action, outcome, request_id, **detail))
 
-    def _record_alone(self, principal: Principal, kind: EventKind, action: str, outcome: str,
-                      request_id: str | None, **detail: str | int | bool | None) -> None:
+    def _record_alone(
+        self,
+        principal: Principal,
+        kind: EventKind,
+        action: str,
+        outcome: str,
+        request_id: str | None,
+        **detail: str | int | bool | None,
+    ) -> None:
         self._audit.append_now(self._event(principal, kind, action, outcome, request_id, **detail))
 
 

@@ -22,8 +22,14 @@ from xiezhi.wire import EpochView, PublicationView, StartPublication
 
 
 class Publishing:
-    def __init__(self, engine: Engine, audit: AuditLog, authorizer: Authorizer,
-                 max_chunk_tokens: int, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        audit: AuditLog,
+        authorizer: Authorizer,
+        max_chunk_tokens: int,
+        clock: Callable[[], datetime],
+    ) -> None:
         self._engine = engine
         self._audit = audit
         self._authorizer = authorizer
@@ -37,7 +43,9 @@ class Publishing:
             session.commit()
             return _view(publication)
 
-    def chunk(self, principal: Principal, connector: str, publication_id: str, number: int, data: bytes) -> PublicationView:
+    def chunk(
+        self, principal: Principal, connector: str, publication_id: str, number: int, data: bytes
+    ) -> PublicationView:
         self._authorize(principal, connector)
         with Session(self._engine) as session:
             publication = indexes.get_publication(session, connector, publication_id)
@@ -50,11 +58,20 @@ class Publishing:
         with Session(self._engine) as session:
             publication = indexes.get_publication(session, connector, publication_id)
             replaced = indexes.commit(session, publication, self._clock())
-            self._audit.append(session, self._event(
-                principal, EventKind.INDEX_PUBLICATION, "commit", "ok",
-                connector=connector, capability=publication.capability, epoch=publication.epoch,
-                tokens=publication.token_count, replaced=replaced,
-            ))
+            self._audit.append(
+                session,
+                self._event(
+                    principal,
+                    EventKind.INDEX_PUBLICATION,
+                    "commit",
+                    "ok",
+                    connector=connector,
+                    capability=publication.capability,
+                    epoch=publication.epoch,
+                    tokens=publication.token_count,
+                    replaced=replaced,
+                ),
+            )
             session.commit()
             return _view(publication)
 
@@ -62,10 +79,18 @@ class Publishing:
         self._authorize(principal, connector)
         with Session(self._engine) as session:
             capabilities = indexes.activate(session, connector, epoch, self._clock())
-            self._audit.append(session, self._event(
-                principal, EventKind.EPOCH_ACTIVATED, "activate", "ok",
-                connector=connector, epoch=epoch, capabilities=len(capabilities),
-            ))
+            self._audit.append(
+                session,
+                self._event(
+                    principal,
+                    EventKind.EPOCH_ACTIVATED,
+                    "activate",
+                    "ok",
+                    connector=connector,
+                    epoch=epoch,
+                    capabilities=len(capabilities),
+                ),
+            )
             session.commit()
         return EpochView(connector=connector, epoch=epoch, active=True, capabilities=tuple(capabilities))
 
@@ -77,23 +102,42 @@ class Publishing:
         decision = self._authorizer.decide(principal, f"index:{connector}", "publish")
         if decision.allowed and principal.connector != connector:
             decision = type(decision)(False, "own-connector-only", "publish_other_connector", decision.policy_version)
-        self._audit.append_now(self._event(
-            principal, EventKind.DECISION, "publish", "allow" if decision.allowed else "deny",
-            object=f"index:{connector}", rule=decision.rule, reason=decision.reason,
-            policy_version=decision.policy_version,
-        ))
+        self._audit.append_now(
+            self._event(
+                principal,
+                EventKind.DECISION,
+                "publish",
+                "allow" if decision.allowed else "deny",
+                object=f"index:{connector}",
+                rule=decision.rule,
+                reason=decision.reason,
+                policy_version=decision.policy_version,
+            )
+        )
         if not decision.allowed:
             raise Denied("the policy does not allow this publication", code=decision.reason)
 
-    def _event(self, principal: Principal, kind: EventKind, action: str, outcome: str,
-               **detail: str | int | bool | None) -> AuditEvent:
-        return AuditEvent(kind=kind, at=self._clock(), actor=principal.subject, org=principal.org,
-                          action=action, outcome=outcome, detail=detail)
+    def _event(
+        self, principal: Principal, kind: EventKind, action: str, outcome: str, **detail: str | int | bool | None
+    ) -> AuditEvent:
+        return AuditEvent(
+            kind=kind,
+            at=self._clock(),
+            actor=principal.subject,
+            org=principal.org,
+            action=action,
+            outcome=outcome,
+            detail=detail,
+        )
 
 
 def _view(publication: Publication) -> PublicationView:
     return PublicationView(
-        publication_id=publication.id, connector=publication.connector, capability=publication.capability,
-        epoch=publication.epoch, token_count=publication.token_count, received=publication.received,
+        publication_id=publication.id,
+        connector=publication.connector,
+        capability=publication.capability,
+        epoch=publication.epoch,
+        token_count=publication.token_count,
+        received=publication.received,
         committed=publication.committed,
     )

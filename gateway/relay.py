@@ -16,7 +16,9 @@ from xiezhi.wire import EvaluationResult, TicketedBatch
 
 
 class ConnectorRelay:
-    def __init__(self, connectors: dict[str, str], limits: Limits, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self, connectors: dict[str, str], limits: Limits, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self._urls = {name: url.rstrip("/") for name, url in connectors.items()}
         self._limits = limits
         self._client = httpx.Client(timeout=limits.connector_timeout_seconds, transport=transport)

@@ -139,9 +139,7 @@ def _connect_read_only(database: Path, today: date | None) -> sqlite3.Connection
     if not database.is_file():
         raise FileNotFoundError(database)
     connection = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
-    connection.create_function(
-        "norm", 1, lambda raw: normalised_key(raw, today=today), deterministic=True
-    )
+    connection.create_function("norm", 1, lambda raw: normalised_key(raw, today=today), deterministic=True)
     return connection
 
 

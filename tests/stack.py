@@ -68,14 +68,21 @@ class Stack:
     def connector_token(self, connector: str) -> str:
         return issue_token(self.dev.idp_key, subject=f"connector:{connector}", roles=["connector"], connector=connector)
 
-    def user_token(self, roles: list[str], subject: str = "prosecutor-330803-01", org: str = "330803",
-                   **kwargs: object) -> str:
+    def user_token(
+        self, roles: list[str], subject: str = "prosecutor-330803-01", org: str = "330803", **kwargs: object
+    ) -> str:
         return issue_token(self.dev.idp_key, subject=subject, roles=roles, org=org, **kwargs)  # type: ignore[arg-type]
 
     def publish(self, data_dir: Path, connectors: tuple[str, ...] = CONNECTORS) -> list[PublishReport]:
         return [
-            build_and_publish(reference_config(c), self.key_dir(c), self.gateway_url, self.connector_token(c),
-                              database_url=f"sqlite:///{data_dir / 'agencies' / f'{c}.sqlite'}", workers=1)
+            build_and_publish(
+                reference_config(c),
+                self.key_dir(c),
+                self.gateway_url,
+                self.connector_token(c),
+                database_url=f"sqlite:///{data_dir / 'agencies' / f'{c}.sqlite'}",
+                workers=1,
+            )
             for c in connectors
         ]
 
@@ -90,8 +97,9 @@ def start_stack(root: Path, clock: Callable[[], datetime] = lambda: datetime.now
     # Keys first: the connectors need the gateway's ticket key to start.
     dev = init_dev(root, connectors={}, database_url=f"sqlite:///{root / 'gateway' / 'gateway.sqlite'}")
     for name in CONNECTORS:
-        settings = ConnectorSettings(connector=name, key_dir=root / "connectors" / name / "keys",
-                                     ticket_public_key=dev.ticket_public_key)
+        settings = ConnectorSettings(
+            connector=name, key_dir=root / "connectors" / name / "keys", ticket_public_key=dev.ticket_public_key
+        )
         connectors[name] = LoopbackServer(create_connector_app(settings, clock)).start()
     urls = {name: server.url for name, server in connectors.items()}
     dev = init_dev(root, connectors=urls, database_url=f"sqlite:///{root / 'gateway' / 'gateway.sqlite'}")

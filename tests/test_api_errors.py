@@ -88,8 +88,11 @@ def test_token_signed_by_another_key_with_the_right_kid(stack: Stack, tmp_path: 
         ({"model": "housing_fund", "subject_count": 0, **PURPOSE}, 400, "invalid_body"),
         ({"model": "housing_fund", "subject_count": 1, "extra": 1, **PURPOSE}, 400, "invalid_body"),
         ({"model": "no_such_model", "subject_count": 1, **PURPOSE}, 404, "unknown_model"),
-        ({"model": "housing_fund", "subject_count": 1, "purpose": "核查 11010519491231002X",
-          "legal_basis": "x"}, 400, "identifier_in_purpose"),
+        (
+            {"model": "housing_fund", "subject_count": 1, "purpose": "核查 11010519491231002X", "legal_basis": "x"},
+            400,
+            "identifier_in_purpose",
+        ),
         ({"model": "housing_fund", "subject_count": 10_000_000, **PURPOSE}, 400, "too_many_subjects"),
     ],
 )
@@ -98,14 +101,25 @@ def test_create_rejects_bad_bodies(stack: Stack, prosecutor: str, body: dict[str
 
 
 def test_create_rejects_non_json(stack: Stack, prosecutor: str) -> None:
-    _problem(_call(stack, "POST", "/v1/requests", prosecutor, content=b"{oops",
-                   headers={"content-type": "application/json"}), 400, "invalid_body")
+    _problem(
+        _call(
+            stack, "POST", "/v1/requests", prosecutor, content=b"{oops", headers={"content-type": "application/json"}
+        ),
+        400,
+        "invalid_body",
+    )
 
 
 @pytest.mark.parametrize(
     ("roles", "code"),
-    [(["system_admin"], "run_denied"), (["security_auditor"], "run_denied"), (["connector"], "run_denied"),
-     (["prosecutor", "system_admin"], "run_denied"), ([], "run_not_granted"), (["visitor"], "run_not_granted")],
+    [
+        (["system_admin"], "run_denied"),
+        (["security_auditor"], "run_denied"),
+        (["connector"], "run_denied"),
+        (["prosecutor", "system_admin"], "run_denied"),
+        ([], "run_not_granted"),
+        (["visitor"], "run_not_granted"),
+    ],
 )
 def test_roles_that_may_not_run_models(stack: Stack, roles: list[str], code: str) -> None:
     body = {"model": "housing_fund", "subject_count": 1, **PURPOSE}
@@ -118,21 +132,48 @@ def test_roles_that_may_not_run_models(stack: Stack, roles: list[str], code: str
 def test_evaluation_errors(stack: Stack, prosecutor: str) -> None:
     request = _request(stack, prosecutor, n=2)
     base = f"/v1/requests/{request['request_id']}/evaluations"
-    _problem(_call(stack, "POST", "/v1/requests/nope/evaluations/housing_fund", prosecutor,
-                   json={"blinded_elements": _elements(1)}), 404, "unknown_request")
+    _problem(
+        _call(
+            stack,
+            "POST",
+            "/v1/requests/nope/evaluations/housing_fund",
+            prosecutor,
+            json={"blinded_elements": _elements(1)},
+        ),
+        404,
+        "unknown_request",
+    )
     other = stack.user_token(["prosecutor"], subject="prosecutor-330803-02")
-    _problem(_call(stack, "POST", f"{base}/housing_fund", other, json={"blinded_elements": _elements(1)}),
-             404, "unknown_request")
-    _problem(_call(stack, "POST", f"{base}/court", prosecutor, json={"blinded_elements": _elements(1)}),
-             404, "unknown_connector")
+    _problem(
+        _call(stack, "POST", f"{base}/housing_fund", other, json={"blinded_elements": _elements(1)}),
+        404,
+        "unknown_request",
+    )
+    _problem(
+        _call(stack, "POST", f"{base}/court", prosecutor, json={"blinded_elements": _elements(1)}),
+        404,
+        "unknown_connector",
+    )
     for bad in (["%%%"], [b64encode(b"short")], []):
-        _problem(_call(stack, "POST", f"{base}/housing_fund", prosecutor, json={"blinded_elements": bad}),
-                 400, "invalid_body")
-    _problem(_call(stack, "POST", f"{base}/housing_fund", prosecutor, json={"blinded_elements": [b64encode(bytes(32))]}),
-             422, "proof_invalid")
-    _problem(_call(stack, "POST", f"{base}/housing_fund", prosecutor, json={"blinded_elements": _elements(3)}),
-             409, "subject_count_exceeded")
-    assert _call(stack, "POST", f"{base}/housing_fund", prosecutor, json={"blinded_elements": _elements(2)}).status_code == 200
+        _problem(
+            _call(stack, "POST", f"{base}/housing_fund", prosecutor, json={"blinded_elements": bad}),
+            400,
+            "invalid_body",
+        )
+    _problem(
+        _call(stack, "POST", f"{base}/housing_fund", prosecutor, json={"blinded_elements": [b64encode(bytes(32))]}),
+        422,
+        "proof_invalid",
+    )
+    _problem(
+        _call(stack, "POST", f"{base}/housing_fund", prosecutor, json={"blinded_elements": _elements(3)}),
+        409,
+        "subject_count_exceeded",
+    )
+    assert (
+        _call(stack, "POST", f"{base}/housing_fund", prosecutor, json={"blinded_elements": _elements(2)}).status_code
+        == 200
+    )
 
 
 def test_lookup_and_result_errors(stack: Stack, prosecutor: str) -> None:
@@ -141,28 +182,66 @@ def test_lookup_and_result_errors(stack: Stack, prosecutor: str) -> None:
     token = b64encode(bytes(16))
     caps = ["housing_fund.balance_positive", "housing_fund.sealed_with_balance"]
     lookups = f"/v1/requests/{rid}/lookups"
-    _problem(_call(stack, "POST", lookups, prosecutor, json={"first_row": 0, "tokens": {c: [token] for c in caps}}),
-             409, "evaluation_incomplete")
+    _problem(
+        _call(stack, "POST", lookups, prosecutor, json={"first_row": 0, "tokens": {c: [token] for c in caps}}),
+        409,
+        "evaluation_incomplete",
+    )
     _problem(_call(stack, "GET", f"/v1/requests/{rid}/result", prosecutor), 409, "not_completed")
-    _call(stack, "POST", f"/v1/requests/{rid}/evaluations/housing_fund", prosecutor,
-          json={"blinded_elements": _elements(2)}).raise_for_status()
-    _problem(_call(stack, "POST", lookups, prosecutor, json={"first_row": 0, "tokens": {caps[0]: [token]}}),
-             400, "capabilities_mismatch")
-    _problem(_call(stack, "POST", lookups, prosecutor,
-                   json={"first_row": 0, "tokens": {caps[0]: [token], caps[1]: [token, token]}}), 400, "ragged_tokens")
-    _problem(_call(stack, "POST", lookups, prosecutor,
-                   json={"first_row": 0, "tokens": {c: [b64encode(bytes(15))] for c in caps}}), 400, "invalid_body")
-    _problem(_call(stack, "POST", lookups, prosecutor, json={"first_row": 1, "tokens": {c: [token] for c in caps}}),
-             409, "row_out_of_order")
-    _problem(_call(stack, "POST", lookups, prosecutor,
-                   json={"first_row": 0, "tokens": {c: [token] * 3 for c in caps}}), 409, "subject_count_exceeded")
+    _call(
+        stack,
+        "POST",
+        f"/v1/requests/{rid}/evaluations/housing_fund",
+        prosecutor,
+        json={"blinded_elements": _elements(2)},
+    ).raise_for_status()
+    _problem(
+        _call(stack, "POST", lookups, prosecutor, json={"first_row": 0, "tokens": {caps[0]: [token]}}),
+        400,
+        "capabilities_mismatch",
+    )
+    _problem(
+        _call(
+            stack,
+            "POST",
+            lookups,
+            prosecutor,
+            json={"first_row": 0, "tokens": {caps[0]: [token], caps[1]: [token, token]}},
+        ),
+        400,
+        "ragged_tokens",
+    )
+    _problem(
+        _call(
+            stack,
+            "POST",
+            lookups,
+            prosecutor,
+            json={"first_row": 0, "tokens": {c: [b64encode(bytes(15))] for c in caps}},
+        ),
+        400,
+        "invalid_body",
+    )
+    _problem(
+        _call(stack, "POST", lookups, prosecutor, json={"first_row": 1, "tokens": {c: [token] for c in caps}}),
+        409,
+        "row_out_of_order",
+    )
+    _problem(
+        _call(stack, "POST", lookups, prosecutor, json={"first_row": 0, "tokens": {c: [token] * 3 for c in caps}}),
+        409,
+        "subject_count_exceeded",
+    )
     ok = _call(stack, "POST", lookups, prosecutor, json={"first_row": 0, "tokens": {c: [token] * 2 for c in caps}})
     assert ok.status_code == 200 and [r["clue"] for r in ok.json()["rows"]] == [False, False]
     result = _call(stack, "GET", f"/v1/requests/{rid}/result", prosecutor)
     assert result.status_code == 200 and len(result.json()["rows"]) == 2
     # Deny overrides allow: the same person, once also holding an admin role, may not read.
-    _problem(_call(stack, "GET", f"/v1/requests/{rid}/result", stack.user_token(["prosecutor", "security_auditor"])),
-             403, "read_denied")
+    _problem(
+        _call(stack, "GET", f"/v1/requests/{rid}/result", stack.user_token(["prosecutor", "security_auditor"])),
+        403,
+        "read_denied",
+    )
     auditor = stack.user_token(["security_auditor"], subject="auditor-330000-01", org="330000")
     _problem(_call(stack, "GET", f"/v1/requests/{rid}/result", auditor), 404, "unknown_request")
 
@@ -170,12 +249,23 @@ def test_lookup_and_result_errors(stack: Stack, prosecutor: str) -> None:
 # ---- publication ----------------------------------------------------------------------
 
 
-def _start(stack: Stack, token: str, connector: str = "tax", capability: str = "tax.interest_income_declared",
-           tokens: list[bytes] | None = None, public_key: bytes | None = None, epoch: int = 7) -> httpx.Response:
+def _start(
+    stack: Stack,
+    token: str,
+    connector: str = "tax",
+    capability: str = "tax.interest_income_declared",
+    tokens: list[bytes] | None = None,
+    public_key: bytes | None = None,
+    epoch: int = 7,
+) -> httpx.Response:
     tokens = tokens or []
-    body = {"epoch": epoch, "public_key": b64encode(public_key or oprf.generate_key_pair(oprf.Mode.VOPRF).pk),
-            "capability": {"id": capability, "title": "测试", "tier": 2},
-            "token_count": len(tokens), "digest": hashlib.sha256(b"".join(sorted(tokens))).hexdigest()}
+    body = {
+        "epoch": epoch,
+        "public_key": b64encode(public_key or oprf.generate_key_pair(oprf.Mode.VOPRF).pk),
+        "capability": {"id": capability, "title": "测试", "tier": 2},
+        "token_count": len(tokens),
+        "digest": hashlib.sha256(b"".join(sorted(tokens))).hexdigest(),
+    }
     return _call(stack, "POST", f"/v1/connectors/{connector}/publications", token, json=body)
 
 
@@ -192,14 +282,19 @@ def test_publication_chunk_and_commit_errors(stack: Stack) -> None:
     assert pub.status_code == 201, pub.text
     base = f"/v1/connectors/tax/publications/{pub.json()['publication_id']}"
     octets = {"content-type": "application/octet-stream"}
-    _problem(_call(stack, "PUT", f"{base}/chunks/0", tax, content=tokens[0], headers={"content-type": "text/plain"}),
-             400, "bad_content_type")
+    _problem(
+        _call(stack, "PUT", f"{base}/chunks/0", tax, content=tokens[0], headers={"content-type": "text/plain"}),
+        400,
+        "bad_content_type",
+    )
     _problem(_call(stack, "PUT", f"{base}/chunks/1", tax, content=tokens[0], headers=octets), 409, "conflict")
     _problem(_call(stack, "PUT", f"{base}/chunks/0", tax, content=b"x" * 17, headers=octets), 400, "invalid_input")
     _problem(_call(stack, "PUT", f"{base}/chunks/0", tax, content=tokens[0] * 2, headers=octets), 400, "invalid_input")
     assert _call(stack, "PUT", f"{base}/chunks/0", tax, content=tokens[0], headers=octets).status_code == 200
     _problem(_call(stack, "POST", f"{base}/commit", tax), 400, "invalid_input")  # 1 of 3 received
-    assert _call(stack, "PUT", f"{base}/chunks/1", tax, content=tokens[2] + tokens[1], headers=octets).status_code == 200
+    assert (
+        _call(stack, "PUT", f"{base}/chunks/1", tax, content=tokens[2] + tokens[1], headers=octets).status_code == 200
+    )
     assert _call(stack, "POST", f"{base}/commit", tax).json()["committed"] is True
     _problem(_call(stack, "POST", f"{base}/commit", tax), 409, "conflict")
     _problem(_call(stack, "PUT", f"{base}/chunks/2", tax, content=tokens[0], headers=octets), 409, "conflict")
@@ -211,11 +306,27 @@ def test_publication_digest_and_key_conflicts(stack: Stack) -> None:
     pk = oprf.generate_key_pair(oprf.Mode.VOPRF).pk
     body = _start(stack, tax, tokens=[b"\x01" * 16], public_key=pk, epoch=8).json()
     base = f"/v1/connectors/tax/publications/{body['publication_id']}"
-    _call(stack, "PUT", f"{base}/chunks/0", tax, content=b"\x02" * 16,
-          headers={"content-type": "application/octet-stream"}).raise_for_status()
+    _call(
+        stack,
+        "PUT",
+        f"{base}/chunks/0",
+        tax,
+        content=b"\x02" * 16,
+        headers={"content-type": "application/octet-stream"},
+    ).raise_for_status()
     _problem(_call(stack, "POST", f"{base}/commit", tax), 400, "invalid_input")
     _problem(_start(stack, tax, epoch=8), 409, "conflict")  # same epoch, another public key
     _problem(_call(stack, "POST", "/v1/connectors/tax/epochs/99/activate", tax), 404, "not_found")
+
+
+def test_openapi_docs_and_request_view(stack: Stack, prosecutor: str) -> None:
+    spec = httpx.get(f"{stack.gateway_url}/openapi.json").json()
+    assert "/v1/requests/{request_id}/lookups" in spec["paths"]
+    assert httpx.get(f"{stack.gateway_url}/docs").status_code == 200
+    request = _request(stack, prosecutor)
+    view = _call(stack, "GET", f"/v1/requests/{request['request_id']}", prosecutor).json()
+    assert view["status"] == "evaluating" and [c["connector"] for c in view["connectors"]] == ["housing_fund"]
+    _problem(_call(stack, "GET", "/v1/requests/nope", prosecutor), 404, "unknown_request")
 
 
 def test_unknown_routes_and_methods_are_problems(stack: Stack) -> None:
@@ -230,6 +341,7 @@ def test_concurrent_batches_cannot_exceed_the_subject_count(stack: Stack, prosec
     url = f"/v1/requests/{request['request_id']}/evaluations/housing_fund"
     batches = [_elements(2) for _ in range(4)]
     with ThreadPoolExecutor(4) as pool:
-        statuses = sorted(pool.map(lambda b: _call(stack, "POST", url, prosecutor,
-                                                   json={"blinded_elements": b}).status_code, batches))
+        statuses = sorted(
+            pool.map(lambda b: _call(stack, "POST", url, prosecutor, json={"blinded_elements": b}).status_code, batches)
+        )
     assert statuses == [200, 409, 409, 409]

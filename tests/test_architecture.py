@@ -17,12 +17,23 @@ RESTRICTED = {
     "casbin": {"gateway/authz.py"},
     "fastapi": {"gateway/api.py", "gateway/app.py", "xiezhi/problems.py", "connectors/service.py"},
     "starlette": {"xiezhi/problems.py"},
-    "httpx": {"gateway/relay.py", "connectors/publisher.py", "xiezhi/client/gateway_client.py",
-              "xiezhi/demo/services.py"},
+    "httpx": {
+        "gateway/relay.py",
+        "connectors/publisher.py",
+        "xiezhi/client/gateway_client.py",
+        "xiezhi/demo/services.py",
+    },
 }
 # Pure protocol modules: no I/O libraries at all.
-PURE = {"xiezhi/ids.py", "xiezhi/oprf.py", "xiezhi/group.py", "xiezhi/wire.py", "xiezhi/tickets.py",
-        "connectors/reduce.py", "audit_log/entries.py"}
+PURE = {
+    "xiezhi/ids.py",
+    "xiezhi/oprf.py",
+    "xiezhi/group.py",
+    "xiezhi/wire.py",
+    "xiezhi/tickets.py",
+    "connectors/reduce.py",
+    "audit_log/entries.py",
+}
 IO_LIBRARIES = {"httpx", "fastapi", "sqlalchemy", "sqlmodel", "uvicorn", "sqlite3", "requests"}
 # package → packages it must never import
 FORBIDDEN = {"gateway": {"connectors"}, "connectors": {"gateway"}, "audit_log": {"gateway", "connectors"}}

@@ -17,8 +17,16 @@ AT = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
 
 
 def _event(**detail: str | int | bool | None) -> AuditEvent:
-    return AuditEvent(kind=EventKind.LOOKUP, at=AT, actor="prosecutor-1", org="330803", request_id="r-1",
-                      action="lookup", outcome="ok", detail=detail)
+    return AuditEvent(
+        kind=EventKind.LOOKUP,
+        at=AT,
+        actor="prosecutor-1",
+        org="330803",
+        request_id="r-1",
+        action="lookup",
+        outcome="ok",
+        detail=detail,
+    )
 
 
 def _log(tmp_path: Path) -> tuple[AuditLog, object]:

@@ -23,8 +23,14 @@ CATALOG = ModelCatalog.load(REPO_ROOT / "policies" / "models")
 
 
 def _xiezhi(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xiezhi.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO_ROOT, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "xiezhi.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,18 +92,42 @@ def test_match_command_with_xlsx_subjects(stack: Stack, generated: Path, tmp_pat
     token_file = tmp_path / "token"
     token_file.write_text(stack.user_token(["prosecutor"]))
     out = tmp_path / "clues.xlsx"
-    done = _xiezhi("match", "--gateway", stack.gateway_url, "--model", "housing_fund", "--subjects",
-                   str(tmp_path / "subjects.xlsx"), "--purpose", "终本专项 ZX-1", "--out", str(out),
-                   "--token-file", str(token_file), "--no-progress")
+    done = _xiezhi(
+        "match",
+        "--gateway",
+        stack.gateway_url,
+        "--model",
+        "housing_fund",
+        "--subjects",
+        str(tmp_path / "subjects.xlsx"),
+        "--purpose",
+        "终本专项 ZX-1",
+        "--out",
+        str(out),
+        "--token-file",
+        str(token_file),
+        "--no-progress",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "housing_fund:" in done.stdout and out.is_file()
     assert (tmp_path / "clues.xlsx.errors.csv").is_file()
 
 
 def test_match_command_errors_are_clear(stack: Stack, generated: Path, tmp_path: Path) -> None:
-    args = ["match", "--gateway", stack.gateway_url, "--model", "housing_fund", "--subjects",
-            str(generated / "subjects.csv"), "--purpose", "终本专项 ZX-1", "--out", str(tmp_path / "o.csv"),
-            "--no-progress"]
+    args = [
+        "match",
+        "--gateway",
+        stack.gateway_url,
+        "--model",
+        "housing_fund",
+        "--subjects",
+        str(generated / "subjects.csv"),
+        "--purpose",
+        "终本专项 ZX-1",
+        "--out",
+        str(tmp_path / "o.csv"),
+        "--no-progress",
+    ]
     done = _xiezhi(*args)
     assert done.returncode == 2 and "no bearer token" in done.stderr
     token_file = tmp_path / "token"

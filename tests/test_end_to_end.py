@@ -31,8 +31,15 @@ def reports(stack: Stack, generated: Path, tmp_path_factory: pytest.TempPathFact
     out = tmp_path_factory.mktemp("reports")
     token = stack.user_token(["prosecutor"])
     for model in CATALOG:
-        match_file(stack.gateway_url, token, MatchSpec(model.id, PURPOSE, "《人民检察院民事诉讼监督规则》", batch_size=97),
-                   subjects_file(generated, model), out / f"{model.id}.csv", show_progress=False, workers=1)
+        match_file(
+            stack.gateway_url,
+            token,
+            MatchSpec(model.id, PURPOSE, "《人民检察院民事诉讼监督规则》", batch_size=97),
+            subjects_file(generated, model),
+            out / f"{model.id}.csv",
+            show_progress=False,
+            workers=1,
+        )
     return {model.id: out / f"{model.id}.csv" for model in CATALOG}
 
 

@@ -310,10 +310,7 @@ def test_invalid_ids_planted_in_both_lists(data_dir: Path, name: str) -> None:
 
 def test_invalid_ids_are_real_mistakes(data_dir: Path) -> None:
     reasons = Counter(
-        reason
-        for agency, table in ID_COLUMNS
-        for raw in _ids(data_dir, agency, table)
-        if (reason := _reason(raw))
+        reason for agency, table in ID_COLUMNS for raw in _ids(data_dir, agency, table) if (reason := _reason(raw))
     )
     assert {"bad_check_character", "bad_birth_date"} <= set(reasons)
 
@@ -328,9 +325,7 @@ def test_lists_are_utf8_with_bom_and_chinese_headers(data_dir: Path, name: str) 
 
 
 def test_one_subject_row_per_terminated_case(data_dir: Path) -> None:
-    terminated = _rows(
-        data_dir, "court", "SELECT DISTINCT case_no FROM enforcement_cases WHERE status = '终本'"
-    )
+    terminated = _rows(data_dir, "court", "SELECT DISTINCT case_no FROM enforcement_cases WHERE status = '终本'")
     listed = [case_no for _, case_no, _ in subject_rows(data_dir / "subjects.csv")]
     assert sorted(listed) == sorted(str(case_no) for (case_no,) in terminated)
     applicants = [case_no for _, case_no, _ in subject_rows(data_dir / "applicants.csv")]
@@ -361,11 +356,7 @@ def test_every_capability_matches_some_subjects_but_not_all(data_dir: Path) -> N
 
 
 def test_agency_tables_hold_people_in_no_list(data_dir: Path) -> None:
-    listed = {
-        key
-        for name in ("subjects.csv", "applicants.csv")
-        for _, _, key in subject_rows(data_dir / name)
-    }
+    listed = {key for name in ("subjects.csv", "applicants.csv") for _, _, key in subject_rows(data_dir / name)}
     taxpayers = {normalised_key(raw) for raw in _ids(data_dir, "tax", "tax_declarations")}
     assert len(taxpayers - listed - {None}) >= 100
 

@@ -88,9 +88,7 @@ def test_deserialize_element_rejects(data: bytes, message: str) -> None:
         group.deserialize_element(data)
 
 
-@pytest.mark.parametrize(
-    "data", [bytes(32), GENERATOR[:31] + bytes([GENERATOR[31] | 0x80]), b"\xff" * 32, b"\x01"]
-)
+@pytest.mark.parametrize("data", [bytes(32), GENERATOR[:31] + bytes([GENERATOR[31] | 0x80]), b"\xff" * 32, b"\x01"])
 def test_scalar_mult_rejects_what_the_decoder_rejects(data: bytes) -> None:
     with pytest.raises(ProofError):
         group.scalar_mult(ONE, data)

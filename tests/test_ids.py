@@ -311,9 +311,7 @@ def test_invalid_identifier_is_invalid_input() -> None:
 # --- nothing leaks ------------------------------------------------------------------------
 
 ALL_INVALID = (
-    [raw for raw, _ in INVALID_RESIDENT]
-    + [raw for raw, _ in INVALID_USCC]
-    + [raw for raw, _ in DETECTION_ERRORS]
+    [raw for raw, _ in INVALID_RESIDENT] + [raw for raw, _ in INVALID_USCC] + [raw for raw, _ in DETECTION_ERRORS]
 )
 
 

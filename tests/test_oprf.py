@@ -84,9 +84,7 @@ def test_vector(suite: dict[str, Any], vector: dict[str, Any]) -> None:
 BATCH_VECTOR = next(v for v in SUITES[1]["vectors"] if v["Batch"] == 2)
 
 
-def _voprf_finalize(
-    evaluated: list[bytes], proof: bytes | None, public_key: bytes | None = None
-) -> list[bytes]:
+def _voprf_finalize(evaluated: list[bytes], proof: bytes | None, public_key: bytes | None = None) -> list[bytes]:
     keys = _key(SUITES[1])
     return oprf.finalize(
         _split(BATCH_VECTOR, "Input"),
@@ -264,9 +262,7 @@ def test_empty_batches_are_rejected() -> None:
             oprf.finalize([], [], [], [], b"\x00" * 64, keys.pk, mode)
 
 
-@pytest.mark.parametrize(
-    "sk", [bytes(32), b"\xff" * 32, group.ORDER.to_bytes(32, "little"), bytes(31)]
-)
+@pytest.mark.parametrize("sk", [bytes(32), b"\xff" * 32, group.ORDER.to_bytes(32, "little"), bytes(31)])
 def test_bad_secret_keys_are_rejected(sk: bytes) -> None:
     with pytest.raises(InvalidInput, match="secret key"):
         oprf.evaluate(sk, b"x", Mode.OPRF)

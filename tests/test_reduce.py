@@ -21,8 +21,12 @@ def test_any_normalises_spellings_and_counts_invalid_rows() -> None:
 
 
 def test_distinct_keys_add_up_across_spellings() -> None:
-    rows = [(A15, "（2021）浙0803执1号"), (A15_AS_18, "（2022）浙0803执2号"), (A18, "（2022）浙0803执3号"),
-            (A18, "（2022）浙0803执3号")]
+    rows = [
+        (A15, "（2021）浙0803执1号"),
+        (A15_AS_18, "（2022）浙0803执2号"),
+        (A18, "（2022）浙0803执3号"),
+        (A18, "（2022）浙0803执3号"),
+    ]
     assert _ids(reduce_rows(rows, DistinctKeys(distinct_keys_at_least=2))) == {A15_AS_18}
 
 

@@ -37,9 +37,7 @@ SCHEMAS = {
         "civil_cases": "case_no TEXT, plaintiff_id TEXT, plaintiff_name TEXT, defendant_id TEXT,"
         " outcome TEXT, judgment_amount REAL, performed INTEGER, closed_on TEXT",
     },
-    "tax": {
-        "tax_declarations": "taxpayer_id TEXT, tax_year INTEGER, income_type TEXT, amount REAL"
-    },
+    "tax": {"tax_declarations": "taxpayer_id TEXT, tax_year INTEGER, income_type TEXT, amount REAL"},
     "housing_fund": {"hf_accounts": "holder_id TEXT, status TEXT, balance REAL, updated_on TEXT"},
     "civil_affairs": {
         "marriage_registrations": "person_id TEXT, spouse_id TEXT, kind TEXT, registered_on TEXT",
@@ -53,9 +51,7 @@ def _enforcement(case_no: str, debtor: str, status: str) -> tuple[object, ...]:
     return (case_no, debtor, "某某", P, "申请人", 10000.0, status, terminated_on)
 
 
-def _civil(
-    plaintiff: str, outcome: str, performed: object, defendant: str = R
-) -> tuple[object, ...]:
+def _civil(plaintiff: str, outcome: str, performed: object, defendant: str = R) -> tuple[object, ...]:
     return (
         "（2022）浙0803民初567号",
         plaintiff,

@@ -21,24 +21,32 @@ def _csv(path: Path, rows: list[list[str]], encoding: str = "utf-8-sig") -> Path
 
 
 def test_csv_rows_are_validated_and_numbered(tmp_path: Path) -> None:
-    path = _csv(tmp_path / "s.csv", [
-        ["案号", "姓名", "证件号码"],
-        ["（2023）浙0803执1号", "张三", VALID.lower()],
-        ["（2023）浙0803执2号", "李四", "110105194912310021"],
-        ["", "", ""],
-        ["(2023)浙0803执3号", "王五", f" {OLD} "],
-        ["（2023）浙0803执4号", "赵六", ""],
-    ])
+    path = _csv(
+        tmp_path / "s.csv",
+        [
+            ["案号", "姓名", "证件号码"],
+            ["（2023）浙0803执1号", "张三", VALID.lower()],
+            ["（2023）浙0803执2号", "李四", "110105194912310021"],
+            ["", "", ""],
+            ["(2023)浙0803执3号", "王五", f" {OLD} "],
+            ["（2023）浙0803执4号", "赵六", ""],
+        ],
+    )
     valid, rejected = read_subjects(path)
     assert [(r.row, r.case_no, r.subject.value) for r in valid] == [
-        (1, "（2023）浙0803执1号", VALID), (3, "(2023)浙0803执3号", "130503196704010016")]
+        (1, "（2023）浙0803执1号", VALID),
+        (3, "(2023)浙0803执3号", "130503196704010016"),
+    ]
     assert [(r.row, r.case_no) for r in rejected] == [(2, "（2023）浙0803执2号"), (4, "（2023）浙0803执4号")]
     assert all(r.reason and VALID[:6] not in r.reason for r in rejected)
 
 
 def test_gbk_csv_and_name_header_variant(tmp_path: Path) -> None:
-    path = _csv(tmp_path / "s.csv", [["案号", "名称", "证件号码"], ["（2023）浙0803执9号", "某公司", "91350100M000100Y43"]],
-                encoding="gb18030")
+    path = _csv(
+        tmp_path / "s.csv",
+        [["案号", "名称", "证件号码"], ["（2023）浙0803执9号", "某公司", "91350100M000100Y43"]],
+        encoding="gb18030",
+    )
     valid, rejected = read_subjects(path)
     assert [r.subject.id_type.value for r in valid] == ["uscc"] and not rejected
 
@@ -49,11 +57,18 @@ def test_xlsx_with_numeric_id_cell_is_rejected_not_guessed(tmp_path: Path) -> No
     assert sheet is not None
     sheet.append(["案号", "姓名", "证件号码"])
     sheet.append(["（2023）浙0803执1号", "张三", VALID])
-    sheet.append(["（2023）浙0803执2号", "李四", 130503196704010016])
+    sheet.append(["（2023）浙0803执2号", "李四", 130503196704010016])  # 18 digits: beyond Excel's precision
+    sheet.append(["（2023）浙0803执3号", "王五", 130503670401001])  # 15 digits: exact
+    sheet.append(["（2023）浙0803执4号", "赵六", 1.30503196704010016e17])
     workbook.save(tmp_path / "s.xlsx")
     valid, rejected = read_subjects(tmp_path / "s.xlsx")
-    assert [r.row for r in valid] == [1]
-    assert [r.row for r in rejected] == [2] and "数值" in rejected[0].reason
+    assert [(r.row, r.subject.value) for r in valid] == [(1, VALID), (3, "130503196704010016")]
+    assert [r.row for r in rejected] == [2, 4] and all("数值" in r.reason for r in rejected)
+
+
+def test_id_header_aliases(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "s.csv", [["案号", "姓名", "身份证号码"], ["（2023）浙0803执1号", "张三", VALID]])
+    assert [r.subject.value for r in read_subjects(path)[0]] == [VALID]
 
 
 @pytest.mark.parametrize(
@@ -69,7 +84,7 @@ def test_bad_files_name_the_problem(tmp_path: Path, content: str, message: str) 
 
 def test_unsupported_extension(tmp_path: Path) -> None:
     (tmp_path / "s.txt").write_text("x")
-    with pytest.raises(InvalidInput, match=".csv or .xlsx"):
+    with pytest.raises(InvalidInput, match=r"\.csv or \.xlsx"):
         read_subjects(tmp_path / "s.txt")
 
 

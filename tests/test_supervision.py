@@ -8,8 +8,14 @@ from xiezhi.errors import InvalidInput, NotFound
 from xiezhi.supervision import ModelCatalog, SubjectKind, parse_model, parse_rule
 
 MODELS = Path(__file__).resolve().parent.parent / "policies" / "models"
-REQUIRED = {"litigated_claims", "housing_fund", "income_after_termination", "spouse_property",
-            "applicant_hardship", "asset_sweep"}
+REQUIRED = {
+    "litigated_claims",
+    "housing_fund",
+    "income_after_termination",
+    "spouse_property",
+    "applicant_hardship",
+    "asset_sweep",
+}
 
 
 def test_shipped_models_load_and_cover_the_articles() -> None:
@@ -21,7 +27,9 @@ def test_shipped_models_load_and_cover_the_articles() -> None:
 
 def test_asset_sweep_covers_every_debtor_side_capability() -> None:
     catalog = ModelCatalog.load(MODELS)
-    debtor_side = {c for m in catalog if m.subjects is SubjectKind.DEBTORS and m.id != "asset_sweep" for c in m.looks_up}
+    debtor_side = {
+        c for m in catalog if m.subjects is SubjectKind.DEBTORS and m.id != "asset_sweep" for c in m.looks_up
+    }
     assert debtor_side | {"court.multiple_terminated"} == set(catalog.get("asset_sweep").looks_up)
 
 

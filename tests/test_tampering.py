@@ -18,15 +18,22 @@ from xiezhi.client.protocol import MatchSpec
 from xiezhi.errors import ProofError
 
 
-def test_evaluation_under_another_key_fails_proof_verification(fresh_stack: Stack, generated: Path,
-                                                               tmp_path: Path) -> None:
+def test_evaluation_under_another_key_fails_proof_verification(
+    fresh_stack: Stack, generated: Path, tmp_path: Path
+) -> None:
     fresh_stack.publish(generated, connectors=("court",))
     # The connector's serving process has not loaded its key yet; swap the file under it.
     key_file = fresh_stack.key_dir("court") / "epoch-0001.key"
     key_file.write_bytes(oprf.generate_key_pair(oprf.Mode.VOPRF).sk)
     out = tmp_path / "report.csv"
     with pytest.raises(ProofError):
-        match_file(fresh_stack.gateway_url, fresh_stack.user_token(["prosecutor"]),
-                   MatchSpec("litigated_claims", "终本专项 ZX-1", "《人民检察院民事诉讼监督规则》"),
-                   generated / "subjects.csv", out, show_progress=False, workers=1)
+        match_file(
+            fresh_stack.gateway_url,
+            fresh_stack.user_token(["prosecutor"]),
+            MatchSpec("litigated_claims", "终本专项 ZX-1", "《人民检察院民事诉讼监督规则》"),
+            generated / "subjects.csv",
+            out,
+            show_progress=False,
+            workers=1,
+        )
     assert not out.exists(), "no report may be written from an unverified evaluation"

@@ -22,12 +22,28 @@ def _elements(n: int = 3) -> list[bytes]:
     return [b.blinded_element for b in oprf.blind([f"subject-{i}".encode() for i in range(n)], oprf.Mode.VOPRF)]
 
 
-def _ticket(stack: Stack, elements: list[bytes], *, connector: str = "court", key_path: Path | None = None,
-            now: datetime | None = None, epoch: int = 1, count: int | None = None) -> str:
-    return issue_ticket(load_private_key(key_path or stack.dev.ticket_key), issuer="xiezhi-gateway",
-                        connector=connector, request_id="r-test", requester_org="330803", epoch=epoch,
-                        count=len(elements) if count is None else count, digest=batch_digest(elements),
-                        now=now or datetime.now(UTC), ttl_seconds=60)
+def _ticket(
+    stack: Stack,
+    elements: list[bytes],
+    *,
+    connector: str = "court",
+    key_path: Path | None = None,
+    now: datetime | None = None,
+    epoch: int = 1,
+    count: int | None = None,
+) -> str:
+    return issue_ticket(
+        load_private_key(key_path or stack.dev.ticket_key),
+        issuer="xiezhi-gateway",
+        connector=connector,
+        request_id="r-test",
+        requester_org="330803",
+        epoch=epoch,
+        count=len(elements) if count is None else count,
+        digest=batch_digest(elements),
+        now=now or datetime.now(UTC),
+        ttl_seconds=60,
+    )
 
 
 def _send(stack: Stack, ticket: str, elements: list[bytes], connector: str = "court") -> httpx.Response:

@@ -12,11 +12,15 @@ import typer
 
 from xiezhi.errors import XiezhiError
 
-app = typer.Typer(help="Xiezhi (獬豸): privacy-preserving data-sharing gateway for enforcement supervision.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Xiezhi (獬豸): privacy-preserving data-sharing gateway for enforcement supervision.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 gateway_app = typer.Typer(help="The gateway service.", no_args_is_help=True)
-connector_app = typer.Typer(help="An agency's connector: build and publish indexes, serve evaluation.",
-                            no_args_is_help=True)
+connector_app = typer.Typer(
+    help="An agency's connector: build and publish indexes, serve evaluation.", no_args_is_help=True
+)
 token_app = typer.Typer(help="Development identity provider: sign caller tokens.", no_args_is_help=True)
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(connector_app, name="connector")
@@ -33,8 +37,7 @@ def _fail(exc: XiezhiError) -> typer.Exit:
 
 def _logging(log_file: Path | None) -> None:
     handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    logging.basicConfig(level=logging.INFO, handlers=[handler],
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, handlers=[handler], format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 @app.command()
@@ -45,8 +48,9 @@ def match(
     purpose: Annotated[str, typer.Option(help="Case number (案号) or special-action id this run serves")],
     out: Annotated[Path, typer.Option(help="Clue report to write (.csv or .xlsx)")],
     legal_basis: Annotated[str, typer.Option(help="Legal basis of the request")] = DEFAULT_LEGAL_BASIS,
-    token_file: Annotated[Path | None, typer.Option(help="File holding the caller's bearer token "
-                                                    "(default: $XIEZHI_TOKEN)")] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding the caller's bearer token (default: $XIEZHI_TOKEN)")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=5000)] = 2000,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
 ) -> None:
@@ -59,20 +63,29 @@ def match(
         typer.echo("error: no bearer token: pass --token-file or set XIEZHI_TOKEN", err=True)
         raise typer.Exit(2)
     try:
-        summary = match_file(gateway, token, MatchSpec(model, purpose, legal_basis, batch_size), subjects, out,
-                             show_progress=progress)
+        summary = match_file(
+            gateway, token, MatchSpec(model, purpose, legal_basis, batch_size), subjects, out, show_progress=progress
+        )
     except XiezhiError as exc:
         raise _fail(exc) from None
-    typer.echo(f"{summary.model}: {summary.rows} rows matched, {summary.clues} clues, "
-               f"{summary.invalid_rows} invalid rows → {summary.report} (errors: {summary.errors})")
+    typer.echo(
+        f"{summary.model}: {summary.rows} rows matched, {summary.clues} clues, "
+        f"{summary.invalid_rows} invalid rows → {summary.report} (errors: {summary.errors})"
+    )
 
 
 @app.command()
 def demo(
     seed: Annotated[int, typer.Option(help="Seed for the generated data")] = 7,
-    workdir: Annotated[Path, typer.Option(help="Folder for data, services' state, logs and reports")] = Path("demo-run"),
-    data: Annotated[Path | None, typer.Option(help="Use agencies/*.sqlite, subjects.csv and applicants.csv "
-                                                   "from this folder instead of generating")] = None,
+    workdir: Annotated[Path, typer.Option(help="Folder for data, services' state, logs and reports")] = Path(
+        "demo-run"
+    ),
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Use agencies/*.sqlite, subjects.csv and applicants.csv from this folder instead of generating"
+        ),
+    ] = None,
     debtors: Annotated[int, typer.Option(help="How many 终本 debtors to generate")] = 1200,
 ) -> None:
     """Generate data, start the gateway and four connectors on loopback, run every model."""
@@ -133,8 +146,15 @@ def connector_publish(
     from connectors.runner import build_and_publish
 
     try:
-        report = build_and_publish(config, key_dir, gateway, token_file.read_text().strip(),
-                                   database_url=database_url, rotate=rotate, show_progress=True)
+        report = build_and_publish(
+            config,
+            key_dir,
+            gateway,
+            token_file.read_text().strip(),
+            database_url=database_url,
+            rotate=rotate,
+            show_progress=True,
+        )
     except XiezhiError as exc:
         raise _fail(exc) from None
     for line in report.lines():

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 TOKEN_BYTES = 16
@@ -88,9 +88,12 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_verification_key(path: Path) -> PublicKeyTypes:
-    """Load any PEM public key (Ed25519 or EC P-256) for JWT verification."""
-    return serialization.load_pem_public_key(path.read_bytes())
+def load_verification_key(path: Path) -> Ed25519PublicKey | EllipticCurvePublicKey:
+    """Load a PEM public key for JWT verification: Ed25519 (EdDSA) or EC (ES256)."""
+    key = serialization.load_pem_public_key(path.read_bytes())
+    if not isinstance(key, Ed25519PublicKey | EllipticCurvePublicKey):
+        raise ValueError(f"{path} holds neither an Ed25519 nor an EC public key")
+    return key
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:

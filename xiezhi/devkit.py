@@ -29,14 +29,16 @@ class DevEnvironment:
     idp_key: Path
     ticket_key: Path
     gateway_config: Path
+    models_dir: Path
 
     @property
     def ticket_public_key(self) -> Path:
         return public_path(self.ticket_key)
 
 
-def init_dev(root: Path, *, connectors: dict[str, str], database_url: str,
-             policy_dir: Path | None = None) -> DevEnvironment:
+def init_dev(
+    root: Path, *, connectors: dict[str, str], database_url: str, policy_dir: Path | None = None
+) -> DevEnvironment:
     """Create keys under `root/keys` (once) and write `root/gateway/gateway.yaml`."""
     keys = root / "keys"
     idp_key, ticket_key = keys / "idp.key", keys / "gateway-ticket.key"
@@ -58,17 +60,32 @@ def init_dev(root: Path, *, connectors: dict[str, str], database_url: str,
     gateway_config = root / "gateway" / "gateway.yaml"
     gateway_config.parent.mkdir(parents=True, exist_ok=True)
     gateway_config.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return DevEnvironment(root, idp_key, ticket_key, gateway_config)
+    return DevEnvironment(root, idp_key, ticket_key, gateway_config, policies / "models")
 
 
-def issue_token(key_path: Path, *, subject: str, roles: list[str], org: str | None = None,
-                connector: str | None = None, issuer: str = DEV_ISSUER, audience: str = DEV_AUDIENCE,
-                kid: str = DEV_KID, ttl_seconds: int = 3600, now: float | None = None) -> str:
+def issue_token(
+    key_path: Path,
+    *,
+    subject: str,
+    roles: list[str],
+    org: str | None = None,
+    connector: str | None = None,
+    issuer: str = DEV_ISSUER,
+    audience: str = DEV_AUDIENCE,
+    kid: str = DEV_KID,
+    ttl_seconds: int = 3600,
+    now: float | None = None,
+) -> str:
     """Sign a caller JWT with the development identity provider's key."""
     issued = int(now if now is not None else time.time())
     claims: dict[str, object] = {
-        "iss": issuer, "aud": audience, "sub": subject, "roles": roles,
-        "iat": issued, "exp": issued + ttl_seconds, "jti": str(uuid.uuid4()),
+        "iss": issuer,
+        "aud": audience,
+        "sub": subject,
+        "roles": roles,
+        "iat": issued,
+        "exp": issued + ttl_seconds,
+        "jti": str(uuid.uuid4()),
     }
     if org is not None:
         claims["org"] = org

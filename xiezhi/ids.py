@@ -87,9 +87,7 @@ def resident_id_check_char(first17: str) -> str:
         raise InvalidIdentifier("长度应为18位或15位", code="bad_length")
     if not _DIGITS.fullmatch(first17):
         raise InvalidIdentifier("含有无效字符", code="bad_characters")
-    total = sum(
-        int(digit) * weight for digit, weight in zip(first17, _RESIDENT_WEIGHTS, strict=True)
-    )
+    total = sum(int(digit) * weight for digit, weight in zip(first17, _RESIDENT_WEIGHTS, strict=True))
     return _RESIDENT_CHECK_MAP[total % 11]
 
 
@@ -121,9 +119,7 @@ def clean(raw: str) -> str:
     NFKC turns full-width ０-９ and Ｘ into ASCII. No validation happens here.
     """
     folded = unicodedata.normalize("NFKC", raw)
-    kept = (
-        char for char in folded if not unicodedata.category(char).startswith(_DROPPED_CATEGORIES)
-    )
+    kept = (char for char in folded if not unicodedata.category(char).startswith(_DROPPED_CATEGORIES))
     return "".join(kept).upper()
 
 

@@ -129,9 +129,7 @@ def key_pair_from_secret(sk: bytes) -> KeyPair:
 # --- client -------------------------------------------------------------------------------
 
 
-def blind(
-    inputs: Sequence[bytes], mode: Mode, blinds: Sequence[bytes] | None = None
-) -> list[Blinded]:
+def blind(inputs: Sequence[bytes], mode: Mode, blinds: Sequence[bytes] | None = None) -> list[Blinded]:
     """RFC 9497 Blind for each input, with random blinds unless `blinds` fixes them.
 
     Raises InvalidInput for an empty batch, an input over 65535 bytes, a blind that is not a
@@ -145,10 +143,7 @@ def blind(
     else:
         scalars = [_nonzero_scalar(b, "blind") for b in blinds]
     dst = _DOMAINS[Mode(mode)].hash_to_group
-    return [
-        Blinded(r, group.scalar_mult(r, _input_element(x, dst)))
-        for x, r in zip(inputs, scalars, strict=True)
-    ]
+    return [Blinded(r, group.scalar_mult(r, _input_element(x, dst))) for x, r in zip(inputs, scalars, strict=True)]
 
 
 def finalize(
@@ -184,9 +179,7 @@ def finalize(
 # --- server -------------------------------------------------------------------------------
 
 
-def blind_evaluate(
-    sk: bytes, blinded_elements: Sequence[bytes], mode: Mode, r: bytes | None = None
-) -> Evaluation:
+def blind_evaluate(sk: bytes, blinded_elements: Sequence[bytes], mode: Mode, r: bytes | None = None) -> Evaluation:
     """RFC 9497 BlindEvaluate over a batch; in VOPRF mode, with one batched proof whose
     nonce is random unless `r` fixes it.
 
@@ -224,9 +217,7 @@ def evaluate_batch(sk: bytes, inputs: Sequence[bytes], mode: Mode) -> list[bytes
 # --- proofs (RFC 9497 §2.2) ---------------------------------------------------------------
 
 
-def _generate_proof(
-    k: Scalar, pk: Element, cs: list[Element], ds: list[Element], r: Scalar, dom: _Domain
-) -> bytes:
+def _generate_proof(k: Scalar, pk: Element, cs: list[Element], ds: list[Element], r: Scalar, dom: _Domain) -> bytes:
     """GenerateProof(k, G, pk, Cs, Ds) with ComputeCompositesFast; returns c || s."""
     m = _weighted_sum(_composite_scalars(pk, cs, ds, dom), cs)
     z = group.scalar_mult(k, m)
@@ -236,9 +227,7 @@ def _generate_proof(
     return c + group.scalar_sub(r, group.scalar_mul(c, k))
 
 
-def _verify_proof(
-    pk: Element, cs: list[Element], ds: list[Element], proof: bytes | None, dom: _Domain
-) -> None:
+def _verify_proof(pk: Element, cs: list[Element], ds: list[Element], proof: bytes | None, dom: _Domain) -> None:
     """VerifyProof(G, pk, Cs, Ds, proof) with ComputeComposites; raises ProofError.
 
     A zero c or s, or a zero composite, makes a multiplication fail and so the proof fail:
@@ -255,9 +244,7 @@ def _verify_proof(
         raise ProofError("proof does not verify")
 
 
-def _composite_scalars(
-    pk: Element, cs: list[Element], ds: list[Element], dom: _Domain
-) -> list[Scalar]:
+def _composite_scalars(pk: Element, cs: list[Element], ds: list[Element], dom: _Domain) -> list[Scalar]:
     """The weights d_i of ComputeComposites, from the seed and composite transcripts."""
     seed = group.digest(_lp(pk) + _lp(dom.seed))
     return [
@@ -276,9 +263,7 @@ def _weighted_sum(weights: list[Scalar], elements: list[Element]) -> Element:
     return total
 
 
-def _challenge(
-    pk: Element, m: Element, z: Element, t2: Element, t3: Element, dom: _Domain
-) -> Scalar:
+def _challenge(pk: Element, m: Element, z: Element, t2: Element, t3: Element, dom: _Domain) -> Scalar:
     transcript = b"".join(_lp(x) for x in (pk, m, z, t2, t3)) + b"Challenge"
     return group.hash_to_scalar(transcript, dom.hash_to_scalar)
 

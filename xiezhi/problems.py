@@ -22,7 +22,9 @@ log = logging.getLogger("xiezhi.problems")
 def problem(status: int, title: str, detail: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(
         {"type": "about:blank", "title": title, "status": status, "detail": detail, "code": code},
-        status_code=status, media_type=PROBLEM_JSON, headers=headers,
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
     )
 
 

@@ -83,7 +83,7 @@ def parse_rule(raw: object, where: str) -> Rule:
         return Rule("cap", capability=raw)
     if not isinstance(raw, dict) or len(raw) != 1:
         raise InvalidInput(f"{where}: a rule is a capability id or one of any/all/not")
-    (op, body), = raw.items()
+    ((op, body),) = raw.items()
     if op in ("any", "all"):
         if not isinstance(body, list) or not body:
             raise InvalidInput(f"{where}: '{op}' needs a non-empty list")

@@ -62,9 +62,7 @@ def issue_ticket(
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
-def verify_ticket(
-    ticket: str, key: VerifyKey, *, issuer: str, connector: str, now: datetime
-) -> TicketClaims:
+def verify_ticket(ticket: str, key: VerifyKey, *, issuer: str, connector: str, now: datetime) -> TicketClaims:
     """Check signature, issuer, audience and expiry at `now`; raise Unauthenticated if any fails.
 
     Expiry is checked against the given `now` rather than the library's clock so the check
@@ -77,8 +75,11 @@ def verify_ticket(
             algorithms=[ALGORITHM],
             issuer=issuer,
             audience=f"connector:{connector}",
-            options={"verify_exp": False, "verify_iat": False,
-                     "require": ["iss", "aud", "sub", "exp", "jti", "rid", "cnt", "dig", "epoch"]},
+            options={
+                "verify_exp": False,
+                "verify_iat": False,
+                "require": ["iss", "aud", "sub", "exp", "jti", "rid", "cnt", "dig", "epoch"],
+            },
         )
     except jwt.PyJWTError:
         raise Unauthenticated("relay ticket is not valid", code="ticket_invalid") from None

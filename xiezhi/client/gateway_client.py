@@ -22,13 +22,21 @@ from xiezhi.wire import (
 )
 
 _BY_STATUS: dict[int, type[errors.XiezhiError]] = {
-    400: errors.InvalidInput, 401: errors.Unauthenticated, 403: errors.Denied, 404: errors.NotFound,
-    409: errors.Conflict, 422: errors.ProofError, 502: errors.ConnectorError, 503: errors.Unavailable,
+    400: errors.InvalidInput,
+    401: errors.Unauthenticated,
+    403: errors.Denied,
+    404: errors.NotFound,
+    409: errors.Conflict,
+    422: errors.ProofError,
+    502: errors.ConnectorError,
+    503: errors.Unavailable,
 }
 
 
 class GatewayClient:
-    def __init__(self, base_url: str, token: str, *, timeout: float = 300.0, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self, base_url: str, token: str, *, timeout: float = 300.0, client: httpx.Client | None = None
+    ) -> None:
         self._base = base_url.rstrip("/")
         self._client = client or httpx.Client(timeout=timeout)
         self._headers = {"authorization": f"Bearer {token}"}
@@ -54,7 +62,9 @@ class GatewayClient:
         try:
             response = self._client.request(method, self._base + path, json=body, headers=self._headers)
         except httpx.HTTPError as exc:
-            raise errors.Unavailable(f"gateway unreachable ({type(exc).__name__})", code="gateway_unreachable") from None
+            raise errors.Unavailable(
+                f"gateway unreachable ({type(exc).__name__})", code="gateway_unreachable"
+            ) from None
         if response.status_code < 300:
             return response.json()
         try:

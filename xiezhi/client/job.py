@@ -17,6 +17,7 @@ from xiezhi.errors import InvalidInput
 @dataclass(frozen=True)
 class MatchSummary:
     model: str
+    subjects: Path
     request_id: str | None
     rows: int
     invalid_rows: int
@@ -25,8 +26,16 @@ class MatchSummary:
     errors: Path
 
 
-def match_file(gateway_url: str, token: str, spec: MatchSpec, subjects: Path, out: Path, *,
-               show_progress: bool = True, workers: int | None = None) -> MatchSummary:
+def match_file(
+    gateway_url: str,
+    token: str,
+    spec: MatchSpec,
+    subjects: Path,
+    out: Path,
+    *,
+    show_progress: bool = True,
+    workers: int | None = None,
+) -> MatchSummary:
     """Validate `subjects`, run `spec` over the valid rows, write `out` and `<out>.errors.csv`.
 
     Raises InvalidInput if the file holds no valid row (nothing to ask), after writing the
@@ -39,8 +48,14 @@ def match_file(gateway_url: str, token: str, spec: MatchSpec, subjects: Path, ou
     client = GatewayClient(gateway_url, token)
     try:
         with _progress(show_progress, spec.model) as (on_total, advance):
-            result = run_match(client, spec, [row.subject.oprf_input() for row in valid],
-                               on_total=on_total, advance=advance, workers=workers)
+            result = run_match(
+                client,
+                spec,
+                [row.subject.oprf_input() for row in valid],
+                on_total=on_total,
+                advance=advance,
+                workers=workers,
+            )
     finally:
         client.close()
     report_rows = [
@@ -48,22 +63,38 @@ def match_file(gateway_url: str, token: str, spec: MatchSpec, subjects: Path, ou
         for row, flags in zip(valid, sorted(result.rows, key=lambda r: r.row), strict=True)
     ]
     write_report(out, report_rows, result.reveals)
-    return MatchSummary(spec.model, result.request_id, len(valid), len(rejected),
-                        sum(r.clue for r in report_rows), out, errors)
+    return MatchSummary(
+        spec.model,
+        subjects,
+        result.request_id,
+        len(valid),
+        len(rejected),
+        sum(r.clue for r in report_rows),
+        out,
+        errors,
+    )
 
 
 class _progress:
     """A rich progress bar, or nothing when disabled."""
 
     def __init__(self, enabled: bool, label: str) -> None:
-        self._progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                  disable=not enabled, transient=True)
+        self._progress = Progress(
+            TextColumn(label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            disable=not enabled,
+            transient=True,
+        )
         self._task = self._progress.add_task(label, total=None)
 
     def __enter__(self):  # type: ignore[no-untyped-def]
         self._progress.start()
-        return (lambda total: self._progress.update(self._task, total=total),
-                lambda n: self._progress.advance(self._task, n))
+        return (
+            lambda total: self._progress.update(self._task, total=total),
+            lambda n: self._progress.advance(self._task, n),
+        )
 
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()

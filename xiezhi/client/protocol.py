@@ -36,12 +36,21 @@ class MatchSpec:
     batch_size: int = 2_000
 
 
-def run_match(client: GatewayClient, spec: MatchSpec, inputs: Sequence[bytes], *,
-              advance: Advance = lambda _n: None, on_total: Callable[[int], None] = lambda _n: None,
-              workers: int | None = None) -> MatchResult:
+def run_match(
+    client: GatewayClient,
+    spec: MatchSpec,
+    inputs: Sequence[bytes],
+    *,
+    advance: Advance = lambda _n: None,
+    on_total: Callable[[int], None] = lambda _n: None,
+    workers: int | None = None,
+) -> MatchResult:
     """Run `spec.model` over OPRF inputs (one per valid row, in row order); return per-row flags."""
-    view = client.create(CreateMatchRequest(model=spec.model, purpose=spec.purpose,
-                                            legal_basis=spec.legal_basis, subject_count=len(inputs)))
+    view = client.create(
+        CreateMatchRequest(
+            model=spec.model, purpose=spec.purpose, legal_basis=spec.legal_basis, subject_count=len(inputs)
+        )
+    )
     on_total(len(inputs) * (len(view.connectors) + 1))
     tokens: dict[str, list[bytes]] = {}
     with executor_for(len(inputs), workers) as pool:
@@ -54,8 +63,15 @@ def run_match(client: GatewayClient, spec: MatchSpec, inputs: Sequence[bytes], *
     return client.result(view.request_id)
 
 
-def _evaluate_connector(client: GatewayClient, pool: Executor, request_id: str, plan: ConnectorPlan,
-                        inputs: Sequence[bytes], batch_size: int, advance: Advance) -> dict[str, list[bytes]]:
+def _evaluate_connector(
+    client: GatewayClient,
+    pool: Executor,
+    request_id: str,
+    plan: ConnectorPlan,
+    inputs: Sequence[bytes],
+    batch_size: int,
+    advance: Advance,
+) -> dict[str, list[bytes]]:
     batches = [list(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
     blinded = [pool.submit(_blind, batch) for batch in batches]
     finals: list[Future[dict[str, list[bytes]]]] = []
@@ -64,8 +80,18 @@ def _evaluate_connector(client: GatewayClient, pool: Executor, request_id: str, 
         answer = client.evaluate(request_id, plan.connector, EvaluationBatch(blinded_elements=elements))
         if answer.epoch != plan.epoch:
             raise ProofError(f"connector {plan.connector} evaluated under an unexpected epoch")
-        finals.append(pool.submit(_finalize, batch, blinds, answer.evaluated_elements, elements,
-                                  answer.proof, plan.public_key, plan.capabilities))
+        finals.append(
+            pool.submit(
+                _finalize,
+                batch,
+                blinds,
+                answer.evaluated_elements,
+                elements,
+                answer.proof,
+                plan.public_key,
+                plan.capabilities,
+            )
+        )
     tokens: dict[str, list[bytes]] = {capability: [] for capability in plan.capabilities}
     for batch, future in zip(batches, finals, strict=True):
         for capability, values in future.result().items():
@@ -79,7 +105,14 @@ def _blind(inputs: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     return [b.blind for b in blinded], [b.blinded_element for b in blinded]
 
 
-def _finalize(inputs: list[bytes], blinds: list[bytes], evaluated: list[bytes], blinded: list[bytes],
-              proof: bytes, public_key: bytes, capabilities: tuple[str, ...]) -> dict[str, list[bytes]]:
+def _finalize(
+    inputs: list[bytes],
+    blinds: list[bytes],
+    evaluated: list[bytes],
+    blinded: list[bytes],
+    proof: bytes,
+    public_key: bytes,
+    capabilities: tuple[str, ...],
+) -> dict[str, list[bytes]]:
     outputs = oprf.finalize(inputs, blinds, evaluated, blinded, proof, public_key, oprf.Mode.VOPRF)
     return {capability: [derive_token(output, capability) for output in outputs] for capability in capabilities}

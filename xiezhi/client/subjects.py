@@ -19,6 +19,10 @@ from xiezhi.ids import SubjectId, normalise_subject_id
 
 CASE_HEADER = "案号"
 ID_HEADER = "证件号码"
+# Other headers agencies' exports use for the same column; 证件号码 is preferred.
+ID_HEADER_ALIASES = ("身份证号码", "身份证号", "证件号", "统一社会信用代码")
+# Excel keeps 15 significant digits: an integer cell of up to 15 digits is exact.
+EXACT_DIGITS = 15
 NAME_HEADERS = ("姓名", "名称")
 
 
@@ -42,12 +46,19 @@ def read_subjects(path: Path) -> tuple[list[SubjectRow], list[RejectedRow]]:
     rejected: list[RejectedRow] = []
     for number, (case_no, raw_id) in enumerate(_data_rows(path), start=1):
         try:
-            if isinstance(raw_id, (int, float)):
-                raise InvalidIdentifier("证件号码以数值格式存储，可能已丢失位数，请设为文本", code="numeric_cell")
-            valid.append(SubjectRow(number, case_no, normalise_subject_id(raw_id or "")))
+            valid.append(SubjectRow(number, case_no, normalise_subject_id(_cell_text(raw_id))))
         except InvalidIdentifier as exc:
             rejected.append(RejectedRow(number, case_no, exc.public_message))
     return valid, rejected
+
+
+def _cell_text(raw_id: object) -> str:
+    """The text of an ID cell; a number that may have lost digits is refused, not guessed."""
+    if isinstance(raw_id, bool) or isinstance(raw_id, float) or (
+        isinstance(raw_id, int) and len(str(abs(raw_id))) > EXACT_DIGITS
+    ):
+        raise InvalidIdentifier("证件号码以数值格式存储，可能已丢失位数，请设为文本", code="numeric_cell")
+    return "" if raw_id is None else str(raw_id)
 
 
 def _data_rows(path: Path) -> Iterator[tuple[str, object]]:
@@ -62,10 +73,11 @@ def _data_rows(path: Path) -> Iterator[tuple[str, object]]:
     if header is None:
         raise InvalidInput(f"{path.name}: the file is empty")
     columns = [str(cell).strip().lstrip("\ufeff") if cell is not None else "" for cell in header]
-    for required in (CASE_HEADER, ID_HEADER):
+    id_header = next((h for h in (ID_HEADER, *ID_HEADER_ALIASES) if h in columns), ID_HEADER)
+    for required in (CASE_HEADER, id_header):
         if required not in columns:
             raise InvalidInput(f"{path.name}: missing column {required} (headers: 案号, 姓名 or 名称, 证件号码)")
-    case_at, id_at = columns.index(CASE_HEADER), columns.index(ID_HEADER)
+    case_at, id_at = columns.index(CASE_HEADER), columns.index(id_header)
     for cells in rows:
         if all(cell is None or str(cell).strip() == "" for cell in cells):
             continue

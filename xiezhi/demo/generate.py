@@ -49,9 +49,7 @@ _SCHEMAS: dict[str, dict[str, str]] = {
         "civil_cases": "case_no TEXT, plaintiff_id TEXT, plaintiff_name TEXT, defendant_id TEXT,"
         " outcome TEXT, judgment_amount REAL, performed INTEGER, closed_on TEXT",
     },
-    "tax": {
-        "tax_declarations": "taxpayer_id TEXT, tax_year INTEGER, income_type TEXT, amount REAL"
-    },
+    "tax": {"tax_declarations": "taxpayer_id TEXT, tax_year INTEGER, income_type TEXT, amount REAL"},
     "housing_fund": {"hf_accounts": "holder_id TEXT, status TEXT, balance REAL, updated_on TEXT"},
     "civil_affairs": {
         "marriage_registrations": "person_id TEXT, spouse_id TEXT, kind TEXT, registered_on TEXT",
@@ -378,9 +376,7 @@ class _World:
         self.enforcement_row(case, debtor_raw, applicant_raw)
         return case
 
-    def enforcement_row(
-        self, case: _Case, debtor_raw: str, applicant_raw: str, status: str = "终本"
-    ) -> None:
+    def enforcement_row(self, case: _Case, debtor_raw: str, applicant_raw: str, status: str = "终本") -> None:
         amount = round(min(5e6, max(2000.0, self.rng.lognormvariate(11.0, 1.1))), 2)
         terminated_on = None
         if status == "终本":
@@ -475,12 +471,8 @@ class _World:
         holders += [(p, "封存", 50_000.0) for p in self.sample(persons, "hf_sealed")]
         holders += [(p, "封存", 0.0) for p in self.sample(persons, "hf_sealed_zero")]
         holders += [(p, "正常", 0.0) for p in self.sample(persons, "hf_normal_zero")]
-        holders += [
-            (p, "正常", 60_000.0) for p in self.rng.sample(self.noise, len(self.noise) // 3)
-        ]
-        holders += [
-            (p, "封存", 8_000.0) for p in self.rng.sample(self.noise, len(self.noise) // 10)
-        ]
+        holders += [(p, "正常", 60_000.0) for p in self.rng.sample(self.noise, len(self.noise) // 3)]
+        holders += [(p, "封存", 8_000.0) for p in self.rng.sample(self.noise, len(self.noise) // 10)]
         for holder, status, top in self.sample(holders, "hf_second_account"):
             # A job change: the old account sealed (often emptied), a new one opened.
             other = "封存" if status == "正常" else "正常"
@@ -488,9 +480,7 @@ class _World:
         for holder, status, top in holders:
             balance = round(self.rng.uniform(300.0, top), 2) if top else 0.0
             updated_on = self.date_between(date(2019, 1, 1), AS_OF).isoformat()
-            self.tables["housing_fund.hf_accounts"].append(
-                (self.spell(holder), status, balance, updated_on)
-            )
+            self.tables["housing_fund.hf_accounts"].append((self.spell(holder), status, balance, updated_on))
 
     # --- civil affairs --------------------------------------------------------------------
 

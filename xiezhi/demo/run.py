@@ -47,9 +47,11 @@ class Phases:
             self.seconds[name] = time.perf_counter() - started
 
 
-def run_demo(*, workdir: Path, seed: int = 7, data: Path | None = None, debtors: int = 1200,
-             console: Console | None = None) -> list[MatchSummary]:
-    console = console or Console()
+def run_demo(
+    *, workdir: Path, seed: int = 7, data: Path | None = None, debtors: int = 1200, console: Console | None = None
+) -> list[MatchSummary]:
+    # Wide enough for the summary tables when output is a file or a pipe (make demo | tee).
+    console = console or Console(width=None if Console().is_terminal else 110)
     workdir = workdir.resolve()
     phases = Phases()
     data_dir = _data(workdir, data, seed, debtors, phases)
@@ -57,15 +59,21 @@ def run_demo(*, workdir: Path, seed: int = 7, data: Path | None = None, debtors:
     for stale in gateway_db.parent.glob("gateway.sqlite*"):
         stale.unlink()  # each demo run starts from an empty gateway
     ports = {name: free_port() for name in ("gateway", *CONNECTORS)}
-    dev = init_dev(workdir, connectors={c: f"http://127.0.0.1:{ports[c]}" for c in CONNECTORS},
-                   database_url=f"sqlite:///{gateway_db}")
+    dev = init_dev(
+        workdir,
+        connectors={c: f"http://127.0.0.1:{ports[c]}" for c in CONNECTORS},
+        database_url=f"sqlite:///{gateway_db}",
+    )
     gateway_url = f"http://127.0.0.1:{ports['gateway']}"
     with Services() as services:
         with phases.phase("start services"):
             start_all(services, dev, workdir, ports)
         with phases.phase("build and publish indexes"):
-            published = [publish_connector(dev, workdir, data_dir, c, gateway_url) for c in CONNECTORS]
-        summaries = _run_models(dev, data_dir, workdir, gateway_url, phases)
+            published = [
+                publish_connector(dev, workdir, data_dir, c, gateway_url, show_progress=console.is_terminal)
+                for c in CONNECTORS
+            ]
+        summaries = _run_models(dev, data_dir, workdir, gateway_url, phases, show_progress=console.is_terminal)
     _print_summary(console, workdir, published, summaries, phases)
     return summaries
 
@@ -87,44 +95,70 @@ def start_all(services: Services, dev: DevEnvironment, workdir: Path, ports: dic
     """Start the four connectors, then the gateway, each as a process on its loopback port."""
     for connector in CONNECTORS:
         state = workdir / "connectors" / connector
-        services.start(connector, ["connector", "serve", "--connector", connector, "--key-dir", str(state / "keys"),
-                                   "--ticket-key", str(dev.ticket_public_key), "--port", str(ports[connector])],
-                       state / "connector.log", f"http://127.0.0.1:{ports[connector]}/healthz")
-    services.start("gateway", ["gateway", "serve", "--config", str(dev.gateway_config),
-                               "--port", str(ports["gateway"])],
-                   workdir / "gateway" / "gateway.log", f"http://127.0.0.1:{ports['gateway']}/healthz")
+        services.start(
+            connector,
+            [
+                "connector",
+                "serve",
+                "--connector",
+                connector,
+                "--key-dir",
+                str(state / "keys"),
+                "--ticket-key",
+                str(dev.ticket_public_key),
+                "--port",
+                str(ports[connector]),
+            ],
+            state / "connector.log",
+            f"http://127.0.0.1:{ports[connector]}/healthz",
+        )
+    services.start(
+        "gateway",
+        ["gateway", "serve", "--config", str(dev.gateway_config), "--port", str(ports["gateway"])],
+        workdir / "gateway" / "gateway.log",
+        f"http://127.0.0.1:{ports['gateway']}/healthz",
+    )
 
 
-def publish_connector(dev: DevEnvironment, workdir: Path, data_dir: Path, connector: str, gateway_url: str,
-                      *, show_progress: bool = True) -> PublishReport:
+def publish_connector(
+    dev: DevEnvironment, workdir: Path, data_dir: Path, connector: str, gateway_url: str, *, show_progress: bool = True
+) -> PublishReport:
     """Build `connector`'s indexes from `data_dir/agencies/<connector>.sqlite` and publish them."""
     token = issue_token(dev.idp_key, subject=f"connector:{connector}", roles=["connector"], connector=connector)
-    return build_and_publish(reference_config(connector), workdir / "connectors" / connector / "keys", gateway_url,
-                             token, database_url=f"sqlite:///{data_dir / 'agencies' / f'{connector}.sqlite'}",
-                             show_progress=show_progress)
+    return build_and_publish(
+        reference_config(connector),
+        workdir / "connectors" / connector / "keys",
+        gateway_url,
+        token,
+        database_url=f"sqlite:///{data_dir / 'agencies' / f'{connector}.sqlite'}",
+        show_progress=show_progress,
+    )
 
 
-def _run_models(dev: DevEnvironment, data_dir: Path, workdir: Path, gateway_url: str,
-                phases: Phases) -> list[MatchSummary]:
+def _run_models(
+    dev: DevEnvironment, data_dir: Path, workdir: Path, gateway_url: str, phases: Phases, *, show_progress: bool
+) -> list[MatchSummary]:
     token = issue_token(dev.idp_key, subject=f"prosecutor-{DEMO_ORG}-01", roles=["prosecutor"], org=DEMO_ORG)
     summaries = []
-    for model in ModelCatalog.load(_models_dir(dev)):
+    for model in ModelCatalog.load(dev.models_dir):
         subjects = data_dir / ("applicants.csv" if model.subjects is SubjectKind.APPLICANTS else "subjects.csv")
         with phases.phase(f"model {model.id}"):
-            summaries.append(match_file(gateway_url, token, MatchSpec(model.id, DEMO_PURPOSE, DEMO_LEGAL_BASIS),
-                                        subjects, workdir / "reports" / f"{model.id}.csv"))
+            summaries.append(
+                match_file(
+                    gateway_url,
+                    token,
+                    MatchSpec(model.id, DEMO_PURPOSE, DEMO_LEGAL_BASIS),
+                    subjects,
+                    workdir / "reports" / f"{model.id}.csv",
+                    show_progress=show_progress,
+                )
+            )
     return summaries
 
 
-def _models_dir(dev: DevEnvironment) -> Path:
-    import yaml
-
-    config = yaml.safe_load(dev.gateway_config.read_text(encoding="utf-8"))
-    return Path(config["models_dir"])
-
-
-def _print_summary(console: Console, workdir: Path, published: list[PublishReport],
-                   summaries: list[MatchSummary], phases: Phases) -> None:
+def _print_summary(
+    console: Console, workdir: Path, published: list[PublishReport], summaries: list[MatchSummary], phases: Phases
+) -> None:
     indexes = Table(title="Indexes published (counts only)")
     for column in ("capability", "rows", "invalid IDs", "tokens"):
         indexes.add_column(column, justify="right" if column != "capability" else "left")
@@ -132,15 +166,22 @@ def _print_summary(console: Console, workdir: Path, published: list[PublishRepor
         for index in report.built.capabilities:
             indexes.add_row(index.capability.id, str(index.rows), str(index.invalid_rows), str(len(index.tokens)))
     models = Table(title="Supervision models run")
-    for column in ("model", "subject rows", "invalid rows", "clues", "seconds", "report"):
-        models.add_column(column)
+    for column in ("model", "subjects", "valid rows", "invalid rows", "clues", "seconds"):
+        models.add_column(column, justify="left" if column in ("model", "subjects") else "right")
     for s in summaries:
-        models.add_row(s.model, str(s.rows), str(s.invalid_rows), str(s.clues),
-                       f"{phases.seconds[f'model {s.model}']:.1f}", str(s.report.relative_to(workdir)))
+        models.add_row(
+            s.model,
+            s.subjects.name,
+            str(s.rows),
+            str(s.invalid_rows),
+            str(s.clues),
+            f"{phases.seconds[f'model {s.model}']:.1f}",
+        )
     timing = Table(title="Time per phase")
     timing.add_column("phase")
     timing.add_column("seconds", justify="right")
     for name, seconds in phases.seconds.items():
         timing.add_row(name, f"{seconds:.1f}")
     console.print(indexes, models, timing)
+    console.print(f"Reports: {workdir / 'reports'}/<model>.csv (invalid rows in <model>.csv.errors.csv)")
     console.print(f"Gateway database and logs: {workdir / 'gateway'}")

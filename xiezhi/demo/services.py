@@ -29,8 +29,12 @@ class Services:
     def start(self, name: str, args: list[str], log: Path, health_url: str, timeout: float = 60.0) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         handle = log.open("ab")
-        process = subprocess.Popen([sys.executable, "-m", "xiezhi.cli", *args], stdout=handle,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "xiezhi.cli", *args],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         handle.close()
         self.processes.append((name, process, log))
         self._wait_healthy(name, process, log, health_url, timeout)
