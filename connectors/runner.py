@@ -23,8 +23,8 @@ class PublishReport:
         out = [f"{self.built.connector}: epoch {self.built.epoch}, {self.built.subjects} subjects evaluated"]
         for index in self.built.capabilities:
             out.append(
-                f"  {index.capability.id}: {index.rows} rows, {index.invalid_rows} rows with an "
-                f"invalid ID (not indexed), {len(index.tokens)} tokens"
+                f"  {index.capability.id}: rows read {index.rows}, rows with an invalid ID (not indexed) "
+                f"{index.invalid_rows}, tokens {len(index.tokens)}"
             )
         return out
 
