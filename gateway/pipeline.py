@@ -18,11 +18,12 @@ from sqlalchemy import Engine, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from audit_log import AuditEvent, AuditLog, EventKind
+from audit_log import AuditLog, EventKind
 from gateway import indexes
 from gateway.auth import Principal
-from gateway.authz import AuthorizedRequest, Authorizer, Decision
+from gateway.authz import AuthorizedRequest, Authorizer
 from gateway.db import EvaluationCount, MatchRequest, ResultRow
+from gateway.recorder import Recorder
 from gateway.relay import ConnectorRelay
 from gateway.settings import GatewaySettings
 from xiezhi import group
@@ -62,7 +63,7 @@ class Pipeline:
     ) -> None:
         self._settings = settings
         self._engine = engine
-        self._audit = audit
+        self._recorder = Recorder(audit, clock)
         self._authorizer = authorizer
         self._catalog = catalog
         self._relay = relay
@@ -98,7 +99,7 @@ class Pipeline:
             session.add(request)
             session.flush()
             session.add_all(EvaluationCount(request_id=request_id, connector=c) for c in plan)
-            self._record(
+            self._recorder.record(
                 session,
                 principal,
                 EventKind.REQUEST_CREATED,
@@ -147,7 +148,7 @@ class Pipeline:
             raise
         with Session(self._engine) as session:
             self._adjust(request_id, connector, evaluated=count, session=session)
-            self._record(
+            self._recorder.record(
                 session,
                 principal,
                 EventKind.RELAY,
@@ -211,7 +212,7 @@ class Pipeline:
                 connector, TicketedBatch(ticket=ticket, blinded_elements=batch.blinded_elements)
             )
         except Exception as exc:
-            self._record_alone(
+            self._recorder.record_alone(
                 permit.principal,
                 EventKind.RELAY,
                 "evaluate",
@@ -255,7 +256,7 @@ class Pipeline:
                 for i, f in enumerate(flags)
             ]
             self._store(session, request, result_rows)
-            self._record(
+            self._recorder.record(
                 session,
                 principal,
                 EventKind.LOOKUP,
@@ -320,7 +321,7 @@ class Pipeline:
             rows = session.exec(
                 select(ResultRow).where(ResultRow.request_id == request_id).order_by(col(ResultRow.row))
             ).all()
-            self._record(
+            self._recorder.record(
                 session,
                 principal,
                 EventKind.RESULT_READ,
@@ -342,26 +343,11 @@ class Pipeline:
 
     def _authorize(self, principal: Principal, obj: str, action: str, request_id: str) -> AuthorizedRequest:
         decision = self._authorizer.decide(principal, obj, action)
-        self._record_decision(principal, obj, action, request_id, decision)
+        self._recorder.decision(principal, obj, action, request_id, decision)
         return self._authorizer.permit(principal, request_id, action, decision)
 
     def _permit(self, principal: Principal, request_id: str, obj: str, action: str) -> AuthorizedRequest:
         return self._authorize(principal, obj, action, request_id)
-
-    def _record_decision(
-        self, principal: Principal, obj: str, action: str, request_id: str, decision: Decision
-    ) -> None:
-        self._record_alone(
-            principal,
-            EventKind.DECISION,
-            action,
-            "allow" if decision.allowed else "deny",
-            request_id,
-            object=obj,
-            rule=decision.rule,
-            reason=decision.reason,
-            policy_version=decision.policy_version,
-        )
 
     def _owned(self, session: Session, principal: Principal, request_id: str) -> MatchRequest:
         request = session.get(MatchRequest, request_id)
@@ -369,7 +355,7 @@ class Pipeline:
             raise NotFound("unknown match request", code="unknown_request")
         if request.requester != principal.subject:
             # Someone else's request: indistinguishable from a missing one to the caller.
-            self._record_alone(
+            self._recorder.record_alone(
                 principal, EventKind.DECISION, "access", "deny", request_id, rule="owner-only", reason="not_owner"
             )
             raise NotFound("unknown match request", code="unknown_request")
@@ -399,49 +385,6 @@ class Pipeline:
                 for name, entry in sorted(plan.items())
             ),
         )
-
-    def _event(
-        self,
-        principal: Principal,
-        kind: EventKind,
-        action: str,
-        outcome: str,
-        request_id: str | None,
-        **detail: str | int | bool | None,
-    ) -> AuditEvent:
-        return AuditEvent(
-            kind=kind,
-            at=self._clock(),
-            actor=principal.subject,
-            org=principal.org,
-            request_id=request_id,
-            action=action,
-            outcome=outcome,
-            detail=detail,
-        )
-
-    def _record(
-        self,
-        session: Session,
-        principal: Principal,
-        kind: EventKind,
-        action: str,
-        outcome: str,
-        request_id: str | None,
-        **detail: str | int | bool | None,
-    ) -> None:
-        self._audit.append(session, self._event(principal, kind, action, outcome, request_id, **detail))
-
-    def _record_alone(
-        self,
-        principal: Principal,
-        kind: EventKind,
-        action: str,
-        outcome: str,
-        request_id: str | None,
-        **detail: str | int | bool | None,
-    ) -> None:
-        self._audit.append_now(self._event(principal, kind, action, outcome, request_id, **detail))
 
 
 __all__ = ["Pipeline"]

@@ -12,11 +12,12 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from audit_log import AuditEvent, AuditLog, EventKind
+from audit_log import AuditLog, EventKind
 from gateway import indexes
 from gateway.auth import Principal
 from gateway.authz import Authorizer
 from gateway.db import Publication
+from gateway.recorder import Recorder
 from xiezhi.errors import Denied
 from xiezhi.wire import EpochView, PublicationView, StartPublication
 
@@ -31,7 +32,7 @@ class Publishing:
         clock: Callable[[], datetime],
     ) -> None:
         self._engine = engine
-        self._audit = audit
+        self._recorder = Recorder(audit, clock)
         self._authorizer = authorizer
         self._max_chunk_tokens = max_chunk_tokens
         self._clock = clock
@@ -58,19 +59,17 @@ class Publishing:
         with Session(self._engine) as session:
             publication = indexes.get_publication(session, connector, publication_id)
             replaced = indexes.commit(session, publication, self._clock())
-            self._audit.append(
+            self._recorder.record(
                 session,
-                self._event(
-                    principal,
-                    EventKind.INDEX_PUBLICATION,
-                    "commit",
-                    "ok",
-                    connector=connector,
-                    capability=publication.capability,
-                    epoch=publication.epoch,
-                    tokens=publication.token_count,
-                    replaced=replaced,
-                ),
+                principal,
+                EventKind.INDEX_PUBLICATION,
+                "commit",
+                "ok",
+                connector=connector,
+                capability=publication.capability,
+                epoch=publication.epoch,
+                tokens=publication.token_count,
+                replaced=replaced,
             )
             session.commit()
             return _view(publication)
@@ -79,17 +78,15 @@ class Publishing:
         self._authorize(principal, connector)
         with Session(self._engine) as session:
             capabilities = indexes.activate(session, connector, epoch, self._clock())
-            self._audit.append(
+            self._recorder.record(
                 session,
-                self._event(
-                    principal,
-                    EventKind.EPOCH_ACTIVATED,
-                    "activate",
-                    "ok",
-                    connector=connector,
-                    epoch=epoch,
-                    capabilities=len(capabilities),
-                ),
+                principal,
+                EventKind.EPOCH_ACTIVATED,
+                "activate",
+                "ok",
+                connector=connector,
+                epoch=epoch,
+                capabilities=len(capabilities),
             )
             session.commit()
         return EpochView(connector=connector, epoch=epoch, active=True, capabilities=tuple(capabilities))
@@ -102,33 +99,9 @@ class Publishing:
         decision = self._authorizer.decide(principal, f"index:{connector}", "publish")
         if decision.allowed and principal.connector != connector:
             decision = type(decision)(False, "own-connector-only", "publish_other_connector", decision.policy_version)
-        self._audit.append_now(
-            self._event(
-                principal,
-                EventKind.DECISION,
-                "publish",
-                "allow" if decision.allowed else "deny",
-                object=f"index:{connector}",
-                rule=decision.rule,
-                reason=decision.reason,
-                policy_version=decision.policy_version,
-            )
-        )
+        self._recorder.decision(principal, f"index:{connector}", "publish", None, decision)
         if not decision.allowed:
             raise Denied("the policy does not allow this publication", code=decision.reason)
-
-    def _event(
-        self, principal: Principal, kind: EventKind, action: str, outcome: str, **detail: str | int | bool | None
-    ) -> AuditEvent:
-        return AuditEvent(
-            kind=kind,
-            at=self._clock(),
-            actor=principal.subject,
-            org=principal.org,
-            action=action,
-            outcome=outcome,
-            detail=detail,
-        )
 
 
 def _view(publication: Publication) -> PublicationView:
