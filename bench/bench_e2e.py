@@ -23,9 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import OUT, dataset, median_seconds
 from xiezhi.client.job import match_file
 from xiezhi.client.protocol import MatchSpec
-from xiezhi.demo.run import CONNECTORS, DEMO_ORG, publish_connector, start_all
-from xiezhi.demo.services import Services, free_port
-from xiezhi.devkit import init_dev, issue_token
+from xiezhi.demo.run import CONNECTORS, DEMO_ORG, deployment, publish_connector
+from xiezhi.devkit import issue_token
 
 
 def subjects_file(data: Path, count: int) -> Path:
@@ -47,20 +46,10 @@ def main() -> None:
     args = parser.parse_args()
     data = dataset(int(max(args.sizes) / 1.08) + 1000)
     work = OUT / "e2e"
-    for stale in (work / "gateway").glob("gateway.sqlite*"):
-        stale.unlink()
-    ports = {name: free_port() for name in ("gateway", *CONNECTORS)}
-    dev = init_dev(
-        work,
-        connectors={c: f"http://127.0.0.1:{ports[c]}" for c in CONNECTORS},
-        database_url=f"sqlite:///{work / 'gateway' / 'gateway.sqlite'}",
-    )
-    gateway = f"http://127.0.0.1:{ports['gateway']}"
     table = Table(title=f"asset_sweep end to end, 4 connectors (median of {args.repeats})")
     for column in ("subjects", "seconds", "subjects/s", "runs (s)"):
         table.add_column(column, justify="right")
-    with Services() as services:
-        start_all(services, dev, work, ports)
+    with deployment(work) as (dev, gateway):
         for connector in CONNECTORS:
             publish_connector(dev, work, data, connector, gateway, show_progress=False)
         token = issue_token(

@@ -54,8 +54,10 @@ def read_subjects(path: Path) -> tuple[list[SubjectRow], list[RejectedRow]]:
 
 def _cell_text(raw_id: object) -> str:
     """The text of an ID cell; a number that may have lost digits is refused, not guessed."""
-    if isinstance(raw_id, bool) or isinstance(raw_id, float) or (
-        isinstance(raw_id, int) and len(str(abs(raw_id))) > EXACT_DIGITS
+    if (
+        isinstance(raw_id, bool)
+        or isinstance(raw_id, float)
+        or (isinstance(raw_id, int) and len(str(abs(raw_id))) > EXACT_DIGITS)
     ):
         raise InvalidIdentifier("证件号码以数值格式存储，可能已丢失位数，请设为文本", code="numeric_cell")
     return "" if raw_id is None else str(raw_id)

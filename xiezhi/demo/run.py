@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -55,19 +55,9 @@ def run_demo(
     workdir = workdir.resolve()
     phases = Phases()
     data_dir = _data(workdir, data, seed, debtors, phases)
-    gateway_db = workdir / "gateway" / "gateway.sqlite"
-    for stale in gateway_db.parent.glob("gateway.sqlite*"):
-        stale.unlink()  # each demo run starts from an empty gateway
-    ports = {name: free_port() for name in ("gateway", *CONNECTORS)}
-    dev = init_dev(
-        workdir,
-        connectors={c: f"http://127.0.0.1:{ports[c]}" for c in CONNECTORS},
-        database_url=f"sqlite:///{gateway_db}",
-    )
-    gateway_url = f"http://127.0.0.1:{ports['gateway']}"
-    with Services() as services:
+    with ExitStack() as running:
         with phases.phase("start services"):
-            start_all(services, dev, workdir, ports)
+            dev, gateway_url = running.enter_context(deployment(workdir))
         with phases.phase("build and publish indexes"):
             published = [
                 publish_connector(dev, workdir, data_dir, c, gateway_url, show_progress=console.is_terminal)
@@ -76,6 +66,26 @@ def run_demo(
         summaries = _run_models(dev, data_dir, workdir, gateway_url, phases, show_progress=console.is_terminal)
     _print_summary(console, workdir, published, summaries, phases)
     return summaries
+
+
+@contextmanager
+def deployment(workdir: Path) -> Iterator[tuple[DevEnvironment, str]]:
+    """Start an empty gateway and the four connectors for `workdir` on free loopback ports.
+
+    Yields the development environment and the gateway's URL; stops every service on exit.
+    """
+    gateway_db = workdir / "gateway" / "gateway.sqlite"
+    for stale in gateway_db.parent.glob("gateway.sqlite*"):
+        stale.unlink()  # each run starts from an empty gateway
+    ports = {name: free_port() for name in ("gateway", *CONNECTORS)}
+    dev = init_dev(
+        workdir,
+        connectors={c: f"http://127.0.0.1:{ports[c]}" for c in CONNECTORS},
+        database_url=f"sqlite:///{gateway_db}",
+    )
+    with Services() as services:
+        start_all(services, dev, workdir, ports)
+        yield dev, f"http://127.0.0.1:{ports['gateway']}"
 
 
 def _data(workdir: Path, data: Path | None, seed: int, debtors: int, phases: Phases) -> Path:
