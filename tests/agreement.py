@@ -77,6 +77,22 @@ def subject_id_forms(data_dir: Path) -> set[str]:
     return {f for f in forms if len(f) >= 15}
 
 
+def subject_names(data_dir: Path) -> set[str]:
+    """Every person's or company's name in the agency tables and both lists (two characters or more)."""
+    names: set[str] = set()
+    for database in (data_dir / "agencies").glob("*.sqlite"):
+        with closing(sqlite3.connect(database)) as connection:
+            for (table,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+                columns = [row[1] for row in connection.execute(f"PRAGMA table_info({table})")]
+                for column in (c for c in columns if c.endswith("_name")):
+                    names |= {v for (v,) in connection.execute(f"SELECT {column} FROM {table}") if isinstance(v, str)}
+    for name in ("subjects.csv", "applicants.csv"):
+        rows = read_csv(data_dir / name)
+        at = next(rows[0].index(h) for h in ("姓名", "名称") if h in rows[0])
+        names |= {row[at] for row in rows[1:] if len(row) > at}
+    return {n.strip() for n in names if len(n.strip()) >= 2}
+
+
 def _raw_ids(data_dir: Path) -> list[str]:
     raws = []
     for database in (data_dir / "agencies").glob("*.sqlite"):

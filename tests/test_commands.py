@@ -14,7 +14,7 @@ import pytest
 from openpyxl import Workbook
 
 from tests import handmade
-from tests.agreement import assert_report_agrees, find_leaks, read_csv, subject_id_forms
+from tests.agreement import assert_report_agrees, find_leaks, read_csv, subject_id_forms, subject_names
 from tests.stack import Stack
 from xiezhi.devkit import REPO_ROOT
 from xiezhi.supervision import ModelCatalog
@@ -73,6 +73,7 @@ def test_demo_gateway_folder_holds_no_subject_id(demo_on_handmade) -> None:  # t
     data, work, done = demo_on_handmade
     assert done.returncode == 0
     assert find_leaks(work / "gateway", subject_id_forms(data)) == []
+    assert find_leaks(work / "gateway", subject_names(data)) == []
 
 
 def test_demo_refuses_an_incomplete_data_folder(tmp_path: Path) -> None:

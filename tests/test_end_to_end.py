@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from audit_log import AuditRecord
 from gateway.db import make_engine
-from tests.agreement import assert_report_agrees, find_leaks, subject_id_forms, subjects_file
+from tests.agreement import assert_report_agrees, find_leaks, subject_id_forms, subject_names, subjects_file
 from tests.stack import Stack
 from xiezhi.client.job import match_file
 from xiezhi.client.protocol import MatchSpec
@@ -57,6 +57,12 @@ def test_gateway_stores_no_subject_id(reports: dict[str, Path], stack: Stack, ge
     assert find_leaks(gateway_dir, needles) == []
 
 
+def test_gateway_stores_no_name(reports: dict[str, Path], stack: Stack, generated: Path) -> None:
+    names = subject_names(generated)
+    assert len(names) > 300
+    assert find_leaks(stack.root / "gateway", names) == []
+
+
 def test_every_request_is_audited_from_creation_to_result(reports: dict[str, Path], stack: Stack) -> None:
     engine = make_engine(f"sqlite:///{stack.root / 'gateway' / 'gateway.sqlite'}")
     with Session(engine) as session:
@@ -69,3 +75,11 @@ def test_every_request_is_audited_from_creation_to_result(reports: dict[str, Pat
         assert {"decision", "request.created", "relay", "lookup", "result.read"} <= kinds
     decisions = [e for e in entries if e["kind"] == "decision"]
     assert all(e["detail"]["rule"] and e["detail"]["policy_version"] for e in decisions)
+
+
+def test_the_leak_scan_finds_planted_leaks(tmp_path: Path, generated: Path) -> None:
+    # Guard against a scanner that can find nothing: plant one ID form and one name.
+    ids, names = sorted(subject_id_forms(generated)), sorted(subject_names(generated))
+    (tmp_path / "a.log").write_text(f"x {ids[0]} y", encoding="utf-8")
+    (tmp_path / "b.bin").write_bytes(b"\x00" + names[0].encode("utf-16-le"))
+    assert {needle for _, needle in find_leaks(tmp_path, set(ids) | set(names))} >= {ids[0], names[0]}
