@@ -118,7 +118,7 @@ class Pipeline:
     def view(self, principal: Principal, request_id: str) -> MatchRequestView:
         with Session(self._engine) as session:
             request = self._owned(session, principal, request_id)
-            self._permit(principal, request_id, "request:" + request_id, "read")
+            self._authorize(principal, "request:" + request_id, "read", request_id)
             return self._view(request, self._catalog.get(request.model))
 
     # ---- blind evaluation -------------------------------------------------------------
@@ -136,7 +136,7 @@ class Pipeline:
             group.deserialize_element(element)
         with Session(self._engine) as session:
             request = self._owned(session, principal, request_id)
-            permit = self._permit(principal, request_id, f"model:{request.model}", "run")
+            permit = self._authorize(principal, f"model:{request.model}", "run", request_id)
             entry = json.loads(request.plan).get(connector)
             if entry is None:
                 raise NotFound(f"connector {connector} is not part of this request", code="unknown_connector")
@@ -233,7 +233,7 @@ class Pipeline:
         """Look tokens up in the pinned indexes, apply the model's rule, store the flags."""
         with Session(self._engine) as session:
             request = self._owned(session, principal, request_id)
-            self._permit(principal, request_id, f"model:{request.model}", "run")
+            self._authorize(principal, f"model:{request.model}", "run", request_id)
             model = self._catalog.get(request.model)
             rows = self._check_lookup(request, model, batch)
             plan = json.loads(request.plan)
@@ -314,7 +314,7 @@ class Pipeline:
     def result(self, principal: Principal, request_id: str) -> MatchResult:
         with Session(self._engine) as session:
             request = self._owned(session, principal, request_id)
-            self._permit(principal, request_id, f"request:{request_id}", "read")
+            self._authorize(principal, f"request:{request_id}", "read", request_id)
             if request.status != RequestStatus.COMPLETED.value:
                 raise Conflict("the request has not completed", code="not_completed")
             model = self._catalog.get(request.model)
@@ -345,9 +345,6 @@ class Pipeline:
         decision = self._authorizer.decide(principal, obj, action)
         self._recorder.decision(principal, obj, action, request_id, decision)
         return self._authorizer.permit(principal, request_id, action, decision)
-
-    def _permit(self, principal: Principal, request_id: str, obj: str, action: str) -> AuthorizedRequest:
-        return self._authorize(principal, obj, action, request_id)
 
     def _owned(self, session: Session, principal: Principal, request_id: str) -> MatchRequest:
         request = session.get(MatchRequest, request_id)

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from xiezhi.errors import XiezhiError
+from xiezhi.wire import Problem
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("xiezhi.problems")
@@ -21,7 +22,7 @@ log = logging.getLogger("xiezhi.problems")
 
 def problem(status: int, title: str, detail: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail, "code": code},
+        Problem(title=title, status=status, detail=detail, code=code).model_dump(),
         status_code=status,
         media_type=PROBLEM_JSON,
         headers=headers,
