@@ -6,13 +6,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 
+from gateway.approvals import Approvals
+from gateway.audit_review import AuditReview
 from gateway.auth import Authenticator, Principal
+from gateway.orgs import Organisation
 from gateway.pipeline import Pipeline
+from gateway.policy_admin import PolicyAdmin
 from gateway.publishing import Publishing
 from xiezhi.errors import InvalidInput
 from xiezhi.supervision import ModelCatalog
 from xiezhi.wire import (
     TOKEN_BYTES,
+    ApprovalDecision,
+    ApprovalView,
+    AuditEntryView,
     CreateMatchRequest,
     EpochView,
     EvaluationBatch,
@@ -21,6 +28,11 @@ from xiezhi.wire import (
     LookupResult,
     MatchRequestView,
     MatchResult,
+    OrgCreate,
+    OrgRename,
+    OrgView,
+    PolicyUpdate,
+    PolicyView,
     PublicationView,
     StartPublication,
 )
@@ -30,7 +42,10 @@ router = APIRouter()
 
 def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
     authenticator: Authenticator = request.app.state.authenticator
-    return authenticator.authenticate(authorization)
+    principal = authenticator.authenticate(authorization)
+    policy: PolicyAdmin = request.app.state.policy
+    policy.refresh()  # pick up a policy another instance changed
+    return principal
 
 
 def _pipeline(request: Request) -> Pipeline:
@@ -41,9 +56,24 @@ def _publishing(request: Request) -> Publishing:
     return request.app.state.publishing  # type: ignore[no-any-return]
 
 
+def _approvals(request: Request) -> Approvals:
+    return request.app.state.approvals  # type: ignore[no-any-return]
+
+
+def _policy(request: Request) -> PolicyAdmin:
+    return request.app.state.policy  # type: ignore[no-any-return]
+
+
+def _review(request: Request) -> AuditReview:
+    return request.app.state.review  # type: ignore[no-any-return]
+
+
 Caller = Annotated[Principal, Depends(_principal)]
 Requests = Annotated[Pipeline, Depends(_pipeline)]
 Publisher = Annotated[Publishing, Depends(_publishing)]
+Approvers = Annotated[Approvals, Depends(_approvals)]
+Policies = Annotated[PolicyAdmin, Depends(_policy)]
+Review = Annotated[AuditReview, Depends(_review)]
 
 
 @router.get("/healthz", tags=["service"])
@@ -60,7 +90,12 @@ def list_models(request: Request, _: Caller) -> list[dict[str, object]]:
     ]
 
 
-@router.post("/v1/requests", status_code=201, tags=["requests"])
+@router.post(
+    "/v1/requests",
+    status_code=201,
+    tags=["requests"],
+    responses={409: {"description": "recorded, and waiting for approval (code approval_required)"}},
+)
 def create_request(body: CreateMatchRequest, caller: Caller, pipeline: Requests) -> MatchRequestView:
     return pipeline.create(caller, body)
 
@@ -116,3 +151,79 @@ def commit_publication(connector: str, publication_id: str, caller: Caller, publ
 @router.post("/v1/connectors/{connector}/epochs/{epoch}/activate", tags=["indexes"])
 def activate_epoch(connector: str, epoch: int, caller: Caller, publishing: Publisher) -> EpochView:
     return publishing.activate(caller, connector, epoch)
+
+
+# ---- approvals ---------------------------------------------------------------------------
+
+
+@router.get("/v1/approvals", tags=["approvals"])
+def list_approvals(caller: Caller, approvals: Approvers, status: str = "pending") -> list[ApprovalView]:
+    return approvals.list(caller, status)
+
+
+@router.get("/v1/approvals/{request_id}", tags=["approvals"])
+def get_approval(request_id: str, caller: Caller, approvals: Approvers) -> ApprovalView:
+    return approvals.get(caller, request_id)
+
+
+@router.post("/v1/approvals/{request_id}/approve", tags=["approvals"])
+def approve(request_id: str, body: ApprovalDecision, caller: Caller, approvals: Approvers) -> ApprovalView:
+    return approvals.approve(caller, request_id, body.reason)
+
+
+@router.post("/v1/approvals/{request_id}/reject", tags=["approvals"])
+def reject(request_id: str, body: ApprovalDecision, caller: Caller, approvals: Approvers) -> ApprovalView:
+    return approvals.reject(caller, request_id, body.reason)
+
+
+# ---- policy and organisations ------------------------------------------------------------
+
+
+@router.get("/v1/policy", tags=["policy"])
+def get_policy(caller: Caller, policy: Policies) -> PolicyView:
+    return policy.view(caller)
+
+
+@router.put("/v1/policy", tags=["policy"])
+def put_policy(body: PolicyUpdate, caller: Caller, policy: Policies) -> PolicyView:
+    return policy.replace_rules(caller, body.policy)
+
+
+@router.post("/v1/policy/reload", tags=["policy"])
+def reload_policy(caller: Caller, policy: Policies) -> PolicyView:
+    return policy.reload(caller)
+
+
+@router.get("/v1/orgs", tags=["policy"])
+def list_orgs(_: Caller, policy: Policies) -> list[OrgView]:
+    return policy.orgs()
+
+
+@router.post("/v1/orgs", status_code=201, tags=["policy"])
+def add_org(body: OrgCreate, caller: Caller, policy: Policies) -> list[OrgView]:
+    return policy.add_org(caller, Organisation(body.code, body.name, body.parent))
+
+
+@router.patch("/v1/orgs/{code}", tags=["policy"])
+def rename_org(code: str, body: OrgRename, caller: Caller, policy: Policies) -> list[OrgView]:
+    return policy.rename_org(caller, code, body.name)
+
+
+@router.delete("/v1/orgs/{code}", tags=["policy"])
+def remove_org(code: str, caller: Caller, policy: Policies) -> list[OrgView]:
+    return policy.remove_org(caller, code)
+
+
+# ---- audit -------------------------------------------------------------------------------
+
+
+@router.get("/v1/audit/entries", tags=["audit"])
+def audit_entries(
+    caller: Caller, review: Review, request_id: str | None = None, kind: str | None = None, limit: int = 1000
+) -> list[AuditEntryView]:
+    return review.entries(caller, request_id=request_id, kind=kind, limit=max(1, min(limit, 10_000)))
+
+
+@router.get("/v1/audit/policy-changes", tags=["audit"])
+def audit_policy_changes(caller: Caller, review: Review) -> list[AuditEntryView]:
+    return review.policy_changes(caller)

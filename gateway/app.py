@@ -10,11 +10,14 @@ from fastapi import FastAPI
 
 from audit_log import AuditLog
 from gateway import api
+from gateway.approvals import Approvals
+from gateway.audit_review import AuditReview
 from gateway.auth import Authenticator
-from gateway.authz import Authorizer
 from gateway.db import make_engine
 from gateway.pipeline import Pipeline
+from gateway.policy_admin import PolicyAdmin
 from gateway.publishing import Publishing
+from gateway.recorder import Recorder
 from gateway.relay import ConnectorRelay
 from gateway.settings import GatewaySettings
 from xiezhi import __version__, problems
@@ -27,8 +30,12 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         audit = AuditLog(engine)
-        authorizer = Authorizer(settings.policy_dir)
+        recorder = Recorder(audit, clock)
         catalog = ModelCatalog.load(settings.models_dir)
+        policy = PolicyAdmin(
+            engine, recorder, settings.policy_dir, catalog, reload_seconds=settings.policy_reload_seconds, clock=clock
+        )
+        authorizer = policy.authorizer
         relay = ConnectorRelay({k: str(v) for k, v in settings.connectors.items()}, settings.limits)
         app.state.authenticator = Authenticator(
             settings.identity_keys, issuer=settings.issuer, audience=settings.audience
@@ -41,6 +48,9 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
         app.state.publishing = Publishing(
             engine, audit, authorizer, settings.limits.max_publication_chunk_tokens, clock
         )
+        app.state.policy = policy
+        app.state.approvals = Approvals(engine, recorder, authorizer, catalog, clock)
+        app.state.review = AuditReview(audit, authorizer, recorder)
         try:
             yield
         finally:

@@ -2,8 +2,10 @@
 
 The identity provider signs with EdDSA (Ed25519) or ES256 and names its key in the `kid`
 header; the gateway holds only the public keys. Issuer, audience, expiry and subject are
-required. The token's claims become a `Principal`: who, which organisation, which roles,
-and for connector service identities, which connector.
+required. The token's claims become a `Principal`: who, which organisation (one), which
+roles, which clearance (0–3; absent means none), and for connector service identities,
+which connector. The identity provider asserts them; the gateway's policy decides what
+they allow, refusing unknown roles, unknown organisations and exclusive role pairs.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Principal:
     org: str | None
     roles: frozenset[str]
     connector: str | None = None
+    clearance: int = 0  # 0 (none) to 3; covers capabilities of its tier and below
 
     @property
     def is_connector(self) -> bool:
@@ -88,4 +91,9 @@ def _principal(claims: dict[str, object]) -> Principal:
     connector = claims.get("connector")
     if connector is not None and not isinstance(connector, str):
         raise Unauthenticated("token claim 'connector' must be a string", code="token_invalid")
-    return Principal(subject=str(claims["sub"]), org=org, roles=frozenset(roles), connector=connector)
+    clearance = claims.get("clearance", 0)
+    if not isinstance(clearance, int) or isinstance(clearance, bool) or not 0 <= clearance <= 3:
+        raise Unauthenticated("token claim 'clearance' must be an integer from 0 to 3", code="token_invalid")
+    return Principal(
+        subject=str(claims["sub"]), org=org, roles=frozenset(roles), connector=connector, clearance=clearance
+    )

@@ -64,12 +64,40 @@ class MatchRequest(SQLModel, table=True):
     org: str
     purpose: str
     legal_basis: str
+    scope: str = ""
     subject_count: int
     status: str
     plan: str  # JSON: connector → {epoch, publications: {capability: publication id}}
     rows_looked_up: int = 0
     created_at: datetime
     completed_at: datetime | None = None
+
+
+class Approval(SQLModel, table=True):
+    """A request that waits for a department head: why, from which organisation, until when."""
+
+    __tablename__ = "approvals"
+
+    request_id: str = Field(primary_key=True, foreign_key="match_requests.id")
+    approver_org: str = Field(index=True)
+    reasons: str  # comma-separated reason codes: cross_region, batch_over_limit, tier3_capability
+    status: str  # pending, approved, rejected, expired
+    requested_at: datetime
+    expires_at: datetime
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_reason: str | None = None
+    valid_until: datetime | None = None  # an approved request must start before this
+
+
+class QuotaUsage(SQLModel, table=True):
+    """What one user has spent in one quota window ("day:2026-11-21", "minute:2026-11-21T09:30")."""
+
+    __tablename__ = "quota_usage"
+
+    user: str = Field(primary_key=True)
+    window: str = Field(primary_key=True)
+    used: int = 0
 
 
 class EvaluationCount(SQLModel, table=True):

@@ -9,7 +9,6 @@ change: if the audit append fails, the step fails and answers nothing.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,16 +18,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from audit_log import AuditLog, EventKind
-from gateway import indexes
+from gateway import indexes, quotas
+from gateway.approvals import check_runnable, new_approval
 from gateway.auth import Principal
-from gateway.authz import AuthorizedRequest, Authorizer
+from gateway.authz import AuthorizedRequest, Authorizer, Decision, Outcome, RunAsk, permit
 from gateway.db import EvaluationCount, MatchRequest, ResultRow
+from gateway.quotas import china_day
 from gateway.recorder import Recorder
 from gateway.relay import ConnectorRelay
 from gateway.settings import GatewaySettings
 from xiezhi import group
 from xiezhi.crypto import SigningKey, batch_digest
-from xiezhi.errors import Conflict, InvalidInput, NotFound
+from xiezhi.errors import ApprovalRequired, Conflict, Denied, InvalidInput, NotFound, XiezhiError
 from xiezhi.supervision import ModelCatalog, SupervisionModel
 from xiezhi.tickets import issue_ticket
 from xiezhi.wire import (
@@ -44,9 +45,6 @@ from xiezhi.wire import (
     RowFlags,
     TicketedBatch,
 )
-
-# A purpose names a case or special action; it must never smuggle an identifier in.
-_ID_LIKE = re.compile(r"\d{15,}")
 
 
 class Pipeline:
@@ -73,47 +71,95 @@ class Pipeline:
     # ---- create -----------------------------------------------------------------------
 
     def create(self, principal: Principal, body: CreateMatchRequest) -> MatchRequestView:
-        """Authorize a model run, pin the indexes it will use, record it."""
+        """Decide a model run; start it, or record it as waiting for approval (ApprovalRequired).
+
+        A refusal after the decision (quota, no index) is audited as `request.refused`.
+        """
         model = self._catalog.get(body.model)
-        request_id = str(uuid.uuid4())
-        self._authorize(principal, f"model:{model.id}", "run", request_id)
-        self._check_purpose(body)
         limit = self._settings.limits.max_subjects_per_request
         if body.subject_count > limit:
             raise InvalidInput(f"subject_count exceeds the limit of {limit}", code="too_many_subjects")
-        now = self._clock()
+        request_id, now = str(uuid.uuid4()), self._clock()
+        ask = RunAsk(model, body.purpose, body.legal_basis, body.scope, body.subject_count, china_day(now))
+        decision = self._authorizer.decide_run(principal, ask)
+        self._recorder.decision(
+            principal, f"model:{model.id}", "run", request_id, decision, model=model.id, subjects=body.subject_count
+        )
+        if decision.outcome is Outcome.DENY:
+            raise Denied("the policy does not allow this request", code=decision.reason)
+        try:
+            request = self._start(principal, model, body, decision, request_id, now)
+        except XiezhiError as exc:
+            self._recorder.record_alone(
+                principal, EventKind.REQUEST_REFUSED, "create", "refused", request_id, reason=exc.code
+            )
+            raise
+        if decision.outcome is Outcome.NEEDS_APPROVAL:
+            raise ApprovalRequired(
+                f"the request waits for approval by a department head of {decision.approver_org}",
+                extensions={
+                    "request_id": request_id,
+                    "approver_org": decision.approver_org,
+                    "reasons": decision.approval_reasons,
+                },
+            )
+        return self._view(request, model)
+
+    def _start(
+        self,
+        principal: Principal,
+        model: SupervisionModel,
+        body: CreateMatchRequest,
+        decision: Decision,
+        request_id: str,
+        now: datetime,
+    ) -> MatchRequest:
+        """Spend quota, pin indexes (unless waiting for approval) and record, in one transaction."""
+        pending = decision.outcome is Outcome.NEEDS_APPROVAL
+        assert decision.purpose is not None and decision.scope is not None
         with Session(self._engine) as session:
-            plan = indexes.plan(session, model.looks_up)
+            quota = quotas.quota_for(self._authorizer.policy.limits, principal.roles)
+            quotas.spend(session, principal.subject, quota, body.subject_count, now)
+            plan = {} if pending else indexes.plan(session, model.looks_up)
             request = MatchRequest(
                 id=request_id,
                 model=model.id,
                 requester=principal.subject,
                 org=principal.org or "",
-                purpose=body.purpose,
-                legal_basis=body.legal_basis,
+                purpose=decision.purpose.reference,
+                legal_basis=(body.legal_basis or "").strip(),
+                scope=decision.scope,
                 subject_count=body.subject_count,
-                status=RequestStatus.EVALUATING.value,
+                status=(RequestStatus.PENDING_APPROVAL if pending else RequestStatus.EVALUATING).value,
                 plan=json.dumps(plan),
                 created_at=now,
             )
             session.add(request)
             session.flush()
             session.add_all(EvaluationCount(request_id=request_id, connector=c) for c in plan)
+            if pending:
+                assert decision.approver_org is not None
+                hours = self._authorizer.policy.limits.approval.pending_hours
+                session.add(new_approval(request, decision.approval_reasons, decision.approver_org, hours))
             self._recorder.record(
                 session,
                 principal,
                 EventKind.REQUEST_CREATED,
                 "create",
-                "accepted",
+                request.status,
                 request_id,
                 model=model.id,
-                purpose=body.purpose,
-                legal_basis=body.legal_basis,
+                purpose=request.purpose,
+                legal_basis=request.legal_basis,
+                scope=request.scope,
                 subjects=body.subject_count,
                 connectors=",".join(sorted(plan)),
+                approver_org=decision.approver_org,
+                approval_reasons=",".join(decision.approval_reasons) or None,
             )
             session.commit()
-            return self._view(request, model)
+            session.refresh(request)
+            return request
 
     def view(self, principal: Principal, request_id: str) -> MatchRequestView:
         with Session(self._engine) as session:
@@ -136,13 +182,14 @@ class Pipeline:
             group.deserialize_element(element)
         with Session(self._engine) as session:
             request = self._owned(session, principal, request_id)
-            permit = self._authorize(principal, f"model:{request.model}", "run", request_id)
+            allowed = self._authorize(principal, f"model:{request.model}", "run", request_id)
+            check_runnable(session, request, self._clock())
             entry = json.loads(request.plan).get(connector)
             if entry is None:
                 raise NotFound(f"connector {connector} is not part of this request", code="unknown_connector")
         self._adjust(request_id, connector, reserved=count, cap=request.subject_count)
         try:
-            result = self._relay_batch(permit, request.org, connector, int(entry["epoch"]), batch)
+            result = self._relay_batch(allowed, request.org, connector, int(entry["epoch"]), batch)
         except BaseException:
             self._adjust(request_id, connector, reserved=-count)
             raise
@@ -234,6 +281,7 @@ class Pipeline:
         with Session(self._engine) as session:
             request = self._owned(session, principal, request_id)
             self._authorize(principal, f"model:{request.model}", "run", request_id)
+            check_runnable(session, request, self._clock())
             model = self._catalog.get(request.model)
             rows = self._check_lookup(request, model, batch)
             plan = json.loads(request.plan)
@@ -344,7 +392,7 @@ class Pipeline:
     def _authorize(self, principal: Principal, obj: str, action: str, request_id: str) -> AuthorizedRequest:
         decision = self._authorizer.decide(principal, obj, action)
         self._recorder.decision(principal, obj, action, request_id, decision)
-        return self._authorizer.permit(principal, request_id, action, decision)
+        return permit(principal, request_id, action, decision)
 
     def _owned(self, session: Session, principal: Principal, request_id: str) -> MatchRequest:
         request = session.get(MatchRequest, request_id)
@@ -358,11 +406,6 @@ class Pipeline:
             raise NotFound("unknown match request", code="unknown_request")
         return request
 
-    def _check_purpose(self, body: CreateMatchRequest) -> None:
-        for field, value in (("purpose", body.purpose), ("legal_basis", body.legal_basis)):
-            if _ID_LIKE.search(value):
-                raise InvalidInput(f"{field} must not contain an identifier", code="identifier_in_purpose")
-
     def _view(self, request: MatchRequest, model: SupervisionModel) -> MatchRequestView:
         plan = json.loads(request.plan)
         return MatchRequestView(
@@ -370,6 +413,7 @@ class Pipeline:
             model=request.model,
             status=RequestStatus(request.status),
             subject_count=request.subject_count,
+            scope=request.scope,
             reveals=model.reveals,
             created_at=request.created_at,
             connectors=tuple(

@@ -7,6 +7,7 @@ name the connector in the path, and the policy must grant `publish` on `index:<c
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -15,10 +16,10 @@ from sqlmodel import Session
 from audit_log import AuditLog, EventKind
 from gateway import indexes
 from gateway.auth import Principal
-from gateway.authz import Authorizer
+from gateway.authz import Authorizer, Outcome
 from gateway.db import Publication
 from gateway.recorder import Recorder
-from xiezhi.errors import Denied
+from xiezhi.errors import Conflict, Denied
 from xiezhi.wire import EpochView, PublicationView, StartPublication
 
 
@@ -41,6 +42,7 @@ class Publishing:
         self._authorize(principal, connector)
         with Session(self._engine) as session:
             publication = indexes.start(session, connector, body, self._clock())
+            self._check_tier(body)  # after start's own checks; nothing is committed if it refuses
             session.commit()
             return _view(publication)
 
@@ -95,10 +97,25 @@ class Publishing:
     def max_chunk_tokens(self) -> int:
         return self._max_chunk_tokens
 
+    def _check_tier(self, body: StartPublication) -> None:
+        """The policy's tier decides who may look a capability up; an agency may classify its
+        data as no more sensitive than the policy does, or the index would be under-protected."""
+        capability = body.capability
+        tier = self._authorizer.policy.rules.tiers.get(capability.id)
+        if tier is None:
+            raise Conflict(f"the policy gives {capability.id} no tier", code="capability_unclassified")
+        if capability.tier > tier:
+            raise Conflict(
+                f"{capability.id} is declared tier {capability.tier}, above the policy's tier {tier}",
+                code="tier_above_policy",
+            )
+
     def _authorize(self, principal: Principal, connector: str) -> None:
         decision = self._authorizer.decide(principal, f"index:{connector}", "publish")
         if decision.allowed and principal.connector != connector:
-            decision = type(decision)(False, "own-connector-only", "publish_other_connector", decision.policy_version)
+            decision = replace(
+                decision, outcome=Outcome.DENY, rule="own-connector-only", reason="publish_other_connector"
+            )
         self._recorder.decision(principal, f"index:{connector}", "publish", None, decision)
         if not decision.allowed:
             raise Denied("the policy does not allow this publication", code=decision.reason)

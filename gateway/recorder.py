@@ -2,6 +2,9 @@
 
 `record` stages an event in the caller's transaction (it commits with the state change it
 describes); `record_alone` commits at once, for refusals that change nothing else.
+A decision entry says who (subject, organisation, roles, clearance), what (action and
+object), why (purpose, legal basis, scope, subjects), the outcome, the reason code, the
+rule that decided it and the policy version.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from gateway.auth import Principal
 from gateway.authz import Decision
 
 Detail = str | int | bool | None
+SYSTEM = Principal(subject="gateway", org=None, roles=frozenset())
 
 
 class Recorder:
@@ -49,6 +53,12 @@ class Recorder:
     ) -> None:
         self._audit.append(session, self.event(principal, kind, action, outcome, request_id, **detail))
 
+    def record_system(
+        self, session: Session, kind: EventKind, action: str, outcome: str, request_id: str | None, **detail: Detail
+    ) -> None:
+        """An event the gateway causes itself (an expiry, a policy seeded at first start)."""
+        self.record(session, SYSTEM, kind, action, outcome, request_id, **detail)
+
     def record_alone(
         self,
         principal: Principal,
@@ -60,16 +70,26 @@ class Recorder:
     ) -> None:
         self._audit.append_now(self.event(principal, kind, action, outcome, request_id, **detail))
 
-    def decision(self, principal: Principal, obj: str, action: str, request_id: str | None, decision: Decision) -> None:
-        """Record an authorization decision, allow or deny, with its rule and policy version."""
+    def decision(
+        self, principal: Principal, obj: str, action: str, request_id: str | None, decision: Decision, **ask: Detail
+    ) -> None:
+        """Record an authorization decision, whatever its outcome."""
+        purpose = decision.purpose
         self.record_alone(
             principal,
             EventKind.DECISION,
             action,
-            "allow" if decision.allowed else "deny",
+            decision.outcome.value,
             request_id,
             object=obj,
-            rule=decision.rule,
+            roles=",".join(sorted(principal.roles)),
+            clearance=principal.clearance,
             reason=decision.reason,
+            rule=decision.rule,
             policy_version=decision.policy_version,
+            purpose=purpose.reference if purpose else None,
+            purpose_kind=purpose.kind.value if purpose else None,
+            scope=decision.scope,
+            approver_org=decision.approver_org,
+            **ask,
         )

@@ -35,7 +35,10 @@ class GatewaySettings(BaseModel):
     ticket_issuer: str = "xiezhi-gateway"
     ticket_key: Path = Field(description="Ed25519 private key that signs relay tickets")
     connectors: dict[str, HttpUrl] = Field(description="connector id → base URL")
-    policy_dir: Path
+    policy_dir: Path = Field(description="Casbin model, seed rules and organisations, limits, special actions, tests")
+    policy_reload_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=5.0, description="how often an instance checks the database for a policy another instance changed"
+    )
     models_dir: Path
     limits: Limits = Limits()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -25,6 +26,9 @@ from gateway.settings import GatewaySettings
 from xiezhi.devkit import DevEnvironment, init_dev, issue_token
 
 CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
+ORG = "330803"  # 衢州市衢江区人民检察院
+PURPOSE = "（2025）浙0803执监15号"
+LEGAL_BASIS = "《人民检察院民事诉讼监督规则》第一百零四条"
 
 
 class LoopbackServer:
@@ -69,9 +73,29 @@ class Stack:
         return issue_token(self.dev.idp_key, subject=f"connector:{connector}", roles=["connector"], connector=connector)
 
     def user_token(
-        self, roles: list[str], subject: str = "prosecutor-330803-01", org: str = "330803", **kwargs: object
+        self,
+        roles: list[str],
+        subject: str = "prosecutor-330803-01",
+        org: str = ORG,
+        clearance: int | None = 3,
+        **kwargs: object,
     ) -> str:
-        return issue_token(self.dev.idp_key, subject=subject, roles=roles, org=org, **kwargs)  # type: ignore[arg-type]
+        options: dict[str, object] = {"subject": subject, "roles": roles, "org": org, "clearance": clearance}
+        return issue_token(self.dev.idp_key, **options, **kwargs)  # type: ignore[arg-type]
+
+    def approver(self, org: str = ORG, subject: str | None = None) -> Callable[[str], None]:
+        """A department head of `org` who approves every waiting request handed to them."""
+        token = self.user_token(["dept_head"], subject=subject or f"dept-head-{org}-01", org=org)
+
+        def approve(request_id: str) -> None:
+            response = httpx.post(
+                f"{self.gateway_url}/v1/approvals/{request_id}/approve",
+                headers={"authorization": f"Bearer {token}"},
+                json={"reason": "同意核查"},
+            )
+            assert response.status_code == 200, response.text
+
+        return approve
 
     def publish(self, data_dir: Path, connectors: tuple[str, ...] = CONNECTORS) -> list[PublishReport]:
         return [

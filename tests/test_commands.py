@@ -15,7 +15,7 @@ from openpyxl import Workbook
 
 from tests import handmade
 from tests.agreement import assert_report_agrees, find_leaks, read_csv, subject_id_forms, subject_names
-from tests.stack import Stack
+from tests.stack import PURPOSE, Stack
 from xiezhi.devkit import REPO_ROOT
 from xiezhi.supervision import ModelCatalog
 
@@ -102,7 +102,7 @@ def test_match_command_with_xlsx_subjects(stack: Stack, generated: Path, tmp_pat
         "--subjects",
         str(tmp_path / "subjects.xlsx"),
         "--purpose",
-        "终本专项 ZX-1",
+        PURPOSE,
         "--out",
         str(out),
         "--token-file",
@@ -124,7 +124,7 @@ def test_match_command_errors_are_clear(stack: Stack, generated: Path, tmp_path:
         "--subjects",
         str(generated / "subjects.csv"),
         "--purpose",
-        "终本专项 ZX-1",
+        PURPOSE,
         "--out",
         str(tmp_path / "o.csv"),
         "--no-progress",
@@ -134,7 +134,7 @@ def test_match_command_errors_are_clear(stack: Stack, generated: Path, tmp_path:
     token_file = tmp_path / "token"
     token_file.write_text(stack.user_token(["system_admin"]))
     done = _xiezhi(*args, "--token-file", str(token_file))
-    assert done.returncode == 2 and "run_denied" in done.stderr
+    assert done.returncode == 2 and "denied_by_policy" in done.stderr
     assert "Traceback" not in done.stderr
 
 

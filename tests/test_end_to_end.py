@@ -16,14 +16,13 @@ from sqlmodel import Session, select
 from audit_log import AuditRecord
 from gateway.db import make_engine
 from tests.agreement import assert_report_agrees, find_leaks, subject_id_forms, subject_names, subjects_file
-from tests.stack import Stack
+from tests.stack import LEGAL_BASIS, PURPOSE, Stack
 from xiezhi.client.job import match_file
 from xiezhi.client.protocol import MatchSpec
 from xiezhi.devkit import REPO_ROOT
 from xiezhi.supervision import ModelCatalog
 
 CATALOG = ModelCatalog.load(REPO_ROOT / "policies" / "models")
-PURPOSE = "终本案件执行监督专项活动 ZX-2026-0803-01"
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +33,12 @@ def reports(stack: Stack, generated: Path, tmp_path_factory: pytest.TempPathFact
         match_file(
             stack.gateway_url,
             token,
-            MatchSpec(model.id, PURPOSE, "《人民检察院民事诉讼监督规则》", batch_size=97),
+            MatchSpec(model.id, PURPOSE, LEGAL_BASIS, batch_size=97),
             subjects_file(generated, model),
             out / f"{model.id}.csv",
             show_progress=False,
             workers=1,
+            on_pending=stack.approver(),
         )
     return {model.id: out / f"{model.id}.csv" for model in CATALOG}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import Stack
+from tests.stack import LEGAL_BASIS, PURPOSE, Stack
 from xiezhi import oprf
 from xiezhi.client.job import match_file
 from xiezhi.client.protocol import MatchSpec
@@ -30,7 +30,7 @@ def test_evaluation_under_another_key_fails_proof_verification(
         match_file(
             fresh_stack.gateway_url,
             fresh_stack.user_token(["prosecutor"]),
-            MatchSpec("litigated_claims", "终本专项 ZX-1", "《人民检察院民事诉讼监督规则》"),
+            MatchSpec("litigated_claims", PURPOSE, LEGAL_BASIS),
             generated / "subjects.csv",
             out,
             show_progress=False,

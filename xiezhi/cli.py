@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from xiezhi.errors import XiezhiError
+from xiezhi.errors import ApprovalRequired, XiezhiError
 
 app = typer.Typer(
     help="Xiezhi (獬豸): privacy-preserving data-sharing gateway for enforcement supervision.",
@@ -22,17 +22,31 @@ connector_app = typer.Typer(
     help="An agency's connector: build and publish indexes, serve evaluation.", no_args_is_help=True
 )
 token_app = typer.Typer(help="Development identity provider: sign caller tokens.", no_args_is_help=True)
+approvals_app = typer.Typer(help="Department heads: list, approve and reject waiting requests.", no_args_is_help=True)
+policy_app = typer.Typer(help="The authorization policy: test it, push it to a gateway.", no_args_is_help=True)
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(connector_app, name="connector")
 app.add_typer(token_app, name="token")
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(policy_app, name="policy")
 
-DEFAULT_LEGAL_BASIS = "《人民检察院民事诉讼监督规则》"
+DEFAULT_LEGAL_BASIS = "《人民检察院民事诉讼监督规则》第一百零四条"
+WAITING = 3  # exit status of `match` when the request waits for approval
+TokenFile = Annotated[Path | None, typer.Option(help="File holding the caller's bearer token (default: $XIEZHI_TOKEN)")]
 
 
 def _fail(exc: XiezhiError) -> typer.Exit:
     # Plain text, unwrapped: messages are grepped from logs and may hold brackets.
     typer.echo(f"error ({exc.code}): {exc.public_message}", err=True)
     return typer.Exit(2)
+
+
+def _token(token_file: Path | None) -> str:
+    token = token_file.read_text().strip() if token_file else os.environ.get("XIEZHI_TOKEN", "")
+    if not token:
+        typer.echo("error: no bearer token: pass --token-file or set XIEZHI_TOKEN", err=True)
+        raise typer.Exit(2)
+    return token
 
 
 def _logging(log_file: Path | None) -> None:
@@ -48,24 +62,37 @@ def match(
     purpose: Annotated[str, typer.Option(help="Case number (案号) or special-action id this run serves")],
     out: Annotated[Path, typer.Option(help="Clue report to write (.csv or .xlsx)")],
     legal_basis: Annotated[str, typer.Option(help="Legal basis of the request")] = DEFAULT_LEGAL_BASIS,
-    token_file: Annotated[
-        Path | None, typer.Option(help="File holding the caller's bearer token (default: $XIEZHI_TOKEN)")
+    scope: Annotated[
+        str | None, typer.Option(help="Region code whose data the run reaches (default: your organisation)")
     ] = None,
+    request_id: Annotated[
+        str | None, typer.Option(help="Resume this request (after its approval) instead of creating one")
+    ] = None,
+    token_file: TokenFile = None,
     batch_size: Annotated[int, typer.Option(min=1, max=5000)] = 2000,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
 ) -> None:
-    """Run a supervision model over a subject list and write the clue report."""
+    """Run a supervision model over a subject list and write the clue report.
+
+    A run that needs a department head's approval exits with status 3 and prints the
+    request id; once approved, run the same command again with --request-id.
+    """
     from xiezhi.client.job import match_file
     from xiezhi.client.protocol import MatchSpec
 
-    token = token_file.read_text().strip() if token_file else os.environ.get("XIEZHI_TOKEN", "")
-    if not token:
-        typer.echo("error: no bearer token: pass --token-file or set XIEZHI_TOKEN", err=True)
-        raise typer.Exit(2)
+    token = _token(token_file)
+    spec = MatchSpec(model, purpose, legal_basis, batch_size, scope=scope, request_id=request_id)
     try:
-        summary = match_file(
-            gateway, token, MatchSpec(model, purpose, legal_basis, batch_size), subjects, out, show_progress=progress
+        summary = match_file(gateway, token, spec, subjects, out, show_progress=progress)
+    except ApprovalRequired as exc:
+        reasons = ", ".join(exc.extensions.get("reasons") or ())  # type: ignore[arg-type]
+        typer.echo(
+            f"waiting for approval: request {exc.extensions.get('request_id')} needs a department head of "
+            f"{exc.extensions.get('approver_org')} ({reasons}); once approved, rerun with "
+            f"--request-id {exc.extensions.get('request_id')}",
+            err=True,
         )
+        raise typer.Exit(WAITING) from None
     except XiezhiError as exc:
         raise _fail(exc) from None
     typer.echo(
@@ -168,12 +195,141 @@ def token_issue(
     role: Annotated[list[str], typer.Option(help="Role; repeat for several")],
     org: Annotated[str | None, typer.Option(help="Organisation region code, e.g. 330803")] = None,
     connector: Annotated[str | None, typer.Option(help="Connector id, for connector identities")] = None,
+    clearance: Annotated[int | None, typer.Option(min=0, max=3, help="Clearance 0–3 (tiers it covers)")] = None,
     ttl: int = 3600,
 ) -> None:
     """Print a signed caller token from the development identity provider."""
     from xiezhi.devkit import issue_token
 
-    typer.echo(issue_token(key, subject=subject, roles=role, org=org, connector=connector, ttl_seconds=ttl))
+    token = issue_token(
+        key, subject=subject, roles=role, org=org, connector=connector, clearance=clearance, ttl_seconds=ttl
+    )
+    typer.echo(token)
+
+
+@approvals_app.command("list")
+def approvals_list(
+    gateway: Annotated[str, typer.Option(help="Gateway base URL")],
+    status: Annotated[str, typer.Option(help="pending, approved, rejected or expired")] = "pending",
+    token_file: TokenFile = None,
+) -> None:
+    """List the requests you may decide, with why each needs approval."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from xiezhi.client.gateway_client import GatewayClient
+
+    client = GatewayClient(gateway, _token(token_file))
+    try:
+        views = client.approvals(status)
+    except XiezhiError as exc:
+        raise _fail(exc) from None
+    finally:
+        client.close()
+    table = Table(title=f"Approvals ({status})")
+    for column in ("request", "model", "requester", "org", "scope", "subjects", "purpose", "reasons", "expires"):
+        table.add_column(column)
+    for v in views:
+        table.add_row(
+            v.request_id, v.model, v.requester, v.org, v.scope, str(v.subject_count), v.purpose,
+            ", ".join(v.reasons), v.expires_at.isoformat(timespec="minutes"),
+        )  # fmt: skip
+    Console(width=200).print(table)
+
+
+def _decide(gateway: str, request_id: str, reason: str, token_file: Path | None, *, approve: bool) -> None:
+    from xiezhi.client.gateway_client import GatewayClient
+
+    client = GatewayClient(gateway, _token(token_file))
+    try:
+        view = client.decide(request_id, approve=approve, reason=reason)
+    except XiezhiError as exc:
+        raise _fail(exc) from None
+    finally:
+        client.close()
+    typer.echo(f"{view.request_id}: {view.status} by {view.decided_by}")
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    request_id: Annotated[str, typer.Argument(help="The waiting request's id")],
+    gateway: Annotated[str, typer.Option(help="Gateway base URL")],
+    reason: Annotated[str, typer.Option(help="Why you approve (recorded in the audit log)")],
+    token_file: TokenFile = None,
+) -> None:
+    """Approve a waiting request (not your own)."""
+    _decide(gateway, request_id, reason, token_file, approve=True)
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    request_id: Annotated[str, typer.Argument(help="The waiting request's id")],
+    gateway: Annotated[str, typer.Option(help="Gateway base URL")],
+    reason: Annotated[str, typer.Option(help="Why you reject (recorded in the audit log)")],
+    token_file: TokenFile = None,
+) -> None:
+    """Reject a waiting request."""
+    _decide(gateway, request_id, reason, token_file, approve=False)
+
+
+@policy_app.command("test")
+def policy_test(
+    policy_dir: Annotated[Path, typer.Option(help="Policy folder (model.conf, policy.csv, orgs.yaml, …)")] = Path(
+        "policies"
+    ),
+    tables: Annotated[Path | None, typer.Option(help="Decision tables folder (default: <policy-dir>/tests)")] = None,
+    models_dir: Annotated[Path | None, typer.Option(help="Supervision models (default: <policy-dir>/models)")] = None,
+    plain: Annotated[bool, typer.Option(help="Decide with pycasbin's plain enforcer, not the fast path")] = False,
+) -> None:
+    """Run the decision tables against the policy; exit 1 if any row fails."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from gateway.authz import Authorizer, load_policy_dir
+    from gateway.authz.tables import run_tables
+    from xiezhi.supervision import ModelCatalog
+
+    try:
+        authorizer = Authorizer(load_policy_dir(policy_dir), fast=not plain)
+        catalog = ModelCatalog.load(models_dir or policy_dir / "models")
+        results = run_tables(authorizer, catalog, tables or policy_dir / "tests")
+    except XiezhiError as exc:
+        raise _fail(exc) from None
+    failures = [r for r in results if not r.passed]
+    console = Console(width=200)
+    if failures:
+        table = Table(title="Failing rows")
+        for column in ("table", "case", "expected", "got", "deciding rule"):
+            table.add_column(column)
+        for r in failures:
+            table.add_row(r.table, r.case, r.expected, r.got, r.decision.rule)
+        console.print(table)
+    tables_run = len({r.table for r in results})
+    console.print(
+        f"{len(results) - len(failures)}/{len(results)} rows pass in {tables_run} tables; "
+        f"policy version {authorizer.policy.version} ({'plain' if plain else 'fast'} enforcer)"
+    )
+    if failures:
+        raise typer.Exit(1)
+
+
+@policy_app.command("push")
+def policy_push(
+    gateway: Annotated[str, typer.Option(help="Gateway base URL")],
+    policy_file: Annotated[Path, typer.Option(help="Rules in Casbin CSV form")] = Path("policies/policy.csv"),
+    token_file: TokenFile = None,
+) -> None:
+    """Replace the gateway's rules (security admin); the gateway runs its decision tables first."""
+    from xiezhi.client.gateway_client import GatewayClient
+
+    client = GatewayClient(gateway, _token(token_file))
+    try:
+        view = client.push_policy(policy_file.read_text(encoding="utf-8"))
+    except XiezhiError as exc:
+        raise _fail(exc) from None
+    finally:
+        client.close()
+    typer.echo(f"policy version {view.version} (revision {view.revision}) in force")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ def issue_token(
     roles: list[str],
     org: str | None = None,
     connector: str | None = None,
+    clearance: int | None = None,
     issuer: str = DEV_ISSUER,
     audience: str = DEV_AUDIENCE,
     kid: str = DEV_KID,
@@ -91,4 +92,6 @@ def issue_token(
         claims["org"] = org
     if connector is not None:
         claims["connector"] = connector
+    if clearance is not None:
+        claims["clearance"] = clearance
     return jwt.encode(claims, load_private_key(key_path), algorithm="EdDSA", headers={"kid": kid})

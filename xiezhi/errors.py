@@ -7,15 +7,24 @@
     ├── Denied                  403  authenticated, but policy refuses
     ├── NotFound                404  unknown request, model, capability or connector
     ├── Conflict                409  state does not allow the operation (yet)
+    │   └── ApprovalRequired    409  the request waits for a department head's approval
+    ├── TooManyRequests         429  a quota is spent; says the limit and when it resets
     ├── ProofError              422  a VOPRF proof or encoding that does not verify
     ├── ConnectorError          502  a connector failed, timed out or answered badly
     └── Unavailable             503  a dependency (index, audit log) is not ready
 
 `public_message` is safe to show a caller: it never carries an ID number, name, token or
-key. The API renders every XiezhiError as an RFC 9457 problem detail in one handler.
+key. `extensions` are further problem-detail members (a request id, a limit, a reset
+time), never anything identifying. The API renders every XiezhiError as an RFC 9457
+problem detail in one handler.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+Extension = str | int | datetime | tuple[str, ...] | None
 
 
 class XiezhiError(Exception):
@@ -24,9 +33,12 @@ class XiezhiError(Exception):
     status: int = 500
     code: str = "internal_error"
 
-    def __init__(self, public_message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self, public_message: str, *, code: str | None = None, extensions: Mapping[str, Extension] | None = None
+    ) -> None:
         super().__init__(public_message)
         self.public_message = public_message
+        self.extensions: dict[str, Extension] = dict(extensions or {})
         if code is not None:
             self.code = code
 
@@ -64,6 +76,19 @@ class NotFound(XiezhiError):
 class Conflict(XiezhiError):
     status = 409
     code = "conflict"
+
+
+class ApprovalRequired(Conflict):
+    """The request was recorded and waits in `pending_approval`; extensions say for whom."""
+
+    code = "approval_required"
+
+
+class TooManyRequests(XiezhiError):
+    """A quota is spent. Extensions carry `limit` and `resets_at`; the API adds Retry-After."""
+
+    status = 429
+    code = "quota_exceeded"
 
 
 class ProofError(XiezhiError):

@@ -7,22 +7,35 @@ could carry something that must not be echoed or logged.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from xiezhi.errors import XiezhiError
+from xiezhi.errors import Extension, XiezhiError
 from xiezhi.wire import Problem
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("xiezhi.problems")
 
 
-def problem(status: int, title: str, detail: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    code: str,
+    headers: dict[str, str] | None = None,
+    extensions: Mapping[str, Extension] | None = None,
+) -> JSONResponse:
+    body = Problem.model_validate(
+        {"title": title, "status": status, "detail": detail, "code": code, **(extensions or {})}
+    )
     return JSONResponse(
-        Problem(title=title, status=status, detail=detail, code=code).model_dump(),
+        body.model_dump(mode="json", exclude_none=True),
         status_code=status,
         media_type=PROBLEM_JSON,
         headers=headers,
@@ -32,8 +45,12 @@ def problem(status: int, title: str, detail: str, code: str, headers: dict[str, 
 def install(app: FastAPI) -> None:
     @app.exception_handler(XiezhiError)
     async def _xiezhi(_: Request, exc: XiezhiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return problem(exc.status, type(exc).__name__, exc.public_message, exc.code, headers)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        resets_at = exc.extensions.get("resets_at")
+        if exc.status == 429 and isinstance(resets_at, datetime):
+            wait = math.ceil((resets_at - datetime.now(UTC)).total_seconds())
+            headers["Retry-After"] = str(max(wait, 1))
+        return problem(exc.status, type(exc).__name__, exc.public_message, exc.code, headers, exc.extensions)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -66,14 +66,25 @@ class Wire(BaseModel):
 
 
 class RequestStatus(StrEnum):
+    PENDING_APPROVAL = "pending_approval"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
     EVALUATING = "evaluating"
     COMPLETED = "completed"
 
 
+RegionCode = Annotated[str, Field(pattern=r"^\d{6}$")]
+
+
 class CreateMatchRequest(Wire):
+    """A run of one model. Purpose and legal basis are checked by policy, so a missing one is
+    refused with a reason code rather than a validation error. `scope` is the region whose
+    data the run reaches; it defaults to the requester's own organisation."""
+
     model: Identifier
-    purpose: Annotated[str, Field(min_length=1, max_length=200)]
-    legal_basis: Annotated[str, Field(min_length=1, max_length=200)]
+    purpose: Annotated[str | None, Field(max_length=200)] = None
+    legal_basis: Annotated[str | None, Field(max_length=200)] = None
+    scope: RegionCode | None = None
     subject_count: Annotated[int, Field(ge=1)]
 
 
@@ -91,9 +102,35 @@ class MatchRequestView(Wire):
     model: str
     status: RequestStatus
     subject_count: int
+    scope: str
     reveals: tuple[CapabilityId, ...]
-    connectors: tuple[ConnectorPlan, ...]
+    connectors: tuple[ConnectorPlan, ...]  # empty until the request may run
     created_at: datetime
+
+
+class ApprovalView(Wire):
+    """A request as its approver sees it: metadata and counts, never a subject."""
+
+    request_id: str
+    model: str
+    requester: str
+    org: str
+    scope: str
+    subject_count: int
+    purpose: str
+    legal_basis: str
+    reasons: tuple[str, ...]
+    approver_org: str
+    status: str
+    requested_at: datetime
+    expires_at: datetime
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_reason: str | None = None
+
+
+class ApprovalDecision(Wire):
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
 class EvaluationBatch(Wire):
@@ -180,3 +217,44 @@ class Problem(Wire):
     status: int
     detail: str
     code: str
+    # Extension members, present only where they apply.
+    request_id: str | None = None
+    approver_org: str | None = None
+    reasons: tuple[str, ...] | None = None
+    limit: int | None = None
+    resets_at: datetime | None = None
+
+
+class PolicyView(Wire):
+    """The rules in force: their version (as every audited decision names it) and text."""
+
+    version: str
+    revision: int
+    policy: str
+
+
+class PolicyUpdate(Wire):
+    policy: Annotated[str, Field(min_length=1, max_length=2_000_000)]
+
+
+class OrgView(Wire):
+    code: str
+    name: str
+    parent: str | None
+    level: str
+
+
+class OrgCreate(Wire):
+    code: RegionCode
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    parent: RegionCode | None = None
+
+
+class OrgRename(Wire):
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class AuditEntryView(Wire):
+    seq: int
+    kind: str
+    entry: dict[str, object]

@@ -12,6 +12,8 @@ import httpx
 
 from xiezhi import errors
 from xiezhi.wire import (
+    ApprovalDecision,
+    ApprovalView,
     CreateMatchRequest,
     EvaluationBatch,
     EvaluationResult,
@@ -19,6 +21,8 @@ from xiezhi.wire import (
     LookupResult,
     MatchRequestView,
     MatchResult,
+    PolicyUpdate,
+    PolicyView,
 )
 
 _BY_STATUS: dict[int, type[errors.XiezhiError]] = {
@@ -28,9 +32,12 @@ _BY_STATUS: dict[int, type[errors.XiezhiError]] = {
     404: errors.NotFound,
     409: errors.Conflict,
     422: errors.ProofError,
+    429: errors.TooManyRequests,
     502: errors.ConnectorError,
     503: errors.Unavailable,
 }
+
+_EXTENSIONS = ("request_id", "approver_org", "reasons", "limit", "resets_at")
 
 
 class GatewayClient:
@@ -46,6 +53,21 @@ class GatewayClient:
 
     def create(self, body: CreateMatchRequest) -> MatchRequestView:
         return MatchRequestView.model_validate(self._call("POST", "/v1/requests", body.model_dump(mode="json")))
+
+    def view(self, request_id: str) -> MatchRequestView:
+        return MatchRequestView.model_validate(self._call("GET", f"/v1/requests/{request_id}"))
+
+    def approvals(self, status: str = "pending") -> list[ApprovalView]:
+        raw = self._call("GET", f"/v1/approvals?status={status}")
+        return [ApprovalView.model_validate(item) for item in raw]
+
+    def decide(self, request_id: str, *, approve: bool, reason: str) -> ApprovalView:
+        verb = "approve" if approve else "reject"
+        body = ApprovalDecision(reason=reason).model_dump(mode="json")
+        return ApprovalView.model_validate(self._call("POST", f"/v1/approvals/{request_id}/{verb}", body))
+
+    def push_policy(self, text: str) -> PolicyView:
+        return PolicyView.model_validate(self._call("PUT", "/v1/policy", PolicyUpdate(policy=text).model_dump()))
 
     def evaluate(self, request_id: str, connector: str, batch: EvaluationBatch) -> EvaluationResult:
         raw = self._call("POST", f"/v1/requests/{request_id}/evaluations/{connector}", batch.model_dump(mode="json"))
@@ -70,7 +92,12 @@ class GatewayClient:
         try:
             problem = response.json()
             detail, code = str(problem.get("detail", "")), str(problem.get("code", ""))
+            extensions = {k: problem[k] for k in _EXTENSIONS if problem.get(k) is not None}
         except ValueError:
-            detail, code = response.text[:200], ""
+            detail, code, extensions = response.text[:200], "", {}
         error = _BY_STATUS.get(response.status_code, errors.XiezhiError)
-        raise error(f"gateway answered {response.status_code}: {detail}", code=code or None)
+        if code == errors.ApprovalRequired.code:
+            error = errors.ApprovalRequired
+        if "reasons" in extensions:
+            extensions["reasons"] = tuple(extensions["reasons"])
+        raise error(f"gateway answered {response.status_code}: {detail}", code=code or None, extensions=extensions)

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from xiezhi.client.gateway_client import GatewayClient
-from xiezhi.client.protocol import MatchSpec, run_match
+from xiezhi.client.protocol import MatchSpec, OnPending, run_match
 from xiezhi.client.report import ReportRow, write_errors, write_report
 from xiezhi.client.subjects import read_subjects
 from xiezhi.errors import InvalidInput
@@ -35,6 +35,7 @@ def match_file(
     *,
     show_progress: bool = True,
     workers: int | None = None,
+    on_pending: OnPending | None = None,
 ) -> MatchSummary:
     """Validate `subjects`, run `spec` over the valid rows, write `out` and `<out>.errors.csv`.
 
@@ -55,6 +56,7 @@ def match_file(
                 on_total=on_total,
                 advance=advance,
                 workers=workers,
+                on_pending=on_pending,
             )
     finally:
         client.close()

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from xiezhi import oprf
 from xiezhi.client.gateway_client import GatewayClient
 from xiezhi.crypto import derive_token
-from xiezhi.errors import ProofError
+from xiezhi.errors import ApprovalRequired, InvalidInput, ProofError
 from xiezhi.parallel import executor_for
 from xiezhi.wire import (
     ConnectorPlan,
     CreateMatchRequest,
     EvaluationBatch,
     LookupBatch,
+    MatchRequestView,
     MatchResult,
 )
 
@@ -30,10 +31,19 @@ Advance = Callable[[int], None]
 
 @dataclass(frozen=True)
 class MatchSpec:
+    """What to run. `request_id` resumes a request created earlier (one that waited for
+    approval) instead of creating a new one; `scope` is the region the run reaches."""
+
     model: str
     purpose: str
     legal_basis: str
     batch_size: int = 2_000
+    scope: str | None = None
+    request_id: str | None = None
+
+
+# Called with the id of a request that waits for approval; returns once it may run.
+OnPending = Callable[[str], None]
 
 
 def run_match(
@@ -44,13 +54,14 @@ def run_match(
     advance: Advance = lambda _n: None,
     on_total: Callable[[int], None] = lambda _n: None,
     workers: int | None = None,
+    on_pending: OnPending | None = None,
 ) -> MatchResult:
-    """Run `spec.model` over OPRF inputs (one per valid row, in row order); return per-row flags."""
-    view = client.create(
-        CreateMatchRequest(
-            model=spec.model, purpose=spec.purpose, legal_basis=spec.legal_basis, subject_count=len(inputs)
-        )
-    )
+    """Run `spec.model` over OPRF inputs (one per valid row, in row order); return per-row flags.
+
+    A request that needs approval raises ApprovalRequired (with its request id) unless
+    `on_pending` is given, which is called and must return once the request is approved.
+    """
+    view = _open(client, spec, len(inputs), on_pending)
     on_total(len(inputs) * (len(view.connectors) + 1))
     tokens: dict[str, list[bytes]] = {}
     with executor_for(len(inputs), workers) as pool:
@@ -61,6 +72,29 @@ def run_match(
         client.lookup(view.request_id, LookupBatch(first_row=first, tokens=part))
         advance(len(next(iter(part.values()))))
     return client.result(view.request_id)
+
+
+def _open(client: GatewayClient, spec: MatchSpec, count: int, on_pending: OnPending | None) -> MatchRequestView:
+    request_id = spec.request_id
+    if request_id is None:
+        body = CreateMatchRequest(
+            model=spec.model, purpose=spec.purpose, legal_basis=spec.legal_basis, scope=spec.scope, subject_count=count
+        )
+        try:
+            return client.create(body)
+        except ApprovalRequired as exc:
+            request_id = str(exc.extensions.get("request_id") or "")
+            if on_pending is None or not request_id:
+                raise
+            on_pending(request_id)
+    view = client.view(request_id)
+    if view.model != spec.model or view.subject_count != count:
+        raise InvalidInput(
+            f"request {request_id} is for {view.model} over {view.subject_count} subjects, "
+            f"not {spec.model} over {count}: resume it with the same subject list",
+            code="request_mismatch",
+        )
+    return view
 
 
 def _evaluate_connector(

@@ -4,8 +4,10 @@
 2. create development keys and the gateway's configuration under the work folder;
 3. start the gateway and the four connectors as real HTTP services;
 4. build every connector's capability indexes and publish them;
-5. run every supervision model as a procuratorate user; write reports/<model>.csv;
-6. print a summary: subjects, clues per model, time per phase.
+5. run every supervision model as a district prosecutor; a run that needs approval (over
+   the batch limit, or a tier-3 capability such as marriage records) waits until the
+   district's department head approves it, then goes on; write reports/<model>.csv;
+6. print a summary: subjects, clues and approvals per model, time per phase.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rich.table import Table
 
 from connectors.config import reference_config
 from connectors.runner import PublishReport, build_and_publish
+from xiezhi.client.gateway_client import GatewayClient
 from xiezhi.client.job import MatchSummary, match_file
 from xiezhi.client.protocol import MatchSpec
 from xiezhi.demo.generate import generate
@@ -30,8 +33,10 @@ from xiezhi.supervision import ModelCatalog, SubjectKind
 
 CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
 DEMO_ORG = "330803"  # 衢州市衢江区人民检察院
-DEMO_PURPOSE = "终本案件执行监督专项活动 ZX-2026-0803-01"
-DEMO_LEGAL_BASIS = "《人民检察院民事诉讼监督规则》"
+DEMO_PURPOSE = "（2025）浙0803执监15号"  # the supervision case the runs serve
+DEMO_LEGAL_BASIS = "《人民检察院民事诉讼监督规则》第一百零四条"
+DEMO_PROSECUTOR = f"prosecutor-{DEMO_ORG}-01"
+DEMO_APPROVER = f"dept-head-{DEMO_ORG}-01"
 
 
 class Phases:
@@ -63,8 +68,10 @@ def run_demo(
                 publish_connector(dev, workdir, data_dir, c, gateway_url, show_progress=console.is_terminal)
                 for c in CONNECTORS
             ]
-        summaries = _run_models(dev, data_dir, workdir, gateway_url, phases, show_progress=console.is_terminal)
-    _print_summary(console, workdir, published, summaries, phases)
+        summaries, approved = _run_models(
+            dev, data_dir, workdir, gateway_url, phases, show_progress=console.is_terminal
+        )
+    _print_summary(console, workdir, published, summaries, approved, phases)
     return summaries
 
 
@@ -147,8 +154,9 @@ def publish_connector(
 
 def _run_models(
     dev: DevEnvironment, data_dir: Path, workdir: Path, gateway_url: str, phases: Phases, *, show_progress: bool
-) -> list[MatchSummary]:
-    token = issue_token(dev.idp_key, subject=f"prosecutor-{DEMO_ORG}-01", roles=["prosecutor"], org=DEMO_ORG)
+) -> tuple[list[MatchSummary], dict[str, tuple[str, ...]]]:
+    token = issue_token(dev.idp_key, subject=DEMO_PROSECUTOR, roles=["prosecutor"], org=DEMO_ORG, clearance=3)
+    approver = Approver(gateway_url, issue_token(dev.idp_key, subject=DEMO_APPROVER, roles=["dept_head"], org=DEMO_ORG))
     summaries = []
     for model in ModelCatalog.load(dev.models_dir):
         subjects = data_dir / ("applicants.csv" if model.subjects is SubjectKind.APPLICANTS else "subjects.csv")
@@ -161,13 +169,35 @@ def _run_models(
                     subjects,
                     workdir / "reports" / f"{model.id}.csv",
                     show_progress=show_progress,
+                    on_pending=approver,
                 )
             )
-    return summaries
+    approver.close()
+    return summaries, approver.approved
+
+
+class Approver:
+    """The department head's side of the demo: approve each waiting request, with a reason."""
+
+    def __init__(self, gateway_url: str, token: str) -> None:
+        self._client = GatewayClient(gateway_url, token)
+        self.approved: dict[str, tuple[str, ...]] = {}  # model → the reasons it needed approval
+
+    def __call__(self, request_id: str) -> None:
+        view = self._client.decide(request_id, approve=True, reason="同意：终本案件财产线索核查，依法监督")
+        self.approved[view.model] = view.reasons
+
+    def close(self) -> None:
+        self._client.close()
 
 
 def _print_summary(
-    console: Console, workdir: Path, published: list[PublishReport], summaries: list[MatchSummary], phases: Phases
+    console: Console,
+    workdir: Path,
+    published: list[PublishReport],
+    summaries: list[MatchSummary],
+    approved: dict[str, tuple[str, ...]],
+    phases: Phases,
 ) -> None:
     indexes = Table(title="Indexes published (counts only)")
     for column in ("capability", "rows", "invalid IDs", "tokens"):
@@ -176,8 +206,10 @@ def _print_summary(
         for index in report.built.capabilities:
             indexes.add_row(index.capability.id, str(index.rows), str(index.invalid_rows), str(len(index.tokens)))
     models = Table(title="Supervision models run")
-    for column in ("model", "subjects", "valid rows", "invalid rows", "clues", "seconds"):
-        models.add_column(column, justify="left" if column in ("model", "subjects") else "right")
+    for column in ("model", "subjects", "valid rows", "invalid rows", "clues", "approved (why needed)", "seconds"):
+        models.add_column(
+            column, justify="right" if column in ("valid rows", "invalid rows", "clues", "seconds") else "left"
+        )
     for s in summaries:
         models.add_row(
             s.model,
@@ -185,6 +217,7 @@ def _print_summary(
             str(s.rows),
             str(s.invalid_rows),
             str(s.clues),
+            ", ".join(approved.get(s.model, ())) or "-",
             f"{phases.seconds[f'model {s.model}']:.1f}",
         )
     timing = Table(title="Time per phase")

@@ -1,0 +1,205 @@
+"""Approvals (two-person rule): a request that needs one waits until a department head of
+the right organisation approves or rejects it, with a reason.
+
+Nobody approves their own request; a department head approves only for organisations the
+policy lets them reach; a pending request expires after the policy's `pending_hours`, and
+an approved one must start within `valid_hours`. Approving pins the indexes the request
+will use, exactly as an immediate start would; rejecting or expiring gives the subjects
+back to the requester's daily quota. Every decision and state change is audited.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from audit_log import EventKind
+from gateway import indexes, quotas
+from gateway.auth import Principal
+from gateway.authz import Authorizer
+from gateway.db import Approval, EvaluationCount, MatchRequest
+from gateway.recorder import Recorder
+from xiezhi.errors import Conflict, Denied, InvalidInput, NotFound
+from xiezhi.supervision import ModelCatalog
+from xiezhi.wire import ApprovalView, RequestStatus
+
+PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expired"
+_ID_LIKE = re.compile(r"[0-9０-９]{15,}")
+
+
+class Approvals:
+    def __init__(
+        self,
+        engine: Engine,
+        recorder: Recorder,
+        authorizer: Authorizer,
+        catalog: ModelCatalog,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._engine = engine
+        self._recorder = recorder
+        self._authorizer = authorizer
+        self._catalog = catalog
+        self._clock = clock
+
+    def list(self, principal: Principal, status: str = PENDING) -> list[ApprovalView]:
+        """The approvals `principal` may decide, in the given status, oldest first."""
+        decision = self._authorizer.decide(principal, "approval:*", "decide")
+        self._recorder.decision(principal, "approval:*", "list", None, decision)
+        if not decision.allowed:
+            raise Denied("the policy does not allow deciding approvals", code=decision.reason)
+        self._expire_overdue()
+        with Session(self._engine) as session:
+            rows = session.exec(
+                select(Approval, MatchRequest)
+                .where(Approval.request_id == MatchRequest.id, Approval.status == status)
+                .order_by(col(Approval.requested_at))
+            ).all()
+            return [
+                _view(approval, request)
+                for approval, request in rows
+                if self._authorizer.decide_approval(
+                    principal, requester=request.requester, approver_org=approval.approver_org, model_id=request.model
+                ).allowed
+            ]
+
+    def get(self, principal: Principal, request_id: str) -> ApprovalView:
+        with Session(self._engine) as session:
+            approval, request = self._load(session, request_id)
+            self._authorize(principal, approval, request, "view")
+            return _view(approval, request)
+
+    def approve(self, principal: Principal, request_id: str, reason: str) -> ApprovalView:
+        return self._decide(principal, request_id, reason, approve=True)
+
+    def reject(self, principal: Principal, request_id: str, reason: str) -> ApprovalView:
+        return self._decide(principal, request_id, reason, approve=False)
+
+    def _decide(self, principal: Principal, request_id: str, reason: str, *, approve: bool) -> ApprovalView:
+        if _ID_LIKE.search(reason):
+            raise InvalidInput("the reason must not contain an identifier", code="identifier_in_reason")
+        action = "approve" if approve else "reject"
+        now = self._clock()
+        with Session(self._engine) as session:
+            approval, request = self._load(session, request_id)
+            self._authorize(principal, approval, request, action)
+            if approval.status == PENDING and now >= _aware(approval.expires_at):
+                self._expire(session, approval, request)
+                session.commit()
+                raise Conflict("the approval period has passed; the request expired", code="approval_expired")
+            if approval.status != PENDING:
+                raise Conflict(f"the request is no longer pending ({approval.status})", code="approval_not_pending")
+            if approve:
+                self._start(session, approval, request, now)
+            else:
+                approval.status, request.status = REJECTED, RequestStatus.REJECTED.value
+                quotas.refund(session, request.requester, request.subject_count, _aware(request.created_at))
+            approval.decided_by, approval.decided_at, approval.decision_reason = principal.subject, now, reason
+            session.add_all([approval, request])
+            self._recorder.record(
+                session, principal, EventKind.APPROVAL, action, approval.status, request_id,
+                approver_org=approval.approver_org, reasons=approval.reasons, reason=reason,
+            )  # fmt: skip
+            session.commit()
+            return _view(approval, request)
+
+    def _start(self, session: Session, approval: Approval, request: MatchRequest, now: datetime) -> None:
+        """Pin the indexes and let the request run, as an immediate start would have."""
+        model = self._catalog.get(request.model)
+        plan = indexes.plan(session, model.looks_up)
+        request.plan = json.dumps(plan)
+        request.status = RequestStatus.EVALUATING.value
+        session.add_all(EvaluationCount(request_id=request.id, connector=c) for c in plan)
+        approval.status = APPROVED
+        approval.valid_until = now + timedelta(hours=self._authorizer.policy.limits.approval.valid_hours)
+
+    def _authorize(self, principal: Principal, approval: Approval, request: MatchRequest, action: str) -> None:
+        decision = self._authorizer.decide_approval(
+            principal, requester=request.requester, approver_org=approval.approver_org, model_id=request.model
+        )
+        self._recorder.decision(principal, f"approval:{request.model}", action, request.id, decision)
+        if not decision.allowed:
+            raise Denied("the policy does not allow this approval", code=decision.reason)
+
+    def _load(self, session: Session, request_id: str) -> tuple[Approval, MatchRequest]:
+        approval = session.get(Approval, request_id)
+        request = session.get(MatchRequest, request_id)
+        if approval is None or request is None:
+            raise NotFound("no approval for this request", code="unknown_approval")
+        return approval, request
+
+    def _expire_overdue(self) -> None:
+        now = self._clock()
+        with Session(self._engine) as session:
+            for approval in session.exec(select(Approval).where(Approval.status == PENDING)).all():
+                request = session.get(MatchRequest, approval.request_id)
+                if request is not None and now >= _aware(approval.expires_at):
+                    self._expire(session, approval, request)
+            session.commit()
+
+    def _expire(self, session: Session, approval: Approval, request: MatchRequest) -> None:
+        approval.status, request.status = EXPIRED, RequestStatus.EXPIRED.value
+        quotas.refund(session, request.requester, request.subject_count, _aware(request.created_at))
+        session.add_all([approval, request])
+        self._recorder.record_system(
+            session, EventKind.APPROVAL, "expire", EXPIRED, request.id, approver_org=approval.approver_org
+        )
+
+
+def check_runnable(session: Session, request: MatchRequest, now: datetime) -> None:
+    """Refuse to relay or look up for a request that is not (or no longer) allowed to run."""
+    status = RequestStatus(request.status)
+    if status is RequestStatus.PENDING_APPROVAL:
+        raise Conflict("the request waits for approval", code="pending_approval")
+    if status is RequestStatus.REJECTED:
+        raise Conflict("the request was rejected", code="request_rejected")
+    if status is RequestStatus.EXPIRED:
+        raise Conflict("the request's approval expired", code="approval_expired")
+    approval = session.get(Approval, request.id)
+    if approval is None or approval.valid_until is None or now < _aware(approval.valid_until):
+        return
+    started = session.exec(select(EvaluationCount.reserved).where(EvaluationCount.request_id == request.id)).all()
+    if not any(started):
+        raise Conflict("the approved request was not started in time", code="approval_expired")
+
+
+def new_approval(request: MatchRequest, reasons: tuple[str, ...], approver_org: str, pending_hours: float) -> Approval:
+    return Approval(
+        request_id=request.id,
+        approver_org=approver_org,
+        reasons=",".join(reasons),
+        status=PENDING,
+        requested_at=request.created_at,
+        expires_at=request.created_at + timedelta(hours=pending_hours),
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands datetimes back without a zone; everything is stored in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _view(approval: Approval, request: MatchRequest) -> ApprovalView:
+    return ApprovalView(
+        request_id=request.id,
+        model=request.model,
+        requester=request.requester,
+        org=request.org,
+        scope=request.scope,
+        subject_count=request.subject_count,
+        purpose=request.purpose,
+        legal_basis=request.legal_basis,
+        reasons=tuple(approval.reasons.split(",")),
+        approver_org=approval.approver_org,
+        status=approval.status,
+        requested_at=_aware(approval.requested_at),
+        expires_at=_aware(approval.expires_at),
+        decided_by=approval.decided_by,
+        decided_at=_aware(approval.decided_at) if approval.decided_at else None,
+        decision_reason=approval.decision_reason,
+    )
