@@ -13,6 +13,7 @@ from gateway.orgs import Organisation
 from gateway.pipeline import Pipeline
 from gateway.policy_admin import PolicyAdmin
 from gateway.publishing import Publishing
+from gateway.system import SystemView
 from xiezhi.errors import InvalidInput
 from xiezhi.supervision import ModelCatalog
 from xiezhi.wire import (
@@ -35,6 +36,7 @@ from xiezhi.wire import (
     PolicyView,
     PublicationView,
     StartPublication,
+    SystemStatus,
 )
 
 router = APIRouter()
@@ -68,17 +70,27 @@ def _review(request: Request) -> AuditReview:
     return request.app.state.review  # type: ignore[no-any-return]
 
 
+def _system(request: Request) -> SystemView:
+    return request.app.state.system  # type: ignore[no-any-return]
+
+
 Caller = Annotated[Principal, Depends(_principal)]
 Requests = Annotated[Pipeline, Depends(_pipeline)]
 Publisher = Annotated[Publishing, Depends(_publishing)]
 Approvers = Annotated[Approvals, Depends(_approvals)]
 Policies = Annotated[PolicyAdmin, Depends(_policy)]
 Review = Annotated[AuditReview, Depends(_review)]
+System = Annotated[SystemView, Depends(_system)]
 
 
 @router.get("/healthz", tags=["service"])
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
+
+
+@router.get("/v1/system/status", tags=["service"])
+def system_status(caller: Caller, system: System) -> SystemStatus:
+    return system.status(caller)
 
 
 @router.get("/v1/models", tags=["models"])

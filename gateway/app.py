@@ -20,6 +20,7 @@ from gateway.publishing import Publishing
 from gateway.recorder import Recorder
 from gateway.relay import ConnectorRelay
 from gateway.settings import GatewaySettings
+from gateway.system import SystemView
 from xiezhi import __version__, problems
 from xiezhi.crypto import load_private_key
 from xiezhi.supervision import ModelCatalog
@@ -51,6 +52,7 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
         app.state.policy = policy
         app.state.approvals = Approvals(engine, recorder, authorizer, catalog, clock)
         app.state.review = AuditReview(audit, authorizer, recorder)
+        app.state.system = SystemView(engine, authorizer, recorder)
         try:
             yield
         finally:

@@ -11,7 +11,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -29,6 +29,19 @@ CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
 ORG = "330803"  # 衢州市衢江区人民检察院
 PURPOSE = "（2025）浙0803执监15号"
 LEGAL_BASIS = "《人民检察院民事诉讼监督规则》第一百零四条"
+
+
+class Clock:
+    """A clock tests set and move; the gateway and connectors read it for every decision."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
 
 
 class LoopbackServer:

@@ -82,8 +82,9 @@ class CreateMatchRequest(Wire):
     data the run reaches; it defaults to the requester's own organisation."""
 
     model: Identifier
-    purpose: Annotated[str | None, Field(max_length=200)] = None
-    legal_basis: Annotated[str | None, Field(max_length=200)] = None
+    # Generous bounds here; the policy refuses anything over 200 characters with a reason code.
+    purpose: Annotated[str | None, Field(max_length=2000)] = None
+    legal_basis: Annotated[str | None, Field(max_length=2000)] = None
     scope: RegionCode | None = None
     subject_count: Annotated[int, Field(ge=1)]
 
@@ -258,3 +259,11 @@ class AuditEntryView(Wire):
     seq: int
     kind: str
     entry: dict[str, object]
+
+
+class SystemStatus(Wire):
+    version: str
+    database: str
+    policy_version: str
+    active_epochs: dict[str, int]
+    requests_by_status: dict[str, int]

@@ -1,0 +1,40 @@
+"""What the system administrator sees: the gateway's health and counts, nothing more.
+
+The system administrator runs the service (三员分立): versions, the policy version in
+force, connectors' active epochs and requests per status — no audit entries, no results,
+no subjects.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
+
+from gateway.auth import Principal
+from gateway.authz import Authorizer, permit
+from gateway.db import ConnectorEpoch, MatchRequest
+from gateway.recorder import Recorder
+from xiezhi import __version__
+from xiezhi.wire import SystemStatus
+
+
+class SystemView:
+    def __init__(self, engine: Engine, authorizer: Authorizer, recorder: Recorder) -> None:
+        self._engine = engine
+        self._authorizer = authorizer
+        self._recorder = recorder
+
+    def status(self, principal: Principal) -> SystemStatus:
+        decision = self._authorizer.decide(principal, "system:status", "read")
+        self._recorder.decision(principal, "system:status", "read", None, decision)
+        permit(principal, "system:status", "read", decision)
+        with Session(self._engine) as session:
+            counts = session.exec(select(MatchRequest.status, func.count()).group_by(MatchRequest.status)).all()
+            epochs = session.exec(select(ConnectorEpoch).where(ConnectorEpoch.active)).all()
+        return SystemStatus(
+            version=__version__,
+            database=self._engine.dialect.name,
+            policy_version=self._authorizer.policy.version,
+            active_epochs={e.connector: e.epoch for e in epochs},
+            requests_by_status={status: count for status, count in counts},
+        )
