@@ -189,9 +189,8 @@ def test_approval_commands(clocked: tuple[Stack, Clock], generated: Path, tmp_pa
     assert "330803" in waiting.stderr and "tier3_capability" in waiting.stderr
     listed = _xiezhi("approvals", "list", "--gateway", stack.gateway_url, token=_head(stack))
     assert listed.returncode == 0 and request_id in listed.stdout
-    own = _xiezhi(
-        "approvals", "approve", request_id, "--gateway", stack.gateway_url, "--reason", "同意", token=requester
-    )
+    approve = ["approvals", "approve", request_id, "--gateway", stack.gateway_url, "--reason", "同意核查"]
+    own = _xiezhi(*approve, token=requester)
     assert own.returncode == 2 and "self_approval" in own.stderr
     approved = _xiezhi(*approve, token=_head(stack))
     assert approved.returncode == 0 and "approved" in approved.stdout
