@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_oprf.py
 	$(BIN)/python bench/bench_index.py
 	$(BIN)/python bench/bench_e2e.py
+	$(BIN)/python bench/bench_authz.py
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache

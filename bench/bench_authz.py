@@ -36,7 +36,6 @@ The table is printed and written to bench/out/authz.txt.
 from __future__ import annotations
 
 import argparse
-import functools
 import platform
 import random
 import statistics
@@ -144,18 +143,6 @@ def synthetic_policy(base: Policy, models: Sequence[str], target: int, seed: int
         base.limits,
         base.actions,
     )
-
-
-class VersionOnce(Policy):
-    """Diagnostic only: a Policy whose `version` is hashed once rather than on every decision."""
-
-    @functools.cached_property
-    def version(self) -> str:
-        return Policy.version.fget(self)  # type: ignore[attr-defined,no-any-return]
-
-
-def version_once(policy: Policy) -> Policy:
-    return VersionOnce(policy.rules, policy.orgs, policy.limits, policy.actions)
 
 
 # ---- requests --------------------------------------------------------------------------
@@ -298,9 +285,6 @@ class Result:
     run_warm_ms: float
     sanity: Sanity
     build_ms: float
-    once_cold_ms: float
-    once_warm_ms: float
-    version_ms: float
     outcomes: str
 
 
@@ -363,18 +347,6 @@ def run_latencies(policy: Policy, catalog: ModelCatalog, counts: Counts) -> dict
     }
 
 
-def version_costs(policy: Policy, catalog: ModelCatalog, counts: Counts) -> dict[str, Any]:
-    """Diagnostic: the cost of `Policy.version`, and fast decide_run with it hashed once per policy."""
-    asks = run_asks(policy, catalog, counts.runs, seed=len(policy.rules.rules))
-    once = version_once(policy)
-    warm = warmed(once, asks)
-    return {
-        "version_ms": statistics.median(once_ms(lambda: policy.version) for _ in range(counts.rounds)),
-        "once_cold_ms": per_call_us(lambda: Authorizer(once).decide_run, asks, counts.rounds) / 1000,
-        "once_warm_ms": per_call_us(lambda: warm.decide_run, asks, counts.rounds) / 1000,
-    }
-
-
 def measure(base: Policy, catalog: ModelCatalog, target: int, counts: Counts) -> Result:
     models = sorted(model.id for model in catalog)
     policy = synthetic_policy(base, models, target, seed=target)
@@ -383,7 +355,6 @@ def measure(base: Policy, catalog: ModelCatalog, target: int, counts: Counts) ->
         orgs=len(policy.orgs),
         **check_latencies(policy, models, counts, shipped=set(base.rules.rules)),
         **run_latencies(policy, catalog, counts),
-        **version_costs(policy, catalog, counts),
     )
 
 
@@ -433,10 +404,7 @@ def notes(results: Sequence[Result]) -> list[str]:
             f"{r.rules:>6,} rules: IndexedEngine vs CasbinEngine mismatches {len(r.sanity.wrong)}/{SANITY_REQUESTS}"
             f" ({r.sanity.summary()})"
         )
-        lines.append(
-            f"              index build {r.build_ms:.1f} ms; Policy.version {r.version_ms:.2f} ms per call;"
-            f" decide_run outcomes: {r.outcomes}"
-        )
+        lines.append(f"              index build {r.build_ms:.1f} ms; decide_run outcomes: {r.outcomes}")
         if r.sanity.wrong:
             lines.append(f"        first mismatch: {r.sanity.wrong[0]}")
     largest = max(results, key=lambda r: r.rules)
@@ -444,11 +412,6 @@ def notes(results: Sequence[Result]) -> list[str]:
     lines.append(
         f"fast decide_run at {largest.rules:,} rules under {TARGET_MS:g} ms (median, cold and warm): {verdict}"
         f" (cold {largest.run_cold_ms:.3f} ms, warm {largest.run_warm_ms:.3f} ms)"
-    )
-    once = ", ".join(f"{r.once_cold_ms:.3f}/{r.once_warm_ms:.3f} ms at {r.rules:,}" for r in results)
-    lines.append(
-        "diagnostic: Policy.version re-hashes every rule on each decision;"
-        f" hashed once per policy, fast decide_run cold/warm would take {once}"
     )
     return lines
 

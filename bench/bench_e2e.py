@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import sys
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -23,8 +25,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import OUT, dataset, median_seconds
 from xiezhi.client.job import match_file
 from xiezhi.client.protocol import MatchSpec
-from xiezhi.demo.run import CONNECTORS, DEMO_ORG, deployment, publish_connector
-from xiezhi.devkit import issue_token
+from xiezhi.demo.run import (
+    CONNECTORS,
+    DEMO_APPROVER,
+    DEMO_LEGAL_BASIS,
+    DEMO_ORG,
+    DEMO_PURPOSE,
+    Approver,
+    deployment,
+    publish_connector,
+)
+from xiezhi.devkit import REPO_ROOT, issue_token
+
+
+def bench_policies() -> Path:
+    """The repository's policies with a daily subject quota large enough for the bench's runs."""
+    target = OUT / "policies"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(REPO_ROOT / "policies", target)
+    limits = yaml.safe_load((target / "limits.yaml").read_text(encoding="utf-8"))
+    limits["quotas"]["prosecutor"]["subjects_per_day"] = 100_000_000
+    (target / "limits.yaml").write_text(yaml.safe_dump(limits), encoding="utf-8")
+    return target
 
 
 def subjects_file(data: Path, count: int) -> Path:
@@ -49,7 +71,7 @@ def main() -> None:
     table = Table(title=f"asset_sweep end to end, 4 connectors (median of {args.repeats})")
     for column in ("subjects", "seconds", "subjects/s", "runs (s)"):
         table.add_column(column, justify="right")
-    with deployment(work) as (dev, gateway):
+    with deployment(work, bench_policies()) as (dev, gateway):
         for connector in CONNECTORS:
             publish_connector(dev, work, data, connector, gateway, show_progress=False)
         token = issue_token(
@@ -57,13 +79,19 @@ def main() -> None:
             subject=f"prosecutor-{DEMO_ORG}-bench",
             roles=["prosecutor"],
             org=DEMO_ORG,
+            clearance=3,
             ttl_seconds=24 * 3600,
         )
-        spec = MatchSpec("asset_sweep", "基准测试 BENCH-1", "《人民检察院民事诉讼监督规则》")
+        # Over the batch limit and tier 3: every run waits for the head's approval, as in the demo.
+        head = issue_token(dev.idp_key, subject=DEMO_APPROVER, roles=["dept_head"], org=DEMO_ORG, ttl_seconds=86400)
+        approver = Approver(gateway, head)
+        spec = MatchSpec("asset_sweep", DEMO_PURPOSE, DEMO_LEGAL_BASIS)
         for size in args.sizes:
             subjects = subjects_file(data, size)
             seconds, runs = median_seconds(
-                lambda s=subjects: match_file(gateway, token, spec, s, OUT / "e2e-report.csv", show_progress=False),
+                lambda s=subjects: match_file(
+                    gateway, token, spec, s, OUT / "e2e-report.csv", show_progress=False, on_pending=approver
+                ),
                 args.repeats,
             )
             table.add_row(f"{size:,}", f"{seconds:.1f}", f"{size / seconds:,.0f}", " ".join(f"{t:.1f}" for t in runs))

@@ -213,11 +213,16 @@ def broken_copy(tmp_path: Path, line: str, replacement: str) -> Path:
     ("line", "replacement", "failing"),
     [
         # Without the explicit deny an assistant's civil_affairs lookup is merely not granted, and an
-        # assistant who is also a prosecutor gets the prosecutor's allow.
+        # assistant who is also a prosecutor gets the prosecutor's allow (and a tier-3 run waits).
         (
             "p, assistant, *, capability:civil_affairs.*, lookup, any, deny",
             "",
-            ["acc-asst-lookup-dibao", "acc-asst-lookup-married", "acc-asst-pros-lookup-married"],
+            [
+                "acc-asst-lookup-dibao",
+                "acc-asst-lookup-married",
+                "acc-asst-pros-lookup-married",
+                "run-asst-pros-spouse",
+            ],
         ),
         (
             "p, security_admin, *, audit:entries, read, any, deny",

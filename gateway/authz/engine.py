@@ -35,8 +35,15 @@ MATCHER = (
 )
 REACHES = ("self", "subtree", "any")
 EFFECTS = ("allow", "deny")
-_CODE = re.compile(r"^\d{6}$")
-_SUBTREE = re.compile(r"^(\d{6})/\*$")
+_CODE = re.compile(r"^[0-9]{6}$")
+_SUBTREE = re.compile(r"^([0-9]{6})/\*$")
+# The model the indexed engine implements: its request and policy fields, effect and matcher.
+_IMPLEMENTED = (
+    ("r_sub", "r_org", "r_obj", "r_act", "r_target"),
+    ("p_sub", "p_org", "p_obj", "p_act", "p_reach", "p_eft"),
+    "some(where (p_eft == allow)) && !some(where (p_eft == deny))",
+    MATCHER,
+)
 
 Rule = tuple[str, ...]  # sub, org, obj, act, reach, eft
 
@@ -171,20 +178,26 @@ class Memo:
         return verdict
 
 
-def matcher_of(model_text: str) -> str:
-    """The `m = …` line of a model, whitespace-normalised."""
+def implements(model_text: str) -> bool:
+    """Whether a model is exactly the one `IndexedEngine` implements (fields, effect, matcher)."""
     model = casbin.model.Model()
     model.load_model_from_text(model_text)
-    return " ".join(str(model["m"]["m"].value).split())
+    found = (
+        tuple(model["r"]["r"].tokens),
+        tuple(model["p"]["p"].tokens),
+        _normalised(model["e"]["e"].value),
+        _normalised(model["m"]["m"].value),
+    )
+    return found == (*_IMPLEMENTED[:2], _normalised(_IMPLEMENTED[2]), _normalised(_IMPLEMENTED[3]))
 
 
 def build_engine(model_text: str, rules: Sequence[Rule], tree: OrgTree, *, fast: bool = True) -> Engine:
-    """The indexed engine behind a memo when the model's matcher is the one it implements."""
-    if fast and _normalised(matcher_of(model_text)) == _normalised(MATCHER):
+    """The indexed engine behind a memo for the model it implements; pycasbin's for any other."""
+    if fast and implements(model_text):
         return Memo(IndexedEngine(rules, tree))
     return CasbinEngine(model_text, rules, tree)
 
 
-def _normalised(matcher: str) -> str:
+def _normalised(text: str) -> str:
     # Casbin rewrites `r.sub` to `r_sub` when it loads a model.
-    return " ".join(matcher.replace(".", "_").split())
+    return " ".join(str(text).replace(".", "_").split())

@@ -44,7 +44,9 @@ class PolicyRules:
 
     def __post_init__(self) -> None:
         if not self.rules:
-            raise InvalidInput("the policy holds no p rules: refusing a policy that would deny everything")
+            raise InvalidInput(
+                "the policy holds no p rules: refusing a policy that would deny everything", code="policy_invalid"
+            )
         for number, rule in enumerate(self.rules, 1):
             problem = check_rule(rule)
             if problem is None and rule[0] not in ROLES:
@@ -81,12 +83,15 @@ def rules_from_lines(model_text: str, lines: Sequence[Sequence[str]]) -> PolicyR
     tiers: dict[str, int] = {}
     for line in lines:
         ptype, values = line[0], tuple(v.strip() for v in line[1:])
+        if any("," in v or '"' in v for v in values):
+            # Casbin's storage joins fields with commas: such a field would not read back the same.
+            raise InvalidInput(f"{ptype} line {values}: fields may not contain commas or quotes", code="policy_invalid")
         if ptype == "p":
             p.append(values)
         elif ptype == "p2":
             exclusive.append((values[0], values[1]) if len(values) == 2 else ("", ""))
         elif ptype == "p3":
-            if len(values) != 2 or not values[1].isdigit():
+            if len(values) != 2 or values[1] not in ("1", "2", "3"):
                 raise InvalidInput(f"p3 line {', '.join(values)}: needs a capability and a tier", code="policy_invalid")
             if values[0] in tiers:
                 raise InvalidInput(f"p3 line for {values[0]} is repeated", code="policy_invalid")

@@ -76,9 +76,10 @@ def run_demo(
 
 
 @contextmanager
-def deployment(workdir: Path) -> Iterator[tuple[DevEnvironment, str]]:
+def deployment(workdir: Path, policy_dir: Path | None = None) -> Iterator[tuple[DevEnvironment, str]]:
     """Start an empty gateway and the four connectors for `workdir` on free loopback ports.
 
+    `policy_dir` replaces the repository's `policies/` (the benches raise its quotas).
     Yields the development environment and the gateway's URL; stops every service on exit.
     """
     gateway_db = workdir / "gateway" / "gateway.sqlite"
@@ -89,6 +90,7 @@ def deployment(workdir: Path) -> Iterator[tuple[DevEnvironment, str]]:
         workdir,
         connectors={c: f"http://127.0.0.1:{ports[c]}" for c in CONNECTORS},
         database_url=f"sqlite:///{gateway_db}",
+        policy_dir=policy_dir,
     )
     with Services() as services:
         start_all(services, dev, workdir, ports)
