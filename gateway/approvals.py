@@ -10,12 +10,14 @@ back to the requester's daily quota. Every decision and state change is audited.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from audit_log import EventKind
@@ -92,8 +94,7 @@ class Approvals:
                 self._expire(session, approval, request)
                 session.commit()
                 raise Conflict("the approval period has passed; the request expired", code="approval_expired")
-            if approval.status != PENDING:
-                raise Conflict(f"the request is no longer pending ({approval.status})", code="approval_not_pending")
+            self._claim(session, approval, APPROVED if approve else REJECTED)
             if approve:
                 self._start(session, approval, request, now)
             else:
@@ -101,12 +102,27 @@ class Approvals:
                 quotas.refund(session, request.requester, request.subject_count, _aware(request.created_at))
             approval.decided_by, approval.decided_at, approval.decision_reason = principal.subject, now, reason
             session.add_all([approval, request])
+            # The reason is free text and could name someone: the log keeps its digest, the table the text.
             self._recorder.record(
                 session, principal, EventKind.APPROVAL, action, approval.status, request_id,
-                approver_org=approval.approver_org, reasons=approval.reasons, reason=reason,
+                approver_org=approval.approver_org, reasons=approval.reasons, reason_digest=_digest(reason),
             )  # fmt: skip
             session.commit()
             return _view(approval, request)
+
+    def _claim(self, session: Session, approval: Approval, status: str) -> None:
+        """Move a pending approval to `status` in one conditional UPDATE: of two heads deciding at
+        once, exactly one succeeds and the other gets approval_not_pending."""
+        row = Approval.__table__.c  # type: ignore[attr-defined]
+        claim = (
+            update(Approval)
+            .where(row.request_id == approval.request_id, row.status == PENDING)
+            .values(status=status)
+            .execution_options(synchronize_session=False)
+        )
+        if session.execute(claim).rowcount != 1:  # type: ignore[attr-defined]
+            session.refresh(approval)
+            raise Conflict(f"the request is no longer pending ({approval.status})", code="approval_not_pending")
 
     def _start(self, session: Session, approval: Approval, request: MatchRequest, now: datetime) -> None:
         """Pin the indexes and let the request run, as an immediate start would have."""
@@ -177,6 +193,11 @@ def new_approval(request: MatchRequest, reasons: tuple[str, ...], approver_org: 
         requested_at=request.created_at,
         expires_at=request.created_at + timedelta(hours=pending_hours),
     )
+
+
+def _digest(text: str) -> str:
+    # base64url, not hex: a hex digest can hold the long digit runs the audit log refuses.
+    return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()[:12]).decode()
 
 
 def _aware(moment: datetime) -> datetime:

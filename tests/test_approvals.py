@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,18 @@ def test_approval_commands(clocked: tuple[Stack, Clock], generated: Path, tmp_pa
     resumed = _xiezhi(*match, "--request-id", request_id, token=requester)
     assert resumed.returncode == 0, resumed.stderr
     assert_report_agrees(generated, CATALOG.get("spouse_property"), out)
+
+
+def test_two_heads_deciding_at_once_one_wins(clocked: tuple[Stack, Clock], generated: Path) -> None:
+    stack, _ = clocked
+    request_id = _pending(stack, generated)
+    heads = [_head(stack), _head(stack, "330800"), _head(stack, "330000")]
+    with ThreadPoolExecutor(len(heads)) as pool:
+        verbs = ("approve", "reject", "approve")
+        answers = list(pool.map(lambda pair: _code(_decide(stack, request_id, *pair)), zip(heads, verbs, strict=True)))
+    assert sorted(status for status, _ in answers) == [200, 409, 409], answers
+    assert all(code == "approval_not_pending" for status, code in answers if status == 409)
+    # The audit log holds one decision for the request, not two.
+    auditor = stack.user_token(["security_auditor"], subject="auditor-330000-01", org="330000")
+    entries = _call(stack, "GET", f"/v1/audit/entries?kind=approval&request_id={request_id}", auditor).json()
+    assert len(entries) == 1 and "reason" not in entries[0]["entry"]["detail"]
