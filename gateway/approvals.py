@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -26,12 +25,12 @@ from gateway.auth import Principal
 from gateway.authz import Authorizer
 from gateway.db import Approval, EvaluationCount, MatchRequest
 from gateway.recorder import Recorder
-from xiezhi.errors import Conflict, Denied, InvalidInput, NotFound
+from xiezhi.errors import Conflict, InvalidInput, NotFound
+from xiezhi.purpose import holds_identifier
 from xiezhi.supervision import ModelCatalog
 from xiezhi.wire import ApprovalView, RequestStatus
 
 PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expired"
-_ID_LIKE = re.compile(r"[0-9０-９]{15,}")
 
 
 class Approvals:
@@ -51,10 +50,9 @@ class Approvals:
 
     def list(self, principal: Principal, status: str = PENDING) -> list[ApprovalView]:
         """The approvals `principal` may decide, in the given status, oldest first."""
-        decision = self._authorizer.decide(principal, "approval:*", "decide")
-        self._recorder.decision(principal, "approval:*", "list", None, decision)
-        if not decision.allowed:
-            raise Denied("the policy does not allow deciding approvals", code=decision.reason)
+        self._recorder.enforce(
+            principal, "approval:*", "list", None, self._authorizer.decide(principal, "approval:*", "decide")
+        )
         self._expire_overdue()
         with Session(self._engine) as session:
             rows = session.exec(
@@ -83,7 +81,7 @@ class Approvals:
         return self._decide(principal, request_id, reason, approve=False)
 
     def _decide(self, principal: Principal, request_id: str, reason: str, *, approve: bool) -> ApprovalView:
-        if _ID_LIKE.search(reason):
+        if holds_identifier(reason):
             raise InvalidInput("the reason must not contain an identifier", code="identifier_in_reason")
         action = "approve" if approve else "reject"
         now = self._clock()
@@ -138,9 +136,7 @@ class Approvals:
         decision = self._authorizer.decide_approval(
             principal, requester=request.requester, approver_org=approval.approver_org, model_id=request.model
         )
-        self._recorder.decision(principal, f"approval:{request.model}", action, request.id, decision)
-        if not decision.allowed:
-            raise Denied("the policy does not allow this approval", code=decision.reason)
+        self._recorder.enforce(principal, f"approval:{request.model}", action, request.id, decision)
 
     def _load(self, session: Session, request_id: str) -> tuple[Approval, MatchRequest]:
         approval = session.get(Approval, request_id)

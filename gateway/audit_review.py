@@ -12,7 +12,7 @@ import json
 
 from audit_log import AuditLog, EventKind
 from gateway.auth import Principal
-from gateway.authz import Authorizer, permit
+from gateway.authz import Authorizer
 from gateway.recorder import Recorder
 from xiezhi.wire import AuditEntryView
 
@@ -34,9 +34,7 @@ class AuditReview:
         return self._read(principal, None, EventKind.POLICY_CHANGE.value, limit)
 
     def _authorize(self, principal: Principal, obj: str) -> None:
-        decision = self._authorizer.decide(principal, obj, "read")
-        self._recorder.decision(principal, obj, "read", None, decision)
-        permit(principal, obj, "read", decision)
+        self._recorder.enforce(principal, obj, "read", None, self._authorizer.decide(principal, obj, "read"))
 
     def _read(self, principal: Principal, request_id: str | None, kind: str | None, limit: int) -> list[AuditEntryView]:
         orgs = self._authorizer.policy.orgs

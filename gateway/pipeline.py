@@ -21,7 +21,7 @@ from audit_log import AuditLog, EventKind
 from gateway import indexes, quotas
 from gateway.approvals import check_runnable, new_approval
 from gateway.auth import Principal
-from gateway.authz import AuthorizedRequest, Authorizer, Decision, Outcome, RunAsk, permit
+from gateway.authz import AuthorizedRequest, Authorizer, Decision, Outcome, RunAsk
 from gateway.db import EvaluationCount, MatchRequest, ResultRow
 from gateway.quotas import china_day
 from gateway.recorder import Recorder
@@ -390,9 +390,9 @@ class Pipeline:
     # ---- helpers ----------------------------------------------------------------------
 
     def _authorize(self, principal: Principal, obj: str, action: str, request_id: str) -> AuthorizedRequest:
-        decision = self._authorizer.decide(principal, obj, action)
-        self._recorder.decision(principal, obj, action, request_id, decision)
-        return permit(principal, request_id, action, decision)
+        return self._recorder.enforce(
+            principal, obj, action, request_id, self._authorizer.decide(principal, obj, action)
+        )
 
     def _owned(self, session: Session, principal: Principal, request_id: str) -> MatchRequest:
         request = session.get(MatchRequest, request_id)

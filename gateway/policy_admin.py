@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 from audit_log import EventKind
 from gateway.auth import Principal
-from gateway.authz import Authorizer, Policy, load_policy_dir, permit
+from gateway.authz import Authorizer, Policy, load_policy_dir
 from gateway.authz.policy import parse_policy_csv
 from gateway.authz.store import PolicyStore
 from gateway.authz.tables import run_tables
@@ -159,9 +159,7 @@ class PolicyAdmin:
         return self._view()
 
     def _authorize(self, principal: Principal, obj: str, action: str, target: str | None = None) -> None:
-        decision = self.authorizer.decide(principal, obj, action, target)
-        self._recorder.decision(principal, obj, action, None, decision)
-        permit(principal, obj, action, decision)
+        self._recorder.enforce(principal, obj, action, None, self.authorizer.decide(principal, obj, action, target))
 
     def _view(self) -> PolicyView:
         policy = self.authorizer.policy

@@ -19,7 +19,7 @@ from gateway.auth import Principal
 from gateway.authz import Authorizer, Outcome
 from gateway.db import Publication
 from gateway.recorder import Recorder
-from xiezhi.errors import Conflict, Denied
+from xiezhi.errors import Conflict
 from xiezhi.wire import EpochView, PublicationView, StartPublication
 
 
@@ -116,9 +116,7 @@ class Publishing:
             decision = replace(
                 decision, outcome=Outcome.DENY, rule="own-connector-only", reason="publish_other_connector"
             )
-        self._recorder.decision(principal, f"index:{connector}", "publish", None, decision)
-        if not decision.allowed:
-            raise Denied("the policy does not allow this publication", code=decision.reason)
+        self._recorder.enforce(principal, f"index:{connector}", "publish", None, decision)
 
 
 def _view(publication: Publication) -> PublicationView:

@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from audit_log import AuditEvent, AuditLog, EventKind
 from gateway.auth import Principal
-from gateway.authz import Decision
+from gateway.authz import AuthorizedRequest, Decision, permit
 
 Detail = str | int | bool | None
 SYSTEM = Principal(subject="gateway", org=None, roles=frozenset())
@@ -93,3 +93,10 @@ class Recorder:
             approver_org=decision.approver_org,
             **ask,
         )
+
+    def enforce(
+        self, principal: Principal, obj: str, action: str, request_id: str | None, decision: Decision
+    ) -> AuthorizedRequest:
+        """Record `decision`, then turn it into a permit, or raise Denied with its reason code."""
+        self.decision(principal, obj, action, request_id, decision)
+        return permit(principal, request_id or obj, action, decision)

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
 from gateway.auth import Principal
-from gateway.authz import Authorizer, permit
+from gateway.authz import Authorizer
 from gateway.db import ConnectorEpoch, MatchRequest
 from gateway.recorder import Recorder
 from xiezhi import __version__
@@ -26,8 +26,7 @@ class SystemView:
 
     def status(self, principal: Principal) -> SystemStatus:
         decision = self._authorizer.decide(principal, "system:status", "read")
-        self._recorder.decision(principal, "system:status", "read", None, decision)
-        permit(principal, "system:status", "read", decision)
+        self._recorder.enforce(principal, "system:status", "read", None, decision)
         with Session(self._engine) as session:
             counts = session.exec(select(MatchRequest.status, func.count()).group_by(MatchRequest.status)).all()
             epochs = session.exec(select(ConnectorEpoch).where(ConnectorEpoch.active)).all()

@@ -287,6 +287,11 @@ def _special_action_purpose(value: str, registry: SpecialActionRegistry, today: 
     return Purpose(PurposeKind.SPECIAL_ACTION, action.id, action.organiser)
 
 
+def holds_identifier(text: str) -> bool:
+    """Whether free text holds a run of 15 or more digits (ASCII or full-width): an ID number's shape."""
+    return bool(_ID_LIKE.search(text.translate(_FULL_WIDTH_DIGITS)))
+
+
 def check_legal_basis(text: str | None) -> str:
     """Return the stripped text. Raises InvalidInput with code legal_basis_missing (empty) or
     legal_basis_invalid (over 200 characters, or a run of 15 or more ASCII or full-width digits)."""
@@ -295,6 +300,6 @@ def check_legal_basis(text: str | None) -> str:
         raise InvalidInput("未填写法律依据", code="legal_basis_missing")
     if len(value) > _LEGAL_BASIS_MAX:
         raise InvalidInput(f"法律依据不得超过{_LEGAL_BASIS_MAX}字", code="legal_basis_invalid")
-    if _ID_LIKE.search(value.translate(_FULL_WIDTH_DIGITS)):
+    if holds_identifier(value):
         raise InvalidInput("法律依据中不得含有15位以上的连续数字", code="legal_basis_invalid")
     return value
