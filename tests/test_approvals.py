@@ -68,6 +68,17 @@ def _decide(stack: Stack, request_id: str, token: str, verb: str = "approve") ->
     return _call(stack, "POST", f"/v1/approvals/{request_id}/{verb}", token, {"reason": "核查必要，同意"})
 
 
+def _resume_refused(stack: Stack, generated: Path, request_id: str) -> str:
+    """Resume `request_id` as its requester; return the code of the Conflict that refuses it."""
+    requester = stack.user_token(["prosecutor"], subject=REQUESTER)
+    spec = MatchSpec("spouse_property", PURPOSE, LEGAL_BASIS, request_id=request_id)
+    out = stack.root / "refused.csv"
+    with pytest.raises(Conflict) as refused:
+        match_file(stack.gateway_url, requester, spec, generated / "subjects.csv", out, show_progress=False)
+    assert not out.exists()
+    return refused.value.code
+
+
 def _code(response: httpx.Response) -> tuple[int, str]:
     return response.status_code, response.json().get("code", "")
 
@@ -132,11 +143,7 @@ def test_an_approved_request_must_start_in_time(clocked: tuple[Stack, Clock], ge
     request_id = _pending(stack, generated)
     assert _decide(stack, request_id, _head(stack)).status_code == 200
     clock.advance(hours=24, seconds=1)
-    requester = stack.user_token(["prosecutor"], subject=REQUESTER)
-    spec = MatchSpec("spouse_property", PURPOSE, LEGAL_BASIS, request_id=request_id)
-    with pytest.raises(Conflict) as refused:
-        match_file(stack.gateway_url, requester, spec, generated / "subjects.csv", stack.root / "o.csv")
-    assert refused.value.code == "approval_expired"
+    assert _resume_refused(stack, generated, request_id) == "approval_expired"
 
 
 def test_a_rejected_request_never_runs(clocked: tuple[Stack, Clock], generated: Path) -> None:
@@ -150,11 +157,7 @@ def test_a_rejected_request_never_runs(clocked: tuple[Stack, Clock], generated: 
     assert _code(leaky) == (400, "identifier_in_reason")
     rejected = _decide(stack, request_id, _head(stack), "reject")
     assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
-    requester = stack.user_token(["prosecutor"], subject=REQUESTER)
-    spec = MatchSpec("spouse_property", PURPOSE, LEGAL_BASIS, request_id=request_id)
-    with pytest.raises(Conflict) as refused:
-        match_file(stack.gateway_url, requester, spec, generated / "subjects.csv", stack.root / "o.csv")
-    assert refused.value.code == "request_rejected"
+    assert _resume_refused(stack, generated, request_id) == "request_rejected"
 
 
 def test_the_client_reports_a_waiting_request(clocked: tuple[Stack, Clock], generated: Path) -> None:
