@@ -96,8 +96,7 @@ class Approvals:
             if approve:
                 self._start(session, approval, request, now)
             else:
-                approval.status, request.status = REJECTED, RequestStatus.REJECTED.value
-                quotas.refund(session, request.requester, request.subject_count, _aware(request.created_at))
+                _end(session, approval, request, REJECTED)
             approval.decided_by, approval.decided_at, approval.decision_reason = principal.subject, now, reason
             session.add_all([approval, request])
             # The reason is free text and could name someone: the log keeps its digest, the table the text.
@@ -155,8 +154,7 @@ class Approvals:
             session.commit()
 
     def _expire(self, session: Session, approval: Approval, request: MatchRequest) -> None:
-        approval.status, request.status = EXPIRED, RequestStatus.EXPIRED.value
-        quotas.refund(session, request.requester, request.subject_count, _aware(request.created_at))
+        _end(session, approval, request, EXPIRED)
         session.add_all([approval, request])
         self._recorder.record_system(
             session, EventKind.APPROVAL, "expire", EXPIRED, request.id, approver_org=approval.approver_org
@@ -189,6 +187,12 @@ def new_approval(request: MatchRequest, reasons: tuple[str, ...], approver_org: 
         requested_at=request.created_at,
         expires_at=request.created_at + timedelta(hours=pending_hours),
     )
+
+
+def _end(session: Session, approval: Approval, request: MatchRequest, status: str) -> None:
+    """Close a request that will never run (rejected or expired) and give its subjects back."""
+    approval.status, request.status = status, RequestStatus(status).value
+    quotas.refund(session, request.requester, request.subject_count, _aware(request.created_at))
 
 
 def _digest(text: str) -> str:

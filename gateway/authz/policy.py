@@ -19,7 +19,6 @@ from typing import Annotated
 
 import casbin
 import yaml
-from casbin import persist
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.authz.engine import Rule, check_rule
@@ -30,7 +29,6 @@ from xiezhi.purpose import SpecialActionRegistry, load_special_actions
 ROLES = frozenset(
     {"prosecutor", "assistant", "dept_head", "security_auditor", "security_admin", "system_admin", "connector"}
 )
-ADMIN_ROLES = frozenset({"security_auditor", "security_admin", "system_admin"})
 
 
 @dataclass(frozen=True)
@@ -122,15 +120,6 @@ def parse_policy_csv(model_text: str, text: str) -> PolicyRules:
 def load_policy_files(policy_dir: Path) -> PolicyRules:
     model_text = (policy_dir / "model.conf").read_text(encoding="utf-8")
     return parse_policy_csv(model_text, (policy_dir / "policy.csv").read_text(encoding="utf-8"))
-
-
-def load_into_model(model_text: str, lines: Sequence[str]) -> casbin.model.Model:
-    """A Casbin model holding `lines` (each `ptype, v0, …`), as an adapter would load them."""
-    model = casbin.model.Model()
-    model.load_model_from_text(model_text)
-    for line in lines:
-        persist.load_policy_line(line, model)
-    return model
 
 
 # ---- limits ----------------------------------------------------------------------------
