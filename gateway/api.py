@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 
@@ -50,37 +51,22 @@ def _principal(request: Request, authorization: Annotated[str | None, Header()] 
     return principal
 
 
-def _pipeline(request: Request) -> Pipeline:
-    return request.app.state.pipeline  # type: ignore[no-any-return]
+def _state(name: str) -> Callable[[Request], Any]:
+    """A dependency handing a route the service `create_app` put on the app's state under `name`."""
 
+    def get(request: Request) -> Any:
+        return getattr(request.app.state, name)
 
-def _publishing(request: Request) -> Publishing:
-    return request.app.state.publishing  # type: ignore[no-any-return]
-
-
-def _approvals(request: Request) -> Approvals:
-    return request.app.state.approvals  # type: ignore[no-any-return]
-
-
-def _policy(request: Request) -> PolicyAdmin:
-    return request.app.state.policy  # type: ignore[no-any-return]
-
-
-def _review(request: Request) -> AuditReview:
-    return request.app.state.review  # type: ignore[no-any-return]
-
-
-def _system(request: Request) -> SystemView:
-    return request.app.state.system  # type: ignore[no-any-return]
+    return get
 
 
 Caller = Annotated[Principal, Depends(_principal)]
-Requests = Annotated[Pipeline, Depends(_pipeline)]
-Publisher = Annotated[Publishing, Depends(_publishing)]
-Approvers = Annotated[Approvals, Depends(_approvals)]
-Policies = Annotated[PolicyAdmin, Depends(_policy)]
-Review = Annotated[AuditReview, Depends(_review)]
-System = Annotated[SystemView, Depends(_system)]
+Requests = Annotated[Pipeline, Depends(_state("pipeline"))]
+Publisher = Annotated[Publishing, Depends(_state("publishing"))]
+Approvers = Annotated[Approvals, Depends(_state("approvals"))]
+Policies = Annotated[PolicyAdmin, Depends(_state("policy"))]
+Review = Annotated[AuditReview, Depends(_state("review"))]
+System = Annotated[SystemView, Depends(_state("system"))]
 
 
 @router.get("/healthz", tags=["service"])
