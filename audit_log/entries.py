@@ -1,7 +1,10 @@
 """Audit events and their canonical form.
 
-An entry is the RFC 8785 (JCS) canonical JSON of an `AuditEvent`; its Merkle leaf hash is
-SHA-256(0x00 || entry) as in RFC 9162. Before an event becomes an entry it is screened:
+An entry is the RFC 8785 (JCS) canonical JSON of an `AuditEvent` plus its place in the log:
+`seq`, its leaf index, and `prev`, the base64 leaf hash of the entry before it. Its Merkle
+leaf hash is SHA-256(0x00 || entry) as in RFC 9162. The two placement fields let a verifier
+name the exact entry that was changed, removed or moved, even when the hashes stored beside
+the entries were recomputed. Before an event becomes an entry it is screened:
 a value that looks like an identifier (a run of 15 or more digits) or a free-text field
 longer than the schema allows is refused, so a caller's mistake cannot put an ID number
 into the permanent log.
@@ -9,7 +12,7 @@ into the permanent log.
 
 from __future__ import annotations
 
-import hashlib
+import base64
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -35,6 +38,9 @@ class EventKind(StrEnum):
     RESULT_READ = "result.read"
     INDEX_PUBLICATION = "index.publication"
     EPOCH_ACTIVATED = "epoch.activated"
+    KEY_ROTATION = "key.rotation"
+    EXPORT = "audit.export"
+    VERIFICATION = "audit.verification"
 
 
 Scalar = str | int | bool | None
@@ -52,7 +58,18 @@ class AuditEvent(BaseModel):
     request_id: Annotated[str | None, Field(max_length=64)] = None
     action: Annotated[str, Field(max_length=64)]
     outcome: Annotated[str, Field(max_length=32)]
+    model: Annotated[str | None, Field(max_length=64)] = None
+    connector: Annotated[str | None, Field(max_length=64)] = None
+    purpose: Annotated[str | None, Field(max_length=200)] = None
     detail: dict[str, Scalar] = Field(default_factory=dict)
+
+    def payload(self) -> dict[str, object]:
+        """The event as JSON values, screened: raises UnsafeAuditEntry if it looks identifying."""
+        payload = self.model_dump(mode="json")
+        for value in _strings(payload):
+            if _ID_LIKE.search(value):
+                raise UnsafeAuditEntry("audit event refused: a value looks like an identifier")
+        return payload
 
 
 class UnsafeAuditEntry(XiezhiError):
@@ -62,17 +79,15 @@ class UnsafeAuditEntry(XiezhiError):
     code = "audit_refused"
 
 
-def canonical_entry(event: AuditEvent) -> bytes:
-    """Return the JCS bytes of `event`; raises UnsafeAuditEntry if it looks identifying."""
-    payload = event.model_dump(mode="json")
-    for value in _strings(payload):
-        if _ID_LIKE.search(value):
-            raise UnsafeAuditEntry("audit event refused: a value looks like an identifier")
+GENESIS = bytes(32)  # `prev` of the first entry
+
+
+def canonical_entry(event: AuditEvent | dict[str, object], seq: int, prev: bytes) -> bytes:
+    """The JCS bytes of `event` placed at leaf `seq` after the entry whose leaf hash is `prev`."""
+    payload = event.payload() if isinstance(event, AuditEvent) else dict(event)
+    payload["seq"] = seq
+    payload["prev"] = base64.b64encode(prev).decode()
     return rfc8785.dumps(payload)
-
-
-def leaf_hash(entry: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + entry).digest()
 
 
 def _strings(value: object) -> list[str]:

@@ -1,90 +1,359 @@
-"""Append-only audit storage on SQLModel.
+"""Append-only audit storage: entries, Merkle nodes, checkpoints and cosignatures.
 
-The table refuses UPDATE and DELETE at the database (triggers), so neither a bug nor an
-operator with SQL access can quietly rewrite history. `append` takes the caller's session
-so an entry commits in the same transaction as the state change it records: no audit, no
-answer.
+Four log tables refuse UPDATE and DELETE at the database (triggers on SQLite and
+PostgreSQL), so neither a bug nor an operator with SQL access can quietly rewrite history:
+`audit_entries` (one row per leaf, its canonical entry and leaf hash, plus copies of the
+searchable fields), `audit_nodes` (every complete subtree whose height is a multiple of 8,
+so a proof reads at most 128 hashes per level it needs), `audit_checkpoints` (signed tree
+heads) and `audit_cosignatures` (witness cosignatures on them).
+
+One small mutable row, `audit_tail`, holds the tree size, the compact range and the last
+leaf hash. Every append locks it first, so appends are serialised across threads, processes
+and gateway instances, leaf indices stay contiguous and commit in order, and a checkpoint
+taken from the tail covers exactly the committed prefix.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, text
-from sqlmodel import Field, Session, SQLModel, select
+from sqlalchemy import Connection, Engine, LargeBinary, insert, select, text
+from sqlmodel import Column, Field, Session, SQLModel
 
-from audit_log.entries import AuditEvent, canonical_entry, leaf_hash
+from audit_log.entries import GENESIS, AuditEvent, canonical_entry
+from audit_log.merkle import CompactRange, consistency_proof, inclusion_proof, leaf_hash
+
+STRIDE = 8  # `audit_nodes` keeps subtrees of height 8, 16, 24, …
 
 
 class AuditRecord(SQLModel, table=True):
     __tablename__ = "audit_entries"
 
-    seq: int | None = Field(default=None, primary_key=True)
-    recorded_at: datetime
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    recorded_at: datetime = Field(index=True)
     kind: str = Field(index=True)
+    actor: str = Field(index=True)
+    org: str | None = Field(default=None, index=True)
     request_id: str | None = Field(default=None, index=True)
+    model: str | None = Field(default=None, index=True)
+    connector: str | None = Field(default=None, index=True)
+    outcome: str = Field(index=True)
+    purpose: str | None = Field(default=None, index=True)
     entry: bytes
-    leaf_hash: bytes
+    leaf_hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
 
 
-_TRIGGERS = {
-    "sqlite": [
-        "CREATE TRIGGER IF NOT EXISTS audit_entries_no_update BEFORE UPDATE ON audit_entries "
-        "BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END",
-        "CREATE TRIGGER IF NOT EXISTS audit_entries_no_delete BEFORE DELETE ON audit_entries "
-        "BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END",
-    ],
-    "postgresql": [
-        "CREATE OR REPLACE FUNCTION audit_entries_refuse() RETURNS trigger AS $$ "
-        "BEGIN RAISE EXCEPTION 'audit log is append-only'; END $$ LANGUAGE plpgsql",
-        "CREATE OR REPLACE TRIGGER audit_entries_no_change BEFORE UPDATE OR DELETE "
-        "ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_entries_refuse()",
-    ],
-}
+class AuditNode(SQLModel, table=True):
+    __tablename__ = "audit_nodes"
+
+    level: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    idx: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    """A signed tree head: the C2SP checkpoint note, signed by the gateway's log key."""
+
+    __tablename__ = "audit_checkpoints"
+
+    size: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    root: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+    note: str
+    issued_at: datetime
+
+
+class AuditCosignature(SQLModel, table=True):
+    """A witness's cosignature/v1 line on one checkpoint."""
+
+    __tablename__ = "audit_cosignatures"
+
+    size: int = Field(primary_key=True, foreign_key="audit_checkpoints.size")
+    witness: str = Field(primary_key=True)
+    line: str
+    received_at: datetime
+
+
+class AuditTail(SQLModel, table=True):
+    __tablename__ = "audit_tail"
+
+    id: int = Field(default=1, primary_key=True)
+    size: int = 0
+    frontier: bytes = b""
+    last_leaf: bytes = GENESIS
+
+
+LOG_TABLES = ("audit_entries", "audit_nodes", "audit_checkpoints", "audit_cosignatures")
+
+
+def _triggers(dialect: str) -> list[str]:
+    if dialect == "sqlite":
+        return [
+            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
+            "BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END"
+            for table in LOG_TABLES
+            for verb in ("UPDATE", "DELETE")
+        ]
+    if dialect == "postgresql":
+        return [
+            "CREATE OR REPLACE FUNCTION audit_log_refuse() RETURNS trigger AS $$ "
+            "BEGIN RAISE EXCEPTION 'audit log is append-only'; END $$ LANGUAGE plpgsql",
+            *(
+                f"CREATE OR REPLACE TRIGGER {table}_no_change BEFORE UPDATE OR DELETE "
+                f"ON {table} FOR EACH ROW EXECUTE FUNCTION audit_log_refuse()"
+                for table in LOG_TABLES
+            ),
+            *(
+                f"CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE "
+                f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION audit_log_refuse()"
+                for table in LOG_TABLES
+            ),
+        ]
+    raise RuntimeError(f"no append-only triggers for dialect {dialect}")
 
 
 def install_append_only(engine: Engine) -> None:
-    """Create the triggers that make `audit_entries` refuse UPDATE and DELETE."""
-    statements = _TRIGGERS.get(engine.dialect.name)
-    if statements is None:
-        raise RuntimeError(f"no append-only triggers for dialect {engine.dialect.name}")
+    """Create the log tables if needed, the triggers that refuse UPDATE and DELETE, and the tail."""
+    tables = [SQLModel.metadata.tables[name] for name in (*LOG_TABLES, "audit_tail")]
+    SQLModel.metadata.create_all(engine, tables=tables)
     with engine.begin() as connection:
-        for statement in statements:
+        for statement in _triggers(engine.dialect.name):
             connection.execute(text(statement))
+        if connection.execute(select(AuditTail.size)).first() is None:  # type: ignore[call-overload]
+            connection.execute(insert(AuditTail).values(id=1, size=0, frontier=b"", last_leaf=GENESIS))
+
+
+@dataclass(frozen=True)
+class Tail:
+    size: int
+    tree: CompactRange
+    last_leaf: bytes
+
+
+_TAIL = AuditTail.__table__  # type: ignore[attr-defined]
+_ENTRIES = AuditRecord.__table__  # type: ignore[attr-defined]
+_NODES = AuditNode.__table__  # type: ignore[attr-defined]
+
+
+def lock_tail(connection: Connection) -> Tail:
+    """Take the append lock (held until the transaction ends) and read the tail."""
+    if connection.dialect.name == "postgresql":
+        row = connection.execute(select(_TAIL).where(_TAIL.c.id == 1).with_for_update()).one()
+    else:
+        # SQLite: the first write of a transaction takes the database's write lock.
+        connection.execute(_TAIL.update().where(_TAIL.c.id == 1).values(size=_TAIL.c.size))
+        row = connection.execute(select(_TAIL).where(_TAIL.c.id == 1)).one()
+    return Tail(row.size, CompactRange.from_bytes(row.size, row.frontier), row.last_leaf)
+
+
+def append_events(connection: Connection, events: Sequence[AuditEvent]) -> list[int]:
+    """Append `events` in order within the caller's transaction; returns their leaf indices."""
+    payloads = [event.payload() for event in events]  # screen before taking the lock
+    tail = lock_tail(connection)
+    tree, prev = tail.tree, tail.last_leaf
+    rows, nodes = [], []
+
+    def keep(level: int, index: int, node: bytes) -> None:
+        if level % STRIDE == 0:
+            nodes.append({"level": level, "idx": index, "hash": node})
+
+    for event, payload in zip(events, payloads, strict=True):
+        seq = tree.size
+        entry = canonical_entry(payload, seq, prev)
+        prev = leaf_hash(entry)
+        tree.append(prev, keep)
+        rows.append(
+            {
+                "seq": seq,
+                "recorded_at": event.at,
+                "kind": event.kind.value,
+                "actor": event.actor,
+                "org": event.org,
+                "request_id": event.request_id,
+                "model": event.model,
+                "connector": event.connector,
+                "outcome": event.outcome,
+                "purpose": event.purpose,
+                "entry": entry,
+                "leaf_hash": prev,
+            }
+        )
+    if rows:
+        connection.execute(insert(_ENTRIES), rows)
+    if nodes:
+        connection.execute(insert(_NODES), nodes)
+    connection.execute(
+        _TAIL.update().where(_TAIL.c.id == 1).values(size=tree.size, frontier=tree.to_bytes(), last_leaf=prev)
+    )
+    return [row["seq"] for row in rows]
+
+
+class DatabaseNodes:
+    """A NodeSource over the stored tree: leaf hashes and every STRIDE-th level of nodes."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def node(self, level: int, index: int) -> bytes:
+        base = level - level % STRIDE
+        if base == level:
+            return self._stored(level, index)
+        start, count = index << (level - base), 1 << (level - base)
+        if base == 0:
+            query = (
+                select(_ENTRIES.c.leaf_hash)
+                .where(_ENTRIES.c.seq >= start, _ENTRIES.c.seq < start + count)
+                .order_by(_ENTRIES.c.seq)
+            )
+        else:
+            query = (
+                select(_NODES.c.hash)
+                .where(_NODES.c.level == base, _NODES.c.idx >= start, _NODES.c.idx < start + count)
+                .order_by(_NODES.c.idx)
+            )
+        hashes = list(self._connection.execute(query).scalars())
+        if len(hashes) != count:
+            raise LookupError(f"the log holds no complete subtree at level {level}, index {index}")
+        tree = CompactRange()
+        tree.extend(hashes)
+        return tree.root()
+
+    def _stored(self, level: int, index: int) -> bytes:
+        if level == 0:
+            query = select(_ENTRIES.c.leaf_hash).where(_ENTRIES.c.seq == index)
+        else:
+            query = select(_NODES.c.hash).where(_NODES.c.level == level, _NODES.c.idx == index)
+        found = self._connection.execute(query).scalar()
+        if found is None:
+            raise LookupError(f"the log holds no subtree at level {level}, index {index}")
+        return bytes(found)
 
 
 class AuditLog:
-    """Appends events; reads them back in order."""
+    """The log in one database: appends within a caller's transaction or on their own, reads, proofs."""
 
     def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+        self.engine = engine
+        self._durable: Callable[[AuditEvent], int] | None = None
         install_append_only(engine)
 
-    def append(self, session: Session, audit_event: AuditEvent) -> AuditRecord:
-        """Stage `audit_event` in `session`; it is durable when the session commits."""
-        entry = canonical_entry(audit_event)
-        record = AuditRecord(
-            recorded_at=audit_event.at,
-            kind=audit_event.kind.value,
-            request_id=audit_event.request_id,
-            entry=entry,
-            leaf_hash=leaf_hash(entry),
-        )
-        session.add(record)
-        return record
+    def batch_through(self, durable: Callable[[AuditEvent], int] | None) -> None:
+        """Route `append_now` through `durable` (an AuditWriter's append), or back to direct commits."""
+        self._durable = durable
 
-    def append_now(self, audit_event: AuditEvent) -> None:
-        """Append and commit in a transaction of its own (for refusals, which change nothing else)."""
-        with Session(self._engine) as session:
-            self.append(session, audit_event)
-            session.commit()
+    def append(self, session: Session, audit_event: AuditEvent) -> int:
+        """Append `audit_event` in `session`'s transaction; it is durable when the session commits."""
+        return append_events(session.connection(), [audit_event])[0]
+
+    def append_now(self, audit_event: AuditEvent) -> int:
+        """Append and commit, on its own or batched with others; returns once it is durable."""
+        if self._durable is not None:
+            return self._durable(audit_event)
+        return self.append_many([audit_event])[0]
+
+    def append_many(self, events: Sequence[AuditEvent]) -> list[int]:
+        with self.engine.begin() as connection:
+            return append_events(connection, events)
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def size(self) -> int:
+        with self.engine.connect() as connection:
+            return int(connection.execute(select(_TAIL.c.size).where(_TAIL.c.id == 1)).scalar_one())
+
+    def tail(self) -> Tail:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(_TAIL).where(_TAIL.c.id == 1)).one()
+            return Tail(row.size, CompactRange.from_bytes(row.size, row.frontier), row.last_leaf)
 
     def entries(self, request_id: str | None = None) -> list[AuditRecord]:
-        with Session(self._engine) as session:
+        with Session(self.engine) as session:
             query = select(AuditRecord).order_by(AuditRecord.seq)  # type: ignore[arg-type]
             if request_id is not None:
-                query = query.where(AuditRecord.request_id == request_id)
-            return list(session.exec(query))
+                query = query.where(AuditRecord.request_id == request_id)  # type: ignore[arg-type]
+            return list(session.exec(query).scalars())  # type: ignore[call-overload]
+
+    def entry(self, seq: int) -> AuditRecord | None:
+        with Session(self.engine) as session:
+            return session.get(AuditRecord, seq)
+
+    def raw_entries(self, start: int, end: int, batch: int = 10_000) -> Iterator[tuple[int, bytes, bytes]]:
+        """(seq, entry, stored leaf hash) for seq in [start, end), in order."""
+        with self.engine.connect() as connection:
+            result = connection.execution_options(stream_results=True).execute(
+                select(_ENTRIES.c.seq, _ENTRIES.c.entry, _ENTRIES.c.leaf_hash)
+                .where(_ENTRIES.c.seq >= start, _ENTRIES.c.seq < end)
+                .order_by(_ENTRIES.c.seq)
+            )
+            for rows in result.partitions(batch):
+                for row in rows:
+                    yield row[0], bytes(row[1]), bytes(row[2])
+
+    def checkpoints(self) -> list[AuditCheckpoint]:
+        with Session(self.engine) as session:
+            query = select(AuditCheckpoint).order_by(AuditCheckpoint.size)  # type: ignore[arg-type]
+            return list(session.exec(query).scalars())  # type: ignore[call-overload]
+
+    def latest_size(self, connection: Connection | None = None) -> int | None:
+        """The size of the latest checkpoint, None before the first."""
+        table = AuditCheckpoint.__table__  # type: ignore[attr-defined]
+        query = select(table.c.size).order_by(table.c.size.desc()).limit(1)
+        if connection is not None:
+            return connection.execute(query).scalar()
+        with self.engine.connect() as own:
+            return own.execute(query).scalar()
+
+    def checkpoint(self, size: int | None = None) -> AuditCheckpoint | None:
+        """The checkpoint at `size`, or the latest one."""
+        with Session(self.engine) as session:
+            if size is not None:
+                return session.get(AuditCheckpoint, size)
+            query = select(AuditCheckpoint).order_by(AuditCheckpoint.size.desc()).limit(1)  # type: ignore[attr-defined]
+            return session.exec(query).scalars().first()  # type: ignore[call-overload, no-any-return]
+
+    def cosignatures(self, size: int | None = None) -> list[AuditCosignature]:
+        with Session(self.engine) as session:
+            query = select(AuditCosignature).order_by(AuditCosignature.size, AuditCosignature.witness)  # type: ignore[arg-type]
+            if size is not None:
+                query = query.where(AuditCosignature.size == size)  # type: ignore[arg-type]
+            return list(session.exec(query).scalars())  # type: ignore[call-overload]
+
+    def add_checkpoint(self, connection: Connection, size: int, root: bytes, note: str, at: datetime) -> None:
+        connection.execute(insert(AuditCheckpoint.__table__).values(size=size, root=root, note=note, issued_at=at))  # type: ignore[attr-defined]
+
+    def add_cosignature(self, size: int, witness: str, line: str, at: datetime) -> bool:
+        """Keep a witness's cosignature; False if that witness's cosignature is already kept."""
+        table = AuditCosignature.__table__  # type: ignore[attr-defined]
+        with self.engine.begin() as connection:
+            exists = connection.execute(
+                select(table.c.size).where(table.c.size == size, table.c.witness == witness)
+            ).first()
+            if exists is not None:
+                return False
+            connection.execute(insert(table).values(size=size, witness=witness, line=line, received_at=at))
+            return True
+
+    # ---- proofs -----------------------------------------------------------------------------
+
+    def inclusion_proof(self, seq: int, size: int) -> list[bytes]:
+        with self.engine.connect() as connection:
+            return inclusion_proof(DatabaseNodes(connection), seq, size)
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        with self.engine.connect() as connection:
+            return consistency_proof(DatabaseNodes(connection), first, second)
 
 
-__all__ = ["AuditLog", "AuditRecord", "install_append_only"]
+__all__ = [
+    "AuditCheckpoint",
+    "AuditCosignature",
+    "AuditLog",
+    "AuditNode",
+    "AuditRecord",
+    "AuditTail",
+    "DatabaseNodes",
+    "append_events",
+    "install_append_only",
+    "lock_tail",
+]

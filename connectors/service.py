@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
+
+from audit_log.note import load_signer, read_verifier
+from audit_log.witness import Witness, WitnessRefusal
 
 from connectors.keys import KeyStore
 from xiezhi import __version__, oprf, problems
@@ -35,6 +40,8 @@ class ConnectorSettings:
     ticket_public_key: Path
     ticket_issuer: str = "xiezhi-gateway"
     max_batch: int = 5_000
+    witness_key: Path | None = None  # this connector's cosignature key, to witness the gateway's audit log
+    log_key: str | None = None  # the gateway log's verifier key (name+id+key), the log it witnesses
 
 
 class ReplayGuard:
@@ -112,5 +119,21 @@ def create_connector_app(
     @app.post("/v1/evaluate")
     def evaluate(batch: TicketedBatch) -> EvaluationResult:
         return evaluator.evaluate(batch)
+
+    if settings.witness_key is not None and settings.log_key is not None:
+        witness = Witness(
+            load_signer(settings.witness_key),
+            read_verifier(settings.log_key),
+            settings.witness_key.with_name("witness-state.json"),
+            clock=lambda: clock().timestamp(),
+        )
+
+        @app.post("/witness/add-checkpoint", response_class=PlainTextResponse)
+        async def add_checkpoint(request: Request) -> PlainTextResponse:
+            body = (await request.body()).decode("utf-8", errors="replace")
+            try:
+                return PlainTextResponse(await run_in_threadpool(witness.add_checkpoint, body))
+            except WitnessRefusal as refusal:
+                return PlainTextResponse(refusal.body, status_code=refusal.status, media_type=refusal.content_type)
 
     return app

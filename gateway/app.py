@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
-from audit_log import AuditLog
+from audit_log import AuditLog, AuditWriter, CheckpointSigner
+from audit_log.note import load_signer, read_verifier
 from gateway import api
 from gateway.approvals import Approvals
 from gateway.audit_review import AuditReview
@@ -21,6 +22,7 @@ from gateway.recorder import Recorder
 from gateway.relay import ConnectorRelay
 from gateway.settings import GatewaySettings
 from gateway.system import SystemView
+from gateway.witnessing import Witnessing
 from xiezhi import __version__, problems
 from xiezhi.crypto import load_private_key
 from xiezhi.supervision import ModelCatalog
@@ -31,6 +33,23 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         audit = AuditLog(engine)
+        witnessing = Witnessing(
+            audit,
+            {
+                name: (read_verifier(vkey), str(settings.connectors[name]))
+                for name, vkey in settings.audit.witnesses.items()
+            },
+            clock,
+        )
+        writer = AuditWriter(
+            audit,
+            CheckpointSigner(audit, load_signer(settings.audit.signing_key), clock),
+            every_entries=settings.audit.checkpoint_every_entries,
+            every_seconds=settings.audit.checkpoint_every_seconds,
+            max_batch=settings.audit.max_batch,
+            on_checkpoint=witnessing.submit,
+        )
+        audit.batch_through(writer.append)
         recorder = Recorder(audit, clock)
         catalog = ModelCatalog.load(settings.models_dir)
         policy = PolicyAdmin(
@@ -53,10 +72,15 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
         app.state.approvals = Approvals(engine, recorder, authorizer, catalog, clock)
         app.state.review = AuditReview(audit, authorizer, recorder)
         app.state.system = SystemView(engine, authorizer, recorder)
+        app.state.audit_writer = writer
+        app.state.witnessing = witnessing
         try:
             yield
         finally:
             relay.close()
+            audit.batch_through(None)
+            writer.close()  # signs a last checkpoint of everything committed
+            witnessing.close()
             engine.dispose()
 
     app = FastAPI(

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from xiezhi.errors import InvalidInput
 
@@ -22,6 +22,45 @@ class Limits(BaseModel):
     connector_timeout_seconds: Annotated[float, Field(gt=0)] = 120.0
     max_connector_response_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     ticket_ttl_seconds: Annotated[int, Field(ge=1, le=600)] = 60
+
+
+class WorkingHours(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: Annotated[str, Field(pattern=r"^\d{2}:\d{2}$")] = "08:00"
+    end: Annotated[str, Field(pattern=r"^\d{2}:\d{2}$")] = "20:00"
+    weekdays_only: bool = True
+
+
+class AnomalyThresholds(BaseModel):
+    """When the auditor's console flags a pattern. Times are China Standard Time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    baseline_days: Annotated[int, Field(ge=1)] = 30  # how far back a user's own baseline reaches
+    volume_factor: Annotated[float, Field(gt=1)] = 5.0  # a day above factor × the user's median day
+    volume_min_subjects: Annotated[int, Field(ge=1)] = 1_000  # … and above this many subjects
+    working_hours: WorkingHours = WorkingHours()
+    denial_burst_count: Annotated[int, Field(ge=2)] = 5  # this many denials of one user …
+    denial_burst_minutes: Annotated[float, Field(gt=0)] = 10.0  # … within this many minutes
+    token_repeat_requests: Annotated[int, Field(ge=2)] = 3  # one pseudonymous token in this many requests …
+    token_repeat_users: Annotated[int, Field(ge=2)] = 2  # … or looked up by this many users …
+    token_repeat_days: Annotated[int, Field(ge=1)] = 30  # … within this many days
+    fast_approval_seconds: Annotated[float, Field(ge=0)] = 60.0  # approvals granted faster than this
+    flag_exports: bool = True  # every export of audit data is flagged for review
+
+
+class AuditSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    signing_key: Path = Field(description="the log's Ed25519 note key (PRIVATE+KEY+name+id+key); its name is the origin")
+    checkpoint_every_entries: Annotated[int, Field(ge=1)] = 256
+    checkpoint_every_seconds: Annotated[float, Field(gt=0)] = 10.0
+    witnesses: dict[str, str] = Field(
+        default_factory=dict, description="connector id → its cosignature/v1 verifier key; it cosigns checkpoints"
+    )
+    max_batch: Annotated[int, Field(ge=1)] = 2_000
+    anomalies: AnomalyThresholds = AnomalyThresholds()
 
 
 class GatewaySettings(BaseModel):
@@ -40,7 +79,15 @@ class GatewaySettings(BaseModel):
         default=5.0, description="how often an instance checks the database for a policy another instance changed"
     )
     models_dir: Path
+    audit: AuditSettings
     limits: Limits = Limits()
+
+    @model_validator(mode="after")
+    def _witnesses_are_connectors(self) -> GatewaySettings:
+        unknown = sorted(set(self.audit.witnesses) - set(self.connectors))
+        if unknown:
+            raise ValueError(f"audit.witnesses names {', '.join(unknown)}, not among the connectors")
+        return self
 
     @classmethod
     def from_file(cls, path: Path) -> GatewaySettings:
@@ -52,6 +99,9 @@ class GatewaySettings(BaseModel):
         for field in ("ticket_key", "policy_dir", "models_dir"):
             if field in raw:
                 raw[field] = str(base / raw[field])
+        audit = raw.get("audit")
+        if isinstance(audit, dict) and "signing_key" in audit:
+            audit["signing_key"] = str(base / audit["signing_key"])
         if isinstance(raw.get("identity_keys"), dict):
             raw["identity_keys"] = {kid: str(base / p) for kid, p in raw["identity_keys"].items()}
         if isinstance(raw.get("database_url"), str):

@@ -23,7 +23,7 @@ from connectors.runner import PublishReport, build_and_publish
 from connectors.service import ConnectorSettings, create_connector_app
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from xiezhi.devkit import DevEnvironment, init_dev, issue_token
+from xiezhi.devkit import DevEnvironment, init_dev, issue_token, witness_key
 
 CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
 ORG = "330803"  # 衢州市衢江区人民检察院
@@ -128,17 +128,30 @@ class Stack:
             server.stop()
 
 
-def start_stack(root: Path, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Stack:
-    """Start four connectors and a gateway under `root`; the caller must call `stop()`."""
+def start_stack(
+    root: Path, clock: Callable[[], datetime] = lambda: datetime.now(UTC), audit: dict[str, object] | None = None
+) -> Stack:
+    """Start four connectors and a gateway under `root`; the caller must call `stop()`.
+
+    Every connector witnesses the gateway's audit log. `audit` overrides audit settings.
+    """
     connectors: dict[str, LoopbackServer] = {}
-    # Keys first: the connectors need the gateway's ticket key to start.
-    dev = init_dev(root, connectors={}, database_url=f"sqlite:///{root / 'gateway' / 'gateway.sqlite'}")
+    database_url = f"sqlite:///{root / 'gateway' / 'gateway.sqlite'}"
+    # Keys first: the connectors need the gateway's ticket key and log key to start.
+    dev = init_dev(root, connectors={}, database_url=database_url)
+    witnesses = {}
     for name in CONNECTORS:
+        key_dir = root / "connectors" / name / "keys"
+        witness_path, witnesses[name] = witness_key(key_dir, name)
         settings = ConnectorSettings(
-            connector=name, key_dir=root / "connectors" / name / "keys", ticket_public_key=dev.ticket_public_key
+            connector=name,
+            key_dir=key_dir,
+            ticket_public_key=dev.ticket_public_key,
+            witness_key=witness_path,
+            log_key=dev.audit_vkey,
         )
         connectors[name] = LoopbackServer(create_connector_app(settings, clock)).start()
     urls = {name: server.url for name, server in connectors.items()}
-    dev = init_dev(root, connectors=urls, database_url=f"sqlite:///{root / 'gateway' / 'gateway.sqlite'}")
+    dev = init_dev(root, connectors=urls, database_url=database_url, witnesses=witnesses, audit=audit)
     gateway = LoopbackServer(create_app(GatewaySettings.from_file(dev.gateway_config), clock)).start()
     return Stack(root, dev, gateway.url, urls, [*connectors.values(), gateway])

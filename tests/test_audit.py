@@ -1,58 +1,198 @@
+"""The audit log itself: canonical entries, append-only tables, batched durable appends,
+signed checkpoints, proofs from the stored tree, and export."""
+
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
-from datetime import UTC, datetime
+import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DatabaseError
-from sqlmodel import SQLModel
 
-from audit_log import AuditEvent, AuditLog, EventKind, canonical_entry, leaf_hash
-from audit_log.entries import UnsafeAuditEntry
+from audit_log import AuditEvent, AuditLog, AuditUnavailable, AuditWriter, CheckpointSigner, EventKind, canonical_entry
+from audit_log.entries import GENESIS, UnsafeAuditEntry
+from audit_log.export import DatabaseSource, write_export
+from audit_log.merkle import LeafList, consistency_proof, inclusion_proof, leaf_hash, root_of, verify_inclusion
+from audit_log.note import generate_signer, open_checkpoint
+from audit_log.verify import ExportSource, verify
 
 AT = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+LOG_KEY = generate_signer("xiezhi.test/audit")
 
 
-def _event(**detail: str | int | bool | None) -> AuditEvent:
+def event(n: int = 0, **detail: str | int | bool | None) -> AuditEvent:
     return AuditEvent(
         kind=EventKind.LOOKUP,
-        at=AT,
+        at=AT + timedelta(seconds=n),
         actor="prosecutor-1",
         org="330803",
-        request_id="r-1",
+        request_id=f"r-{n % 7}",
         action="lookup",
         outcome="ok",
-        detail=detail,
+        model="asset_sweep",
+        detail={"rows": n, **detail},
     )
 
 
-def _log(tmp_path: Path) -> tuple[AuditLog, object]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'a.sqlite'}")
-    SQLModel.metadata.create_all(engine)
-    return AuditLog(engine), engine
+def new_log(tmp_path: Path) -> AuditLog:
+    return AuditLog(create_engine(f"sqlite:///{tmp_path / 'audit.sqlite'}"))
 
 
-def test_entries_are_canonical_json_with_rfc9162_leaf_hash() -> None:
-    entry = canonical_entry(_event(rows=3, clues=1))
-    assert entry == json.dumps(json.loads(entry), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+def writer_for(log: AuditLog, every_entries: int = 1000, every_seconds: float = 3600, **kw: object) -> AuditWriter:
+    return AuditWriter(
+        log,
+        CheckpointSigner(log, LOG_KEY, lambda: AT),
+        every_entries=every_entries,
+        every_seconds=every_seconds,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_entries_are_canonical_json_placed_by_seq_and_prev() -> None:
+    entry = canonical_entry(event(3, clues=1), 5, b"\x07" * 32)
+    fields = json.loads(entry)
+    assert entry == json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    assert fields["seq"] == 5 and base64.b64decode(fields["prev"]) == b"\x07" * 32
     assert leaf_hash(entry) == hashlib.sha256(b"\x00" + entry).digest()
 
 
 @pytest.mark.parametrize("value", ["11010519491231002X", "prefix 130503670401001 suffix", "110105194912310021"])
-def test_identifier_like_values_are_refused(value: str) -> None:
+def test_identifier_like_values_are_refused(tmp_path: Path, value: str) -> None:
+    log = new_log(tmp_path)
     with pytest.raises(UnsafeAuditEntry):
-        canonical_entry(_event(note=value))
+        log.append_now(event(note=value))
+    writer = writer_for(log)
+    with pytest.raises(UnsafeAuditEntry):
+        writer.append(event(note=value))
+    writer.close()
+    assert log.size() == 0
 
 
-def test_log_refuses_update_and_delete_at_the_database(tmp_path: Path) -> None:
-    log, engine = _log(tmp_path)
-    log.append_now(_event(rows=1))
-    log.append_now(_event(rows=2))
-    assert [json.loads(r.entry)["detail"]["rows"] for r in log.entries()] == [1, 2]
-    for statement in ("UPDATE audit_entries SET kind = 'x'", "DELETE FROM audit_entries"):
-        with engine.begin() as connection, pytest.raises(DatabaseError, match="append-only"):  # type: ignore[attr-defined]
+def test_every_log_table_refuses_update_and_delete_at_the_database(tmp_path: Path) -> None:
+    log = new_log(tmp_path)
+    writer = writer_for(log)
+    for n in range(300):  # enough for a stored level-8 node
+        writer.append(event(n))
+    writer.close()  # signs a checkpoint
+    log.add_cosignature(300, "court", "\u2014 w AAAA\n", AT)
+    statements = [
+        "UPDATE audit_entries SET kind = 'x'",
+        "DELETE FROM audit_entries WHERE seq = 3",
+        "UPDATE audit_nodes SET hash = X'00'",
+        "DELETE FROM audit_nodes",
+        "UPDATE audit_checkpoints SET note = ''",
+        "DELETE FROM audit_checkpoints",
+        "UPDATE audit_cosignatures SET line = ''",
+        "DELETE FROM audit_cosignatures",
+    ]
+    for statement in statements:
+        with log.engine.begin() as connection, pytest.raises(DatabaseError, match="append-only"):
             connection.execute(text(statement))
-    assert len(log.entries()) == 2
+    assert log.size() == 300 and len(log.entries()) == 300 and len(log.checkpoints()) == 1
+
+
+def test_concurrent_appends_are_batched_contiguous_and_chained(tmp_path: Path) -> None:
+    log = new_log(tmp_path)
+    writer = writer_for(log, every_entries=100)
+    seqs: list[int] = []
+    lock = threading.Lock()
+
+    def worker(base: int) -> None:
+        for n in range(base, base + 150):
+            seq = writer.append(event(n))
+            with lock:
+                seqs.append(seq)
+
+    threads = [threading.Thread(target=worker, args=(i * 1000,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Transactional appends from a caller's own session interleave with the writer's batches.
+    from sqlmodel import Session
+
+    with Session(log.engine) as session:
+        log.append(session, event(99_999))
+        session.commit()
+    writer.close()
+    assert sorted(seqs) == list(range(1200))
+    records = log.entries()
+    assert [r.seq for r in records] == list(range(1201))
+    prev = GENESIS
+    for record in records:
+        fields = json.loads(record.entry)
+        assert fields["seq"] == record.seq and base64.b64decode(fields["prev"]) == prev
+        prev = leaf_hash(record.entry)
+        assert bytes(record.leaf_hash) == prev
+    checkpoints = log.checkpoints()
+    assert checkpoints[-1].size == 1201  # close() signs everything committed
+    assert all(b.size - a.size >= 100 for a, b in zip(checkpoints, checkpoints[1:-1], strict=False))
+    leaves = [bytes(r.leaf_hash) for r in records]
+    for c in checkpoints:
+        assert open_checkpoint(c.note, LOG_KEY.verifier()).root == root_of(leaves[: c.size]) == bytes(c.root)
+
+
+def test_a_checkpoint_is_signed_after_t_seconds_without_n_entries(tmp_path: Path) -> None:
+    log = new_log(tmp_path)
+    signed = threading.Event()
+    writer = writer_for(log, every_entries=10_000, every_seconds=0.2, on_checkpoint=lambda size: signed.set())
+    writer.append(event(1))
+    assert signed.wait(5), "no checkpoint within T"
+    assert log.latest_size() == 1
+    writer.close()
+
+
+def test_a_failed_append_fails_the_caller_and_stores_nothing(tmp_path: Path) -> None:
+    log = new_log(tmp_path)
+    writer = writer_for(log)
+    writer.append(event(1))
+    with log.engine.begin() as connection:  # the database starts refusing new entries
+        connection.execute(
+            text(
+                "CREATE TRIGGER refuse_inserts BEFORE INSERT ON audit_entries "
+                "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
+        )
+    with pytest.raises(AuditUnavailable) as refused:
+        writer.append(event(2))
+    assert refused.value.status == 503
+    assert log.size() == 1 and len(log.entries()) == 1
+    writer.close()
+    with pytest.raises(AuditUnavailable):
+        writer.append(event(3))
+
+
+def test_proofs_from_the_stored_tree_match_proofs_from_the_leaves(tmp_path: Path) -> None:
+    log = new_log(tmp_path)
+    log.append_many([event(n) for n in range(70_000)])  # levels 8 and 16 are stored
+    leaves = [bytes(r.leaf_hash) for r in log.entries()]
+    memory = LeafList(leaves)
+    for seq, size in [(0, 1), (5, 70_000), (65_535, 65_536), (65_536, 70_000), (69_999, 70_000), (300, 513)]:
+        proof = log.inclusion_proof(seq, size)
+        assert proof == inclusion_proof(memory, seq, size)
+        verify_inclusion(seq, size, leaves[seq], proof, root_of(leaves[:size]))
+    for first, second in [(1, 70_000), (256, 70_000), (65_536, 70_000), (1000, 1001), (70_000, 70_000)]:
+        assert log.consistency_proof(first, second) == consistency_proof(memory, first, second)
+    assert log.tail().tree.root() == root_of(leaves)
+
+
+def test_export_round_trips_through_the_verifier(tmp_path: Path) -> None:
+    log = new_log(tmp_path)
+    writer = writer_for(log, every_entries=50)
+    for n in range(333):
+        writer.append(event(n))
+    writer.close()
+    live = verify(DatabaseSource(log), LOG_KEY.verifier())
+    assert live.ok, live.problems
+    assert live.entries == 333 and live.latest_checkpoint == 333
+    entries, checkpoints = write_export(log, tmp_path / "export")
+    assert (entries, checkpoints) == (333, len(log.checkpoints()))
+    lines = (tmp_path / "export" / "entries.jsonl").read_bytes().split(b"\n")[:-1]
+    assert [leaf_hash(line) for line in lines] == [bytes(r.leaf_hash) for r in log.entries()]
+    report = verify(ExportSource(tmp_path / "export"), LOG_KEY.verifier())
+    assert report.ok and report.entries == 333 and report.checkpoints == checkpoints

@@ -149,14 +149,24 @@ def connector_serve(
     host: str = "127.0.0.1",
     port: int = 8100,
     log_file: Annotated[Path | None, typer.Option()] = None,
+    witness_key: Annotated[
+        Path | None, typer.Option(help="This connector's witness key, to cosign the gateway's audit checkpoints")
+    ] = None,
+    log_key: Annotated[
+        str | None, typer.Option(help="The gateway audit log's verifier key (or a file holding it)")
+    ] = None,
 ) -> None:
-    """Serve OPRF evaluation for ticketed batches."""
+    """Serve OPRF evaluation for ticketed batches, and witness the gateway's audit log."""
     import uvicorn
 
     from connectors.service import ConnectorSettings, create_connector_app
 
     _logging(log_file)
-    settings = ConnectorSettings(connector=connector, key_dir=key_dir, ticket_public_key=ticket_key)
+    if (witness_key is None) != (log_key is None):
+        raise typer.BadParameter("--witness-key and --log-key go together")
+    settings = ConnectorSettings(
+        connector=connector, key_dir=key_dir, ticket_public_key=ticket_key, witness_key=witness_key, log_key=log_key
+    )
     uvicorn.run(create_connector_app(settings), host=host, port=port, log_config=None)
 
 

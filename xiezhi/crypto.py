@@ -10,6 +10,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -101,3 +102,31 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError(f"{path} does not hold an Ed25519 public key")
     return key
+
+
+# ---- raw Ed25519 (signed notes of the audit log) -------------------------------------------
+
+
+def ed25519_from_seed(seed: bytes) -> SigningKey:
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def ed25519_generate() -> SigningKey:
+    return Ed25519PrivateKey.generate()
+
+
+def ed25519_seed(key: SigningKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+
+
+def ed25519_public(key: SigningKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def ed25519_verify(public: bytes, signature: bytes, message: bytes) -> bool:
+    """True if `signature` is `public`'s Ed25519 signature on `message`."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -15,11 +15,13 @@ from pathlib import Path
 import jwt
 import yaml
 
+from audit_log.note import COSIGNATURE_V1, ensure_signer
 from xiezhi.crypto import generate_signing_key, load_private_key, public_path
 
 DEV_KID = "dev-idp-1"
 DEV_ISSUER = "xiezhi-dev-idp"
 DEV_AUDIENCE = "xiezhi-gateway"
+DEV_LOG_ORIGIN = "xiezhi.dev/audit"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -30,21 +32,45 @@ class DevEnvironment:
     ticket_key: Path
     gateway_config: Path
     models_dir: Path
+    audit_key: Path
 
     @property
     def ticket_public_key(self) -> Path:
         return public_path(self.ticket_key)
 
+    @property
+    def audit_vkey(self) -> str:
+        """The verifier key of the gateway's audit log (what auditors and witnesses trust)."""
+        return self.audit_key.with_suffix(".vkey").read_text(encoding="utf-8").strip()
+
+
+def witness_key(key_dir: Path, connector: str) -> tuple[Path, str]:
+    """Create (once) a connector's witness key in `key_dir`; returns its path and cosignature verifier key."""
+    path = key_dir / "witness.key"
+    signer = ensure_signer(path, f"xiezhi.dev/witness/{connector}", COSIGNATURE_V1)
+    return path, str(signer.verifier(COSIGNATURE_V1))
+
 
 def init_dev(
-    root: Path, *, connectors: dict[str, str], database_url: str, policy_dir: Path | None = None
+    root: Path,
+    *,
+    connectors: dict[str, str],
+    database_url: str,
+    policy_dir: Path | None = None,
+    witnesses: dict[str, str] | None = None,
+    audit: dict[str, object] | None = None,
 ) -> DevEnvironment:
-    """Create keys under `root/keys` (once) and write `root/gateway/gateway.yaml`."""
+    """Create keys under `root/keys` (once) and write `root/gateway/gateway.yaml`.
+
+    `witnesses` maps connector ids to the cosignature keys the gateway trusts them by;
+    `audit` overrides other audit settings (checkpoint intervals, anomaly thresholds).
+    """
     keys = root / "keys"
-    idp_key, ticket_key = keys / "idp.key", keys / "gateway-ticket.key"
+    idp_key, ticket_key, audit_key = keys / "idp.key", keys / "gateway-ticket.key", keys / "audit-log.key"
     for key in (idp_key, ticket_key):
         if not key.exists():
             generate_signing_key(key)
+    ensure_signer(audit_key, DEV_LOG_ORIGIN)
     policies = (policy_dir or REPO_ROOT / "policies").resolve()
     config = {
         "environment": "development",
@@ -56,11 +82,12 @@ def init_dev(
         "connectors": connectors,
         "policy_dir": str(policies),
         "models_dir": str(policies / "models"),
+        "audit": {"signing_key": str(audit_key.resolve()), "witnesses": witnesses or {}, **(audit or {})},
     }
     gateway_config = root / "gateway" / "gateway.yaml"
     gateway_config.parent.mkdir(parents=True, exist_ok=True)
     gateway_config.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return DevEnvironment(root, idp_key, ticket_key, gateway_config, policies / "models")
+    return DevEnvironment(root, idp_key, ticket_key, gateway_config, policies / "models", audit_key)
 
 
 def issue_token(

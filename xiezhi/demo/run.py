@@ -27,7 +27,7 @@ from xiezhi.client.job import MatchSummary, match_file
 from xiezhi.client.protocol import MatchSpec
 from xiezhi.demo.generate import generate
 from xiezhi.demo.services import Services, free_port
-from xiezhi.devkit import DevEnvironment, init_dev, issue_token
+from xiezhi.devkit import DevEnvironment, init_dev, issue_token, witness_key
 from xiezhi.errors import InvalidInput
 from xiezhi.supervision import ModelCatalog, SubjectKind
 
@@ -84,13 +84,19 @@ def deployment(workdir: Path, policy_dir: Path | None = None) -> Iterator[tuple[
     """
     gateway_db = workdir / "gateway" / "gateway.sqlite"
     for stale in gateway_db.parent.glob("gateway.sqlite*"):
-        stale.unlink()  # each run starts from an empty gateway
+        stale.unlink()  # each run starts from an empty gateway, and so a new audit log
+    witnesses = {}
+    for connector in CONNECTORS:
+        keys = workdir / "connectors" / connector / "keys"
+        (keys / "witness-state.json").unlink(missing_ok=True)  # what it witnessed of the old log
+        witnesses[connector] = witness_key(keys, connector)[1]
     ports = {name: free_port() for name in ("gateway", *CONNECTORS)}
     dev = init_dev(
         workdir,
         connectors={c: f"http://127.0.0.1:{ports[c]}" for c in CONNECTORS},
         database_url=f"sqlite:///{gateway_db}",
         policy_dir=policy_dir,
+        witnesses=witnesses,
     )
     with Services() as services:
         start_all(services, dev, workdir, ports)
@@ -125,6 +131,10 @@ def start_all(services: Services, dev: DevEnvironment, workdir: Path, ports: dic
                 str(state / "keys"),
                 "--ticket-key",
                 str(dev.ticket_public_key),
+                "--witness-key",
+                str(state / "keys" / "witness.key"),
+                "--log-key",
+                dev.audit_vkey,
                 "--port",
                 str(ports[connector]),
             ],

@@ -1,0 +1,133 @@
+"""A witness of a transparency log (c2sp.org/tlog-witness), as connectors run it for the gateway's log.
+
+The gateway submits each checkpoint it signs with a consistency proof from the last one this
+witness cosigned. The witness checks the gateway's signature, checks the proof, persists the
+new checkpoint, and only then returns its cosignature. It never cosigns two views of the log
+that cannot both be true, so a gateway that forks or rewrites its log can no longer collect
+this witness's cosignature, and every party that compares cosigned checkpoints sees it.
+Conflicting checkpoints are kept as evidence.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from audit_log.merkle import ProofFailed, verify_consistency
+from audit_log.note import Checkpoint, NoteError, Signer, Verifier, open_checkpoint
+
+log = logging.getLogger("xiezhi.witness")
+MAX_PROOF_LINES = 63
+
+
+class WitnessRefusal(Exception):
+    def __init__(self, status: int, message: str, body: str | None = None, content_type: str = "text/plain") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body if body is not None else message + "\n"
+        self.content_type = content_type
+
+
+@dataclass(frozen=True)
+class Cosigned:
+    size: int
+    root: bytes
+
+
+class Witness:
+    def __init__(self, signer: Signer, log_key: Verifier, state: Path, clock: Callable[[], float] = time.time) -> None:
+        self.signer = signer
+        self._log_key = log_key
+        self._state = state
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def latest(self) -> Cosigned | None:
+        try:
+            data = json.loads(self._state.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        entry = data.get(self._log_key.name)
+        return None if entry is None else Cosigned(int(entry["size"]), base64.b64decode(entry["root"]))
+
+    def add_checkpoint(self, body: str) -> str:
+        """Handle an add-checkpoint request body; returns the cosignature line(s)."""
+        old_size, proof, note = _parse(body)
+        try:
+            checkpoint = open_checkpoint(note, self._log_key)
+        except NoteError as exc:
+            origin = note.split("\n", 1)[0]
+            if origin != self._log_key.name:
+                raise WitnessRefusal(404, f"unknown log origin {origin!r}") from exc
+            raise WitnessRefusal(403, f"the checkpoint is not validly signed by the log: {exc}") from exc
+        if old_size > checkpoint.size:
+            raise WitnessRefusal(400, "the old size is larger than the checkpoint's size")
+        with self._lock:  # check and persist atomically
+            latest = self.latest()
+            known = latest.size if latest is not None else 0
+            if old_size != known:
+                raise WitnessRefusal(409, "old size mismatch", f"{known}\n", "text/x.tlog.size")
+            if latest is not None and latest.size == checkpoint.size:
+                if latest.root != checkpoint.root:
+                    self._keep_evidence(note, "same size, different root")
+                    raise WitnessRefusal(409, "a different checkpoint of this size was cosigned before")
+            elif latest is not None:
+                try:
+                    verify_consistency(latest.size, checkpoint.size, latest.root, checkpoint.root, proof)
+                except ProofFailed as exc:
+                    self._keep_evidence(note, str(exc))
+                    raise WitnessRefusal(422, f"the consistency proof does not verify: {exc}") from exc
+            elif proof:
+                raise WitnessRefusal(422, "a proof from the empty tree must be empty")
+            self._save(checkpoint)
+        text = checkpoint.text()
+        log.info("cosigned checkpoint size=%d", checkpoint.size)
+        return self.signer.cosign(text, int(self._clock()))
+
+    def _save(self, checkpoint: Checkpoint) -> None:
+        try:
+            data = json.loads(self._state.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            data = {}
+        data[checkpoint.origin] = {"size": checkpoint.size, "root": base64.b64encode(checkpoint.root).decode()}
+        tmp = self._state.with_name(self._state.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, self._state)
+
+    def _keep_evidence(self, note: str, why: str) -> None:
+        evidence = self._state.with_name("witness-evidence.jsonl")
+        with evidence.open("a", encoding="utf-8") as out:
+            out.write(json.dumps({"at": int(self._clock()), "why": why, "note": note}, ensure_ascii=False) + "\n")
+        log.warning("refused an inconsistent checkpoint of the gateway's log; evidence kept")
+
+
+def _parse(body: str) -> tuple[int, list[bytes], str]:
+    head, sep, note = body.partition("\n\n")
+    if not sep:
+        raise WitnessRefusal(400, "the body is an old size line, proof lines, a blank line and a checkpoint")
+    lines = head.split("\n")
+    first = lines[0]
+    if not first.startswith("old ") or not first[4:].isdigit() or (first[4:].startswith("0") and first[4:] != "0"):
+        raise WitnessRefusal(400, "the first line must be 'old <size>'")
+    if len(lines) - 1 > MAX_PROOF_LINES:
+        raise WitnessRefusal(400, f"at most {MAX_PROOF_LINES} consistency proof lines")
+    try:
+        proof = [base64.b64decode(line, validate=True) for line in lines[1:]]
+    except ValueError as exc:
+        raise WitnessRefusal(400, "a consistency proof line is not base64") from exc
+    return int(first[4:]), proof, note
+
+
+def add_checkpoint_body(old_size: int, proof: list[bytes], note: str) -> str:
+    """The request body of add-checkpoint, as the gateway sends it."""
+    lines = [f"old {old_size}", *(base64.b64encode(h).decode() for h in proof)]
+    return "\n".join(lines) + "\n\n" + note
