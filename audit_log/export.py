@@ -23,7 +23,7 @@ class DatabaseSource:
     def __init__(self, log: AuditLog) -> None:
         self._log = log
 
-    def entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes, bytes | None]]:
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes | None, bytes | None]]:
         yield from self._log.raw_entries(start, end if end is not None else 2**62)
 
     def checkpoint_notes(self) -> list[str]:
@@ -44,7 +44,7 @@ def write_export(log: AuditLog, folder: Path, upto: int | None = None) -> tuple[
     size = upto if upto is not None else (latest if latest is not None else log.size())
     written = 0
     with (folder / "entries.jsonl").open("wb") as out:
-        for _, entry, _ in source.entries(0, size):
+        for _, entry, _ in log.raw_entries(0, size):
             out.write(entry + b"\n")
             written += 1
     checkpoints = [c for c in log.checkpoints() if c.size <= size]

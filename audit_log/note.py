@@ -269,3 +269,14 @@ def read_verifier(value: str) -> Verifier:
         except OSError as exc:
             raise NoteError(f"{value} is neither a verifier key nor a readable file holding one") from exc
     return Verifier.parse(value)
+
+
+def parse_witnesses(vkeys: dict[str, str]) -> dict[str, Verifier]:
+    """Witness name → its cosignature/v1 verifier key, each checked."""
+    witnesses = {}
+    for name, vkey in vkeys.items():
+        verifier = read_verifier(vkey)
+        if verifier.kind != COSIGNATURE_V1:
+            raise NoteError(f"witness {name}: its key is not a cosignature/v1 (type 4) key")
+        witnesses[name] = verifier
+    return witnesses

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, LargeBinary, insert, select, text
+from sqlalchemy import Connection, Engine, LargeBinary, insert, inspect, select, text
 from sqlmodel import Column, Field, Session, SQLModel
 
 from audit_log.entries import GENESIS, AuditEvent, canonical_entry
@@ -238,6 +238,15 @@ class AuditLog:
         self._durable: Callable[[AuditEvent], int] | None = None
         install_append_only(engine)
 
+    @classmethod
+    def existing(cls, engine: Engine) -> AuditLog:
+        """Open a log without creating or changing anything (a verifier reading a copy)."""
+        if not inspect(engine).has_table("audit_entries"):
+            raise LookupError("the database holds no audit log (no audit_entries table)")
+        log = cls.__new__(cls)
+        log.engine, log._durable = engine, None
+        return log
+
     def batch_through(self, durable: Callable[[AuditEvent], int] | None) -> None:
         """Route `append_now` through `durable` (an AuditWriter's append), or back to direct commits."""
         self._durable = durable
@@ -289,6 +298,18 @@ class AuditLog:
             for rows in result.partitions(batch):
                 for row in rows:
                     yield row[0], bytes(row[1]), bytes(row[2])
+
+    def export_rows(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes, str | None]]:
+        """(seq, entry, leaf hash, org) for seq in [start, end), in order."""
+        with self.engine.connect() as connection:
+            result = connection.execution_options(stream_results=True).execute(
+                select(_ENTRIES.c.seq, _ENTRIES.c.entry, _ENTRIES.c.leaf_hash, _ENTRIES.c.org)
+                .where(_ENTRIES.c.seq >= start, _ENTRIES.c.seq < end)
+                .order_by(_ENTRIES.c.seq)
+            )
+            for rows in result.partitions(10_000):
+                for row in rows:
+                    yield row[0], bytes(row[1]), bytes(row[2]), row[3]
 
     def checkpoints(self) -> list[AuditCheckpoint]:
         with Session(self.engine) as session:

@@ -30,7 +30,7 @@ import rfc8785
 
 from audit_log.entries import GENESIS
 from audit_log.merkle import CompactRange, leaf_hash
-from audit_log.note import COSIGNATURE_V1, Checkpoint, NoteError, Verifier, cosignature_time, open_checkpoint
+from audit_log.note import Checkpoint, NoteError, Verifier, cosignature_time, open_checkpoint
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,8 @@ class Report:
 
 
 class Source(Protocol):
-    def entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes, bytes | None]]:
-        """(seq, entry bytes, stored leaf hash or None) in log order."""
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes | None, bytes | None]]:
+        """(seq, entry bytes or None if redacted, stored leaf hash or None) in log order."""
         ...
 
     def checkpoint_notes(self) -> list[str]:
@@ -85,7 +85,11 @@ class Source(Protocol):
 
 class ExportSource:
     """An export folder: `entries.jsonl` (one canonical entry per line, line n is leaf n) and
-    `checkpoints.jsonl` (one JSON object per checkpoint, its note under "note")."""
+    `checkpoints.jsonl` (one JSON object per checkpoint, its note under "note").
+
+    An entry the exporting auditor may not read is exported redacted, as
+    `{"leaf_hash":"<base64>","seq":n}`: it still counts in the tree, its content is not checked.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -93,14 +97,18 @@ class ExportSource:
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder} is not an audit export: {name} is missing")
 
-    def entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes, bytes | None]]:
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes | None, bytes | None]]:
         with (self.folder / "entries.jsonl").open("rb") as lines:
             for seq, line in enumerate(lines):
                 if seq < start:
                     continue
                 if end is not None and seq >= end:
                     return
-                yield seq, line.rstrip(b"\n"), None
+                entry = line.rstrip(b"\n")
+                if entry.startswith(REDACTED):
+                    yield seq, None, redacted_leaf(entry)
+                else:
+                    yield seq, entry, None
 
     def checkpoint_notes(self) -> list[str]:
         notes = []
@@ -123,7 +131,10 @@ def verify(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...] = 
         if seq != expected:
             found = _gap(expected, seq)
             break
-        leaf = leaf_hash(entry)
+        leaf = leaf_hash(entry) if entry is not None else stored
+        if leaf is None:
+            found = Problem(seq, "entry_malformed", "a redacted entry without its leaf hash")
+            break
         if stored is not None and stored != leaf:
             found = Problem(seq, "entry_altered", "its bytes no longer hash to the leaf hash stored with it")
             break
@@ -151,6 +162,22 @@ def verify(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...] = 
             )
         )
     return report
+
+
+REDACTED = b'{"leaf_hash":"'
+
+
+def redacted_line(seq: int, leaf: bytes) -> bytes:
+    """The export line standing for an entry the exporter may not read."""
+    return b'{"leaf_hash":"' + base64.b64encode(leaf) + b'","seq":' + str(seq).encode() + b"}"
+
+
+def redacted_leaf(line: bytes) -> bytes | None:
+    try:
+        leaf = base64.b64decode(json.loads(line)["leaf_hash"], validate=True)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return leaf if len(leaf) == 32 else None
 
 
 def _checkpoints(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...], report: Report) -> dict[int, bytes]:
@@ -219,7 +246,10 @@ def _locate(source: Source, start: int, end: int, prev: bytes) -> Problem:
 
 def _walk(source: Source, start: int, end: int | None, prev: bytes) -> Problem | None:
     """Check each entry's own position and predecessor; the first that disagrees, if any."""
-    for seq, entry, _ in source.entries(start, end):
+    for seq, entry, stored in source.entries(start, end):
+        if entry is None:  # redacted: its place in the tree is all that can be checked
+            prev = stored or prev
+            continue
         try:
             fields = json.loads(entry)
             canonical = rfc8785.dumps(fields) == entry
@@ -238,14 +268,4 @@ def _walk(source: Source, start: int, end: int | None, prev: bytes) -> Problem |
     return None
 
 
-def witness_verifiers(vkeys: dict[str, str]) -> tuple[Verifier, ...]:
-    verifiers = []
-    for name, vkey in vkeys.items():
-        verifier = Verifier.parse(vkey)
-        if verifier.kind != COSIGNATURE_V1:
-            raise NoteError(f"witness {name}: its key is not a cosignature/v1 key")
-        verifiers.append(verifier)
-    return tuple(verifiers)
-
-
-__all__ = ["Checkpoint", "ExportSource", "Problem", "Report", "Source", "verify", "witness_verifiers"]
+__all__ = ["Checkpoint", "ExportSource", "Problem", "Report", "Source", "verify"]

@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from audit_log import AuditLog, AuditWriter, CheckpointSigner
-from audit_log.note import load_signer, read_verifier
-from gateway import api
+from audit_log.note import load_signer, parse_witnesses
+from gateway import api, audit_api, review_api
 from gateway.approvals import Approvals
 from gateway.audit_review import AuditReview
+from gateway.audit_proofs import AuditProofs
 from gateway.auth import Authenticator
 from gateway.db import make_engine
 from gateway.pipeline import Pipeline
@@ -33,17 +34,14 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         audit = AuditLog(engine)
+        witnesses = parse_witnesses(settings.audit.witnesses)
         witnessing = Witnessing(
-            audit,
-            {
-                name: (read_verifier(vkey), str(settings.connectors[name]))
-                for name, vkey in settings.audit.witnesses.items()
-            },
-            clock,
+            audit, {name: (key, str(settings.connectors[name])) for name, key in witnesses.items()}, clock
         )
+        log_signer = load_signer(settings.audit.signing_key)
         writer = AuditWriter(
             audit,
-            CheckpointSigner(audit, load_signer(settings.audit.signing_key), clock),
+            CheckpointSigner(audit, log_signer, clock),
             every_entries=settings.audit.checkpoint_every_entries,
             every_seconds=settings.audit.checkpoint_every_seconds,
             max_batch=settings.audit.max_batch,
@@ -72,6 +70,9 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
         app.state.approvals = Approvals(engine, recorder, authorizer, catalog, clock)
         app.state.review = AuditReview(audit, authorizer, recorder)
         app.state.system = SystemView(engine, authorizer, recorder)
+        app.state.audit_proofs = AuditProofs(
+            audit, log_signer, witnesses, authorizer, recorder, clock
+        )
         app.state.audit_writer = writer
         app.state.witnessing = witnessing
         try:
@@ -91,4 +92,6 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
     )
     problems.install(app)
     app.include_router(api.router)
+    app.include_router(audit_api.router)
+    app.include_router(review_api.router)
     return app

@@ -27,6 +27,7 @@ from gateway.quotas import china_day
 from gateway.recorder import Recorder
 from gateway.relay import ConnectorRelay
 from gateway.settings import GatewaySettings
+from gateway.sightings import TokenSightings
 from xiezhi import group
 from xiezhi.crypto import SigningKey, batch_digest
 from xiezhi.errors import ApprovalRequired, Conflict, Denied, InvalidInput, NotFound, XiezhiError
@@ -67,6 +68,7 @@ class Pipeline:
         self._relay = relay
         self._ticket_key = ticket_key
         self._clock = clock
+        self._sightings = TokenSightings(engine, settings.audit.anomalies.token_repeat_days)
 
     # ---- create -----------------------------------------------------------------------
 
@@ -281,7 +283,8 @@ class Pipeline:
         with Session(self._engine) as session:
             request = self._owned(session, principal, request_id)
             self._authorize(principal, f"model:{request.model}", "run", request_id)
-            check_runnable(session, request, self._clock())
+            now = self._clock()
+            check_runnable(session, request, now)
             model = self._catalog.get(request.model)
             rows = self._check_lookup(request, model, batch)
             plan = json.loads(request.plan)
@@ -304,6 +307,10 @@ class Pipeline:
                 for i, f in enumerate(flags)
             ]
             self._store(session, request, result_rows)
+            # Which requests saw which tokens, by keyed digest only: never a token in the log.
+            self._sightings.record(
+                session, request_id=request_id, actor=principal.subject, org=principal.org, tokens=batch.tokens, now=now
+            )
             self._recorder.record(
                 session,
                 principal,

@@ -30,6 +30,8 @@ class Recorder:
     def event(
         self, principal: Principal, kind: EventKind, action: str, outcome: str, request_id: str | None, **detail: Detail
     ) -> AuditEvent:
+        """An event; the searchable details (model, connector, purpose) become fields of their own."""
+        lifted = {name: detail.pop(name, None) for name in ("model", "connector", "purpose")}
         return AuditEvent(
             kind=kind,
             at=self._clock(),
@@ -38,6 +40,7 @@ class Recorder:
             request_id=request_id,
             action=action,
             outcome=outcome,
+            **{name: None if value is None else str(value) for name, value in lifted.items()},
             detail=detail,
         )
 
@@ -75,6 +78,8 @@ class Recorder:
     ) -> None:
         """Record an authorization decision, whatever its outcome."""
         purpose = decision.purpose
+        if obj.startswith("model:") and "model" not in ask:
+            ask["model"] = obj.removeprefix("model:")
         self.record_alone(
             principal,
             EventKind.DECISION,

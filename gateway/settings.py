@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
+from audit_log.note import NoteError, parse_witnesses
 from xiezhi.errors import InvalidInput
 
 
@@ -61,6 +62,8 @@ class AuditSettings(BaseModel):
     )
     max_batch: Annotated[int, Field(ge=1)] = 2_000
     anomalies: AnomalyThresholds = AnomalyThresholds()
+    # An auditor's CSV export of more entries than this is refused (export_too_large), not cut short.
+    export_max_rows: Annotated[int, Field(ge=1)] = 100_000
 
 
 class GatewaySettings(BaseModel):
@@ -87,6 +90,10 @@ class GatewaySettings(BaseModel):
         unknown = sorted(set(self.audit.witnesses) - set(self.connectors))
         if unknown:
             raise ValueError(f"audit.witnesses names {', '.join(unknown)}, not among the connectors")
+        try:
+            parse_witnesses(self.audit.witnesses)
+        except NoteError as exc:
+            raise ValueError(f"audit.witnesses: {exc}") from exc
         return self
 
     @classmethod

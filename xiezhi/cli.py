@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from xiezhi.audit_cli import audit_app
 from xiezhi.errors import ApprovalRequired, XiezhiError
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.add_typer(connector_app, name="connector")
 app.add_typer(token_app, name="token")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(policy_app, name="policy")
+app.add_typer(audit_app, name="audit")
 
 DEFAULT_LEGAL_BASIS = "《人民检察院民事诉讼监督规则》第一百零四条"
 WAITING = 3  # exit status of `match` when the request waits for approval

@@ -255,10 +255,50 @@ class OrgRename(Wire):
     name: Annotated[str, Field(min_length=1, max_length=64)]
 
 
+AuditDetail = str | int | bool | None
+
+
 class AuditEntryView(Wire):
+    """One audit entry as the auditor's search shows it, taken from its canonical text."""
+
     seq: int
+    at: datetime
     kind: str
-    entry: dict[str, object]
+    actor: str
+    org: str | None
+    request_id: str | None
+    model: str | None
+    connector: str | None
+    outcome: str
+    purpose: str | None
+    action: str
+    detail: dict[str, AuditDetail]
+
+
+class AuditEntryPage(Wire):
+    """Entries newest first; `next_before` is the cursor for the next (older) page, None at the end."""
+
+    entries: list[AuditEntryView]
+    next_before: int | None
+
+
+class AuditEntryDetail(AuditEntryView):
+    """An entry with the exact canonical text that was hashed, so a reader can hash it again."""
+
+    entry: str  # the RFC 8785 canonical JSON, as stored
+    leaf_hash: str  # base64 of SHA-256(0x00 || entry)
+
+
+class AnomalyView(Wire):
+    """A pattern worth an auditor's look: which rule, who, when, why (with the numbers), where."""
+
+    code: str
+    actor: str
+    org: str | None
+    at: datetime
+    reason: str
+    seqs: tuple[int, ...]  # audit entries involved, at most 50
+    request_ids: tuple[str, ...] = ()  # for token_repeated: the requests that looked the tokens up
 
 
 class SystemStatus(Wire):
@@ -267,3 +307,53 @@ class SystemStatus(Wire):
     policy_version: str
     active_epochs: dict[str, int]
     requests_by_status: dict[str, int]
+
+
+# ---- the audit log's proofs (auditor ↔ gateway) -----------------------------------------
+
+
+class LogKeyView(Wire):
+    """What an auditor needs to check checkpoints offline: the log's and the witnesses' keys."""
+
+    origin: str
+    log_key: str  # verifier key, name+id+base64
+    witnesses: dict[str, str]  # connector → cosignature/v1 verifier key
+
+
+class CheckpointView(Wire):
+    size: int
+    root: str  # base64
+    issued_at: datetime
+    note: str  # the signed checkpoint, followed by the witnesses' cosignature lines
+    cosigned_by: tuple[str, ...]
+
+
+class InclusionProofView(Wire):
+    seq: int
+    tree_size: int
+    leaf_hash: str  # base64
+    proof: tuple[str, ...]  # base64 hashes, leaf side first (RFC 9162 §2.1.3)
+    checkpoint: str  # the signed checkpoint of tree_size
+
+
+class ConsistencyProofView(Wire):
+    first: int
+    second: int
+    proof: tuple[str, ...]  # base64 hashes (RFC 9162 §2.1.4)
+
+
+class VerificationProblemView(Wire):
+    position: int | None
+    code: str
+    message: str
+
+
+class VerificationView(Wire):
+    ok: bool
+    checked_at: datetime
+    entries: int
+    checkpoints: int
+    latest_checkpoint: int | None
+    cosigned: dict[str, int]
+    first_bad_position: int | None
+    problems: tuple[VerificationProblemView, ...]

@@ -6,7 +6,7 @@ reason code, so the CLI can print "denied (run_not_granted)" rather than a trace
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, BinaryIO, NoReturn
 
 import httpx
 
@@ -14,9 +14,13 @@ from xiezhi import errors
 from xiezhi.wire import (
     ApprovalDecision,
     ApprovalView,
+    CheckpointView,
+    ConsistencyProofView,
     CreateMatchRequest,
     EvaluationBatch,
     EvaluationResult,
+    InclusionProofView,
+    LogKeyView,
     LookupBatch,
     LookupResult,
     MatchRequestView,
@@ -80,6 +84,43 @@ class GatewayClient:
     def result(self, request_id: str) -> MatchResult:
         return MatchResult.model_validate(self._call("GET", f"/v1/requests/{request_id}/result"))
 
+    # ---- the audit log (security auditors) -------------------------------------------------
+
+    def audit_log_key(self) -> LogKeyView:
+        return LogKeyView.model_validate(self._call("GET", "/v1/audit/log-key"))
+
+    def audit_checkpoints(self) -> list[CheckpointView]:
+        return [CheckpointView.model_validate(c) for c in self._call("GET", "/v1/audit/checkpoints?limit=10000")]
+
+    def audit_checkpoint(self, size: int | None = None) -> CheckpointView:
+        query = "" if size is None else f"?size={size}"
+        return CheckpointView.model_validate(self._call("GET", f"/v1/audit/checkpoint{query}"))
+
+    def audit_inclusion(self, seq: int, size: int | None = None) -> InclusionProofView:
+        query = f"?seq={seq}" + ("" if size is None else f"&size={size}")
+        return InclusionProofView.model_validate(self._call("GET", f"/v1/audit/proofs/inclusion{query}"))
+
+    def audit_consistency(self, first: int, second: int) -> ConsistencyProofView:
+        query = f"?first={first}&second={second}"
+        return ConsistencyProofView.model_validate(self._call("GET", f"/v1/audit/proofs/consistency{query}"))
+
+    def audit_entry_text(self, seq: int) -> str:
+        """The exact canonical text of entry `seq`."""
+        return str(self._call("GET", f"/v1/audit/entries/{seq}")["entry"])
+
+    def audit_export(self, out: BinaryIO, size: int | None = None) -> int:
+        """Stream entries 0…size−1 into `out`; returns the tree size exported."""
+        query = "" if size is None else f"?size={size}"
+        with self._client.stream(
+            "GET", f"{self._base}/v1/audit/export/entries.jsonl{query}", headers=self._headers
+        ) as response:
+            if response.status_code >= 300:
+                response.read()
+                self._raise(response)
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+            return int(response.headers["x-xiezhi-tree-size"])
+
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:
             response = self._client.request(method, self._base + path, json=body, headers=self._headers)
@@ -89,6 +130,10 @@ class GatewayClient:
             ) from None
         if response.status_code < 300:
             return response.json()
+        self._raise(response)
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> NoReturn:
         try:
             problem = response.json()
             detail, code = str(problem.get("detail", "")), str(problem.get("code", ""))

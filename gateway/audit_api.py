@@ -1,0 +1,57 @@
+"""HTTP routes of the audit log itself: keys, checkpoints, proofs, verification, export."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+
+from gateway.api import Caller, _state
+from gateway.audit_proofs import AuditProofs
+from xiezhi.wire import CheckpointView, ConsistencyProofView, InclusionProofView, LogKeyView, VerificationView
+
+router = APIRouter(prefix="/v1/audit", tags=["audit log"])
+Proofs = Annotated[AuditProofs, Depends(_state("audit_proofs"))]
+Size = Annotated[int | None, Query(ge=0, description="a checkpointed tree size; the latest by default")]
+
+
+@router.get("/log-key")
+def log_key(caller: Caller, proofs: Proofs) -> LogKeyView:
+    return proofs.log_key(caller)
+
+
+@router.get("/checkpoints")
+def checkpoints(
+    caller: Caller, proofs: Proofs, since: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
+) -> list[CheckpointView]:
+    return proofs.checkpoints(caller, since, limit)
+
+
+@router.get("/checkpoint")
+def checkpoint(caller: Caller, proofs: Proofs, size: Size = None) -> CheckpointView:
+    return proofs.checkpoint(caller, size)
+
+
+@router.get("/proofs/inclusion")
+def inclusion(caller: Caller, proofs: Proofs, seq: Annotated[int, Query(ge=0)], size: Size = None) -> InclusionProofView:
+    return proofs.inclusion(caller, seq, size)
+
+
+@router.get("/proofs/consistency")
+def consistency(
+    caller: Caller, proofs: Proofs, first: Annotated[int, Query(ge=0)], second: Annotated[int, Query(ge=0)]
+) -> ConsistencyProofView:
+    return proofs.consistency(caller, first, second)
+
+
+@router.get("/verification")
+def verification(caller: Caller, proofs: Proofs) -> VerificationView:
+    return proofs.verification(caller)
+
+
+@router.get("/export/entries.jsonl", response_class=StreamingResponse)
+def export_entries(caller: Caller, proofs: Proofs, size: Size = None) -> StreamingResponse:
+    """Entries 0…size−1, one canonical entry per line; pair with /checkpoints to verify offline."""
+    count, lines = proofs.export_entries(caller, size)
+    return StreamingResponse(lines, media_type="application/jsonl", headers={"x-xiezhi-tree-size": str(count)})

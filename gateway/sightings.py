@@ -1,0 +1,138 @@
+"""Token sightings: which request looked up which pseudonymous token, known only by a keyed digest.
+
+The audit log must never hold a token, yet an auditor should learn when one token is looked
+up again and again. So each lookup also writes, in its own transaction, one row per distinct
+token and connector to `token_sightings`: the first 8 bytes of HMAC-SHA256 of the token under
+a random key, with the request, the user, their organisation and the time.
+
+The key is drawn when the gateway starts and held only in memory, never written anywhere: a
+stolen database (sightings plus published indexes) cannot link a digest back to a token, so
+not to a subject's index entry either. The price, accepted on purpose: sightings recorded
+before a restart, or by another gateway instance, carry digests under another key and never
+compare with new ones, so repetition is detected within one process's lifetime. Tokens
+also change when a connector activates a new key epoch. Rows older than the retention
+(`token_repeat_days`) are deleted whenever new ones are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, Engine, LargeBinary, delete, func, insert, or_, select
+from sqlmodel import Column, Field, Session, SQLModel
+
+from gateway.anomalies import Sighting
+
+DIGEST_BYTES = 8
+
+
+class TokenSighting(SQLModel, table=True):
+    __tablename__ = "token_sightings"
+
+    id: int | None = Field(default=None, primary_key=True)
+    digest: bytes = Field(sa_column=Column(LargeBinary(DIGEST_BYTES), nullable=False, index=True))
+    connector: str
+    request_id: str = Field(index=True)
+    actor: str
+    org: str | None = None
+    at: datetime = Field(index=True)
+
+
+_TABLE = TokenSighting.__table__  # type: ignore[attr-defined]
+
+
+class TokenSightings:
+    """Writes sightings under this process's key. The key never leaves the object, nor its repr."""
+
+    def __init__(self, engine: Engine, keep_days: int, key: bytes | None = None) -> None:
+        self._key = key if key is not None else secrets.token_bytes(32)
+        self._keep = timedelta(days=keep_days)
+        SQLModel.metadata.create_all(engine, tables=[_TABLE])
+
+    def __repr__(self) -> str:
+        return f"TokenSightings(keep={self._keep}, key=<redacted>)"
+
+    def digest(self, token: bytes) -> bytes:
+        return hmac.new(self._key, token, hashlib.sha256).digest()[:DIGEST_BYTES]
+
+    def record(
+        self,
+        session: Session,
+        *,
+        request_id: str,
+        actor: str,
+        org: str | None,
+        tokens: Mapping[str, Sequence[bytes]],
+        now: datetime,
+    ) -> int:
+        """Stage, in `session`'s transaction, one row per distinct (connector, token) of a lookup batch.
+
+        `tokens` maps capability → tokens; a connector's capabilities share its tokens, so a
+        token seen under several of them is one sighting. Returns the rows staged.
+        """
+        distinct = {
+            (capability.split(".", 1)[0], self.digest(token)) for capability, batch in tokens.items() for token in batch
+        }
+        at = _utc(now)
+        session.execute(delete(TokenSighting).where(_TABLE.c.at < at - self._keep))
+        rows = [
+            {"digest": digest, "connector": connector, "request_id": request_id, "actor": actor, "org": org, "at": at}
+            for connector, digest in sorted(distinct)
+        ]
+        if rows:
+            session.execute(insert(TokenSighting), rows)
+        return len(rows)
+
+
+def repeated(
+    connection: Connection,
+    since: datetime,
+    until: datetime,
+    orgs: Collection[str],
+    *,
+    requests: int,
+    users: int,
+) -> list[Sighting]:
+    """The sightings in (since, until] of the tokens seen by ≥ `requests` requests or ≥ `users` users.
+
+    Only sightings of users in `orgs` (or of no organisation) count, so an auditor's view
+    stays within their subtree. This is a pre-selection in SQL; `anomalies.token_repeated`
+    applies the rule itself to what it returns.
+    """
+    visible = or_(_TABLE.c.org.is_(None), _TABLE.c.org.in_(sorted(orgs)))
+    scope = [_TABLE.c.at > _utc(since), _TABLE.c.at <= _utc(until), visible]
+    candidates = (
+        select(_TABLE.c.connector, _TABLE.c.digest)
+        .where(*scope)
+        .group_by(_TABLE.c.connector, _TABLE.c.digest)
+        .having(
+            or_(
+                func.count(func.distinct(_TABLE.c.request_id)) >= requests,
+                func.count(func.distinct(_TABLE.c.actor)) >= users,
+            )
+        )
+        .subquery()
+    )
+    query = select(_TABLE).join(
+        candidates, (candidates.c.connector == _TABLE.c.connector) & (candidates.c.digest == _TABLE.c.digest)
+    )
+    return [
+        Sighting(bytes(row.digest), row.connector, row.request_id, row.actor, row.org, _aware(row.at))
+        for row in connection.execute(query.where(*scope))
+    ]
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands datetimes back without a zone; everything is stored in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+__all__ = ["TokenSighting", "TokenSightings", "repeated"]

@@ -1,0 +1,234 @@
+"""`xiezhi audit`: verify a log (live database or export), export it, check proofs.
+
+Verification needs a trust anchor: the log's verifier key, from `--log-key` or from the
+gateway's settings (`--settings`, which also names the witnesses). Nothing read from the
+log being checked is trusted to say which key signed it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import create_engine
+
+from audit_log.export import DatabaseSource, write_export
+from audit_log.merkle import ProofFailed, leaf_hash, verify_consistency, verify_inclusion
+from audit_log.note import NoteError, Verifier, load_signer, open_checkpoint, parse_witnesses, read_verifier
+from audit_log.store import AuditLog
+from audit_log.verify import ExportSource, Report, Source, verify
+from xiezhi.client.gateway_client import GatewayClient
+from xiezhi.errors import XiezhiError
+
+audit_app = typer.Typer(help="The audit log: verify it, export it, check proofs.", no_args_is_help=True)
+proof_app = typer.Typer(help="Inclusion and consistency proofs from a gateway, checked here.", no_args_is_help=True)
+audit_app.add_typer(proof_app, name="proof")
+
+SettingsOption = Annotated[
+    Path | None, typer.Option("--settings", help="The gateway's settings file: database, log key and witnesses")
+]
+LogKeyOption = Annotated[
+    str | None, typer.Option(help="The log's verifier key (name+id+key) or a file holding it")
+]
+WitnessOption = Annotated[
+    list[str] | None, typer.Option("--witness", help="NAME=VKEY (or NAME=FILE) of a witness whose cosignatures to check")
+]
+GatewayOption = Annotated[str, typer.Option(help="Gateway base URL")]
+TokenFileOption = Annotated[
+    Path | None, typer.Option(help="File holding an auditor's bearer token (default: $XIEZHI_TOKEN)")
+]
+
+
+def _error(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _trust(settings: Path | None, log_key: str | None, witness: list[str] | None) -> tuple[Verifier, dict[str, Verifier]]:
+    witnesses: dict[str, str] = {}
+    key: Verifier | None = None
+    try:
+        if settings is not None:
+            from gateway.settings import GatewaySettings
+
+            loaded = GatewaySettings.from_file(settings)
+            key = load_signer(loaded.audit.signing_key).verifier()
+            witnesses.update(loaded.audit.witnesses)
+        for item in witness or []:
+            name, sep, vkey = item.partition("=")
+            if not sep:
+                raise _error(f"--witness {item!r}: expected NAME=VKEY")
+            witnesses[name] = vkey
+        if log_key is not None:
+            key = read_verifier(log_key)
+        if key is None:
+            raise _error("name the log's key: --log-key VKEY (or a file), or --settings gateway.yaml")
+        return key, parse_witnesses(witnesses)
+    except (NoteError, XiezhiError, ValueError) as exc:
+        raise _error(str(exc)) from None
+
+
+def _database_url(source: str) -> str:
+    if "://" in source:
+        return source
+    path = Path(source).resolve()
+    if not path.is_file():
+        raise _error(f"{source}: no such export folder or database file")
+    return f"sqlite:///file:{path}?mode=ro&uri=true"  # never write to the database being checked
+
+
+def _open(source: str | None, settings: Path | None) -> Source:
+    if source is None:
+        if settings is None:
+            raise _error("give a SOURCE (export folder, database file or URL) or --settings")
+        from gateway.settings import GatewaySettings
+
+        source = GatewaySettings.from_file(settings).database_url
+    if Path(source).is_dir():
+        try:
+            return ExportSource(Path(source))
+        except FileNotFoundError as exc:
+            raise _error(str(exc)) from None
+    try:
+        return DatabaseSource(AuditLog.existing(create_engine(_database_url(source))))
+    except LookupError as exc:
+        raise _error(f"{source}: {exc}") from None
+
+
+def _print(report: Report, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=1))
+        return
+    cosigned = ", ".join(f"{name} {count}" for name, count in sorted(report.cosigned.items())) or "none"
+    typer.echo(
+        f"entries: {report.entries}   checkpoints: {report.checkpoints} (latest {report.latest_checkpoint})   "
+        f"cosigned: {cosigned}"
+    )
+    if report.ok:
+        typer.echo("OK: every entry is in place and every checkpoint verifies")
+        return
+    typer.echo(f"TAMPERED: first bad entry at position {report.first_bad}" if report.first_bad is not None else "TAMPERED")
+    for problem in report.problems:
+        typer.echo(f"  {problem}")
+
+
+@audit_app.command("verify")
+def verify_command(
+    source: Annotated[
+        str | None, typer.Argument(help="An export folder, a SQLite database file, or a database URL")
+    ] = None,
+    settings: SettingsOption = None,
+    log_key: LogKeyOption = None,
+    witness: WitnessOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Recompute the tree, check every checkpoint and cosignature, name the first bad entry.
+
+    Exit status 0 if the log verifies, 1 if it does not, 2 if it could not be checked.
+    """
+    key, witnesses = _trust(settings, log_key, witness)
+    try:
+        report = verify(_open(source, settings), key, tuple(witnesses.values()))
+    except NoteError as exc:
+        raise _error(str(exc)) from None
+    _print(report, as_json)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@audit_app.command("export")
+def export_command(
+    out: Annotated[Path, typer.Option(help="Folder to write entries.jsonl and checkpoints.jsonl into")],
+    gateway: Annotated[str | None, typer.Option(help="Gateway base URL (export over the API, as an auditor)")] = None,
+    token_file: TokenFileOption = None,
+    database: Annotated[str | None, typer.Option(help="Or read a database file or URL directly")] = None,
+    size: Annotated[int | None, typer.Option(help="Tree size to export (default: the latest checkpoint)")] = None,
+) -> None:
+    """Write an export that `xiezhi audit verify` checks offline."""
+    if (gateway is None) == (database is None):
+        raise _error("give exactly one of --gateway or --database")
+    if database is not None:
+        log = AuditLog.existing(create_engine(_database_url(database)))
+        entries, checkpoints = write_export(log, out, size)
+    else:
+        client = _client(gateway or "", token_file)
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            with (out / "entries.jsonl").open("wb") as handle:
+                entries = client.audit_export(handle, size)
+            with (out / "checkpoints.jsonl").open("w", encoding="utf-8") as handle:
+                kept = [c for c in client.audit_checkpoints() if c.size <= entries]
+                for c in kept:
+                    handle.write(json.dumps({"size": c.size, "root": c.root, "note": c.note}, ensure_ascii=False) + "\n")
+            checkpoints = len(kept)
+        except XiezhiError as exc:
+            raise _error(f"({exc.code}) {exc.public_message}") from None
+        finally:
+            client.close()
+    typer.echo(f"exported {entries} entries and {checkpoints} checkpoints to {out}")
+
+
+def _client(gateway: str, token_file: Path | None) -> GatewayClient:
+    from xiezhi.cli import _token
+
+    return GatewayClient(gateway, _token(token_file))
+
+
+def _anchor(client: GatewayClient, log_key: str | None) -> Verifier:
+    if log_key is not None:
+        return read_verifier(log_key)
+    typer.echo("warning: no --log-key given; trusting the key the gateway itself reports", err=True)
+    return Verifier.parse(client.audit_log_key().log_key)
+
+
+@proof_app.command("inclusion")
+def inclusion_command(
+    gateway: GatewayOption,
+    seq: Annotated[int, typer.Option(help="The entry's position (leaf index)")],
+    size: Annotated[int | None, typer.Option(help="A checkpointed tree size (default: the latest)")] = None,
+    token_file: TokenFileOption = None,
+    log_key: LogKeyOption = None,
+) -> None:
+    """Fetch entry SEQ and its inclusion proof, and check both against the signed checkpoint."""
+    client = _client(gateway, token_file)
+    try:
+        key = _anchor(client, log_key)
+        proof = client.audit_inclusion(seq, size)
+        entry = client.audit_entry_text(seq).encode()
+        checkpoint = open_checkpoint(proof.checkpoint, key)
+        leaf = leaf_hash(entry)
+        if base64.b64encode(leaf).decode() != proof.leaf_hash:
+            raise ProofFailed("the entry's bytes do not hash to the leaf hash the gateway gave")
+        verify_inclusion(seq, checkpoint.size, leaf, [base64.b64decode(h) for h in proof.proof], checkpoint.root)
+    except (XiezhiError, NoteError, ProofFailed) as exc:
+        typer.echo(f"FAILED: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+    typer.echo(f"OK: entry {seq} is included in the checkpoint of size {checkpoint.size} signed by {key.name}")
+
+
+@proof_app.command("consistency")
+def consistency_command(
+    gateway: GatewayOption,
+    first: Annotated[int, typer.Option(help="The earlier checkpointed size")],
+    second: Annotated[int, typer.Option(help="The later checkpointed size")],
+    token_file: TokenFileOption = None,
+    log_key: LogKeyOption = None,
+) -> None:
+    """Check that the checkpoint of size SECOND extends the checkpoint of size FIRST."""
+    client = _client(gateway, token_file)
+    try:
+        key = _anchor(client, log_key)
+        old = open_checkpoint(client.audit_checkpoint(first).note, key)
+        new = open_checkpoint(client.audit_checkpoint(second).note, key)
+        proof = client.audit_consistency(first, second)
+        verify_consistency(old.size, new.size, old.root, new.root, [base64.b64decode(h) for h in proof.proof])
+    except (XiezhiError, NoteError, ProofFailed) as exc:
+        typer.echo(f"FAILED: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+    typer.echo(f"OK: the checkpoint of size {second} extends the one of size {first} (both signed by {key.name})")
