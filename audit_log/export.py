@@ -14,6 +14,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from sqlalchemy import create_engine
+
 from audit_log.store import AuditLog
 
 
@@ -22,6 +24,19 @@ class DatabaseSource:
 
     def __init__(self, log: AuditLog) -> None:
         self._log = log
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return _reopen_database, (self._log.engine.url.render_as_string(hide_password=False),)
+
+    def count(self) -> int:
+        return self._log.count()
+
+    def reopen(self) -> DatabaseSource:
+        return self
+
+    def block(self, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
+        """Rows [start, end) at once, as the driver returns them."""
+        return self._log.raw_block(start, end)
 
     def entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes | None, bytes | None]]:
         yield from self._log.raw_entries(start, end if end is not None else 2**62)
@@ -54,3 +69,7 @@ def write_export(log: AuditLog, folder: Path, upto: int | None = None) -> tuple[
             record = {"size": c.size, "root": base64.b64encode(c.root).decode(), "note": notes[c.size]}
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
     return written, len(checkpoints)
+
+
+def _reopen_database(url: str) -> DatabaseSource:
+    return DatabaseSource(AuditLog.existing(create_engine(url)))

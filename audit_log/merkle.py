@@ -59,6 +59,17 @@ class CompactRange:
         self.hashes.append(node)
         self.size += 1
 
+    def append_subtree(self, level: int, node: bytes) -> None:
+        """Append a whole perfect subtree of 2^level leaves; the size must be a multiple of it."""
+        if self.size % (1 << level):
+            raise ValueError(f"a subtree of level {level} cannot start at leaf {self.size}")
+        size = self.size >> level
+        while size & 1:
+            node = node_hash(self.hashes.pop(), node)
+            size >>= 1
+        self.hashes.append(node)
+        self.size += 1 << level
+
     def extend(self, leaves: Iterable[bytes]) -> None:
         for leaf in leaves:
             self.append(leaf)
@@ -90,6 +101,30 @@ class NodeSource(Protocol):
     def node(self, level: int, index: int) -> bytes:
         """The hash of the perfect subtree over leaves [index·2^level, (index+1)·2^level)."""
         ...
+
+
+def levels_of(leaves: list[bytes]) -> list[list[bytes]]:
+    """Every complete node over `leaves` (a power-of-two count), level by level, leaves first."""
+    levels = [leaves]
+    sha = _sha256
+    while len(leaves) > 1:
+        leaves = [sha(b"\x01" + leaves[i] + leaves[i + 1]).digest() for i in range(0, len(leaves), 2)]
+        levels.append(leaves)
+    return levels
+
+
+def prefix_root(before: CompactRange, levels: list[list[bytes]], count: int) -> bytes:
+    """The root over `before` followed by the first `count` leaves of a chunk given as `levels`."""
+    hashes = list(before.hashes)
+    for level in range(count.bit_length() - 1, -1, -1):
+        if count >> level & 1:
+            hashes.append(levels[level][(count >> level) - 1])
+    if not hashes:
+        return EMPTY_ROOT
+    root = hashes[-1]
+    for left in reversed(hashes[:-1]):
+        root = node_hash(left, root)
+    return root
 
 
 def root_of(leaves: Sequence[bytes]) -> bytes:

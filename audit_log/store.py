@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, LargeBinary, insert, inspect, select, text
+from sqlalchemy import Connection, Engine, LargeBinary, func, insert, inspect, select, text
 from sqlmodel import Column, Field, Session, SQLModel
 
 from audit_log.entries import GENESIS, AuditEvent, canonical_entry
@@ -271,6 +271,11 @@ class AuditLog:
         with self.engine.connect() as connection:
             return int(connection.execute(select(_TAIL.c.size).where(_TAIL.c.id == 1)).scalar_one())
 
+    def count(self) -> int:
+        """How many entries the table holds (the tail's size says how many it should)."""
+        with self.engine.connect() as connection:
+            return int(connection.execute(select(func.count()).select_from(_ENTRIES)).scalar_one())
+
     def tail(self) -> Tail:
         with self.engine.connect() as connection:
             row = connection.execute(select(_TAIL).where(_TAIL.c.id == 1)).one()
@@ -287,17 +292,33 @@ class AuditLog:
         with Session(self.engine) as session:
             return session.get(AuditRecord, seq)
 
-    def raw_entries(self, start: int, end: int, batch: int = 10_000) -> Iterator[tuple[int, bytes, bytes]]:
-        """(seq, entry, stored leaf hash) for seq in [start, end), in order."""
+    def raw_entries(self, start: int, end: int, batch: int = 20_000) -> Iterator[tuple[int, bytes, bytes]]:
+        """(seq, entry, stored leaf hash) for seq in [start, end), in order (read straight off the driver)."""
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        query = (
+            f"SELECT seq, entry, leaf_hash FROM audit_entries WHERE seq >= {mark} AND seq < {mark} ORDER BY seq"
+        )
         with self.engine.connect() as connection:
-            result = connection.execution_options(stream_results=True).execute(
-                select(_ENTRIES.c.seq, _ENTRIES.c.entry, _ENTRIES.c.leaf_hash)
-                .where(_ENTRIES.c.seq >= start, _ENTRIES.c.seq < end)
-                .order_by(_ENTRIES.c.seq)
-            )
-            for rows in result.partitions(batch):
-                for row in rows:
-                    yield row[0], bytes(row[1]), bytes(row[2])
+            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(query, (start, end))
+                while rows := cursor.fetchmany(batch):
+                    for seq, entry, leaf in rows:
+                        yield seq, bytes(entry), bytes(leaf)
+            finally:
+                cursor.close()
+
+    def raw_block(self, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
+        """Rows (seq, entry, leaf hash) [start, end) in one fetch (the verifier's fast path)."""
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        query = f"SELECT seq, entry, leaf_hash FROM audit_entries WHERE seq >= {mark} AND seq < {mark} ORDER BY seq"
+        with self.engine.connect() as connection:
+            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(query, (start, end))
+                return [(seq, bytes(entry), bytes(leaf)) for seq, entry, leaf in cursor.fetchall()]
+            finally:
+                cursor.close()
 
     def export_rows(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes, str | None]]:
         """(seq, entry, leaf hash, org) for seq in [start, end), in order."""

@@ -20,7 +20,10 @@ after the last checkpoint.
 from __future__ import annotations
 
 import base64
+import bisect
+import hashlib
 import json
+import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +32,7 @@ from typing import Protocol
 import rfc8785
 
 from audit_log.entries import GENESIS
-from audit_log.merkle import CompactRange, leaf_hash
+from audit_log.merkle import CompactRange, leaf_hash, levels_of, node_hash, prefix_root
 from audit_log.note import Checkpoint, NoteError, Verifier, cosignature_time, open_checkpoint
 
 
@@ -93,13 +96,53 @@ class ExportSource:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._offsets: list[int] = []
         for name in ("entries.jsonl", "checkpoints.jsonl"):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder} is not an audit export: {name} is missing")
 
+    def count(self) -> int:
+        """Count the lines, noting where each chunk of 2^CHUNK_LEVEL lines starts (for `entries`)."""
+        lines, position, offsets = 0, 0, [0]
+        with (self.folder / "entries.jsonl").open("rb") as handle:
+            while block := handle.read(1 << 20):
+                newlines = block.count(b"\n")
+                next_start = len(offsets) << CHUNK_LEVEL
+                at = -1
+                while lines + newlines >= next_start:  # a chunk starts after a newline in this block
+                    for _ in range(next_start - lines):
+                        at = block.index(b"\n", at + 1)
+                    offsets.append(position + at + 1)
+                    lines, newlines = next_start, newlines - (next_start - lines)
+                    next_start = len(offsets) << CHUNK_LEVEL
+                lines += newlines
+                position += len(block)
+        self._offsets = offsets
+        return lines
+
+    def reopen(self) -> ExportSource:
+        return self
+
+    def block(self, c: int) -> list[bytes] | None:
+        """The lines of chunk `c` (after `count`), or None if it is not a whole chunk."""
+        if c + 1 >= len(self._offsets):
+            return None
+        with (self.folder / "entries.jsonl").open("rb") as handle:
+            handle.seek(self._offsets[c])
+            data = handle.read(self._offsets[c + 1] - self._offsets[c])
+        if data.startswith(REDACTED) or b"\n" + REDACTED in data:
+            return None  # redacted lines take the general path
+        lines = data.split(b"\n")[:-1]
+        return lines if len(lines) == 1 << CHUNK_LEVEL else None
+
     def entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes | None, bytes | None]]:
         with (self.folder / "entries.jsonl").open("rb") as lines:
-            for seq, line in enumerate(lines):
+            first = 0
+            if start and self._offsets and start >> CHUNK_LEVEL:
+                chunk = min(start >> CHUNK_LEVEL, len(self._offsets) - 1)
+                lines.seek(self._offsets[chunk])
+                first = chunk << CHUNK_LEVEL
+            for seq, line in enumerate(lines, first):
                 if seq < start:
                     continue
                 if end is not None and seq >= end:
@@ -121,47 +164,206 @@ class ExportSource:
         return notes
 
 
-def verify(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...] = ()) -> Report:
+CHUNK_LEVEL = 14  # entries are hashed in aligned chunks of 2^14, a level at a time
+
+
+def verify(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...] = (), workers: int = 1) -> Report:
+    """Check the whole log; `workers` > 1 hashes whole chunks in that many processes first.
+
+    The parallel pass only answers "all good"; anything else is re-checked sequentially,
+    which is what names the position.
+    """
+    if workers > 1:
+        fast = _parallel(source, log_key, witnesses, workers)
+        if fast is not None:
+            return fast
     report = Report()
     roots = _checkpoints(source, log_key, witnesses, report)
     targets = sorted(roots)
-    tree, expected, boundary, boundary_prev, prev = CompactRange(), 0, 0, GENESIS, GENESIS
-    next_target, found = 0, None
-    for seq, entry, stored in source.entries():
-        if seq != expected:
-            found = _gap(expected, seq)
-            break
-        leaf = leaf_hash(entry) if entry is not None else stored
-        if leaf is None:
-            found = Problem(seq, "entry_malformed", "a redacted entry without its leaf hash")
-            break
-        if stored is not None and stored != leaf:
-            found = Problem(seq, "entry_altered", "its bytes no longer hash to the leaf hash stored with it")
-            break
-        tree.append(leaf)
-        prev, expected = leaf, expected + 1
-        while next_target < len(targets) and targets[next_target] < expected:
-            next_target += 1
-        if next_target < len(targets) and targets[next_target] == expected:
-            if tree.root() != roots[expected]:
-                found = _locate(source, boundary, expected, boundary_prev)
+    tree, found = CompactRange(), None
+    boundary, boundary_prev = 0, GENESIS  # the largest checkpoint proven so far, and its last leaf
+    chunk: list[tuple[int, bytes | None, bytes | None]] = []
+    for row in source.entries():
+        chunk.append(row)
+        if len(chunk) == 1 << CHUNK_LEVEL:
+            found, boundary, boundary_prev = _chunk(source, chunk, tree, roots, targets, boundary, boundary_prev)
+            chunk = []
+            if found is not None:
                 break
-            boundary, boundary_prev = expected, prev
-    report.entries = expected
+    if found is None and chunk:
+        found, boundary, boundary_prev = _chunk(source, chunk, tree, roots, targets, boundary, boundary_prev)
+    report.entries = tree.size
     if found is None:
         # After the last checkpoint nothing is signed yet: check each entry's place in the chain.
         found = _walk(source, boundary, None, boundary_prev)
     if found is not None:
         report.problems.append(found)
-    elif targets and targets[-1] > expected:
+    elif targets and targets[-1] > tree.size:
         report.problems.append(
             Problem(
-                expected,
+                tree.size,
                 "log_truncated",
-                f"the log ends after {expected} entries, but a checkpoint was signed for {targets[-1]}",
+                f"the log ends after {tree.size} entries, but a checkpoint was signed for {targets[-1]}",
             )
         )
     return report
+
+
+def _chunk(
+    source: Source,
+    chunk: list[tuple[int, bytes | None, bytes | None]],
+    tree: CompactRange,
+    roots: dict[int, bytes],
+    targets: list[int],
+    boundary: int,
+    boundary_prev: bytes,
+) -> tuple[Problem | None, int, bytes]:
+    """Add one aligned chunk to `tree`, checking positions, stored hashes and checkpoint roots."""
+    start = tree.size
+    seqs = [row[0] for row in chunk]
+    if seqs[0] != start or seqs[-1] != start + len(chunk) - 1:
+        for offset, seq in enumerate(seqs):
+            if seq != start + offset:
+                return _gap(start + offset, seq), boundary, boundary_prev
+    leaves = _leaves(chunk)
+    if isinstance(leaves, Problem):
+        return leaves, boundary, boundary_prev
+    end = start + len(leaves)
+    inside = [t for t in targets[bisect.bisect_right(targets, start) : bisect.bisect_right(targets, end)]]
+    if len(leaves) == 1 << CHUNK_LEVEL:
+        levels = levels_of(leaves)
+        for target in inside:
+            if prefix_root(tree, levels, target - start) != roots[target]:
+                return _locate(source, boundary, target, boundary_prev), boundary, boundary_prev
+            boundary, boundary_prev = target, leaves[target - start - 1]
+        tree.append_subtree(CHUNK_LEVEL, levels[-1][0])
+        return None, boundary, boundary_prev
+    for offset, leaf in enumerate(leaves):  # the last, partial chunk
+        tree.append(leaf)
+        if tree.size in roots:
+            if tree.root() != roots[tree.size]:
+                return _locate(source, boundary, tree.size, boundary_prev), boundary, boundary_prev
+            boundary, boundary_prev = tree.size, leaves[offset]
+    return None, boundary, boundary_prev
+
+
+_LEAF_HASHER = hashlib.sha256(b"\x00")
+
+
+def _leaves(rows: list[tuple[int, bytes | None, bytes | None]]) -> list[bytes] | Problem:
+    """The leaf hashes of `rows`, or the first row whose bytes and stored hash disagree."""
+    _leaf = _LEAF_HASHER.copy
+    leaves: list[bytes] = []
+    for seq, entry, stored in rows:
+        if entry is None:
+            if stored is None:
+                return Problem(seq, "entry_malformed", "a redacted entry without its leaf hash")
+            leaves.append(stored)
+            continue
+        h = _leaf()
+        h.update(entry)
+        leaf = h.digest()
+        if stored is not None and stored != leaf:
+            return Problem(seq, "entry_altered", "its bytes no longer hash to the leaf hash stored with it")
+        leaves.append(leaf)
+    return leaves
+
+
+class Reopenable(Protocol):
+    def count(self) -> int:
+        """How many entries the source holds."""
+        ...
+
+    def reopen(self) -> Source:
+        """The same source, opened afresh (in another process)."""
+        ...
+
+
+def _parallel(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...], workers: int) -> Report | None:
+    if not hasattr(source, "reopen") or not hasattr(source, "count"):
+        return None
+    report = Report()
+    roots = _checkpoints(source, log_key, witnesses, report)
+    if report.problems:
+        return None
+    targets = sorted(roots)
+    size = source.count()  # type: ignore[attr-defined]
+    full = size >> CHUNK_LEVEL
+    if full < 2:
+        return None
+    tasks = [
+        (source, c, [t - (c << CHUNK_LEVEL) for t in targets if c << CHUNK_LEVEL < t <= (c + 1) << CHUNK_LEVEL])
+        for c in range(full)
+    ]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        results = pool.starmap(_hash_chunk, tasks, chunksize=max(1, full // (workers * 4)))
+    tree, boundary, boundary_prev = CompactRange(), 0, GENESIS
+    for (_, c, offsets), result in zip(tasks, results, strict=True):
+        if result is None:
+            return None  # something is wrong in this chunk: the sequential pass names it
+        root, prefixes, last_leaves = result
+        for offset, nodes in zip(offsets, prefixes, strict=True):
+            if _fold([*tree.hashes, *nodes]) != roots[(c << CHUNK_LEVEL) + offset]:
+                return None
+            boundary, boundary_prev = (c << CHUNK_LEVEL) + offset, last_leaves[offset]
+        tree.append_subtree(CHUNK_LEVEL, root)
+    rest: list[tuple[int, bytes | None, bytes | None]] = list(source.entries(tree.size))
+    found, boundary, boundary_prev = (
+        _chunk(source, rest, tree, roots, targets, boundary, boundary_prev) if rest else (None, boundary, boundary_prev)
+    )
+    if found is None:
+        found = _walk(source, boundary, None, boundary_prev)
+    if found is not None or (targets and targets[-1] > tree.size):
+        return None
+    report.entries = tree.size
+    return report
+
+
+def _hash_chunk(source: Reopenable, c: int, offsets: list[int]) -> tuple[bytes, list[list[bytes]], dict[int, bytes]] | None:
+    """In a worker: chunk `c`'s root, the nodes of each checkpoint prefix in it, and the leaf
+    ending each; None if a position or stored hash is wrong."""
+    start, count = c << CHUNK_LEVEL, 1 << CHUNK_LEVEL
+    leaves = _fast_leaves(source, c)
+    if leaves is None:
+        rows = list(source.reopen().entries(start, start + count))
+        if [row[0] for row in rows] != list(range(start, start + count)):
+            return None
+        leaves = _leaves(rows)
+        if isinstance(leaves, Problem):
+            return None
+    levels = levels_of(leaves)
+    prefixes = [
+        [levels[level][(count >> level) - 1] for level in range(count.bit_length() - 1, -1, -1) if count >> level & 1]
+        for count in offsets
+    ]
+    return levels[-1][0], prefixes, {count: leaves[count - 1] for count in offsets}
+
+
+def _fast_leaves(source: Reopenable, c: int) -> list[bytes] | None:
+    """Leaf hashes of a whole chunk in one pass at C speed, when the source offers its rows
+    in bulk; None to take the general path (a redacted line, or a gap or mismatch to name)."""
+    sha = hashlib.sha256
+    if isinstance(source, ExportSource):
+        lines = source.block(c)
+        if lines is None:
+            return None
+        return [sha(b"\x00" + line).digest() for line in lines]
+    block = getattr(source, "block", None)
+    if block is None:
+        return None
+    rows = block(c << CHUNK_LEVEL, (c + 1) << CHUNK_LEVEL)
+    start = c << CHUNK_LEVEL
+    if len(rows) != 1 << CHUNK_LEVEL or rows[0][0] != start or rows[-1][0] != start + len(rows) - 1:
+        return None
+    leaves = [sha(b"\x00" + row[1]).digest() for row in rows]
+    return leaves if leaves == [row[2] for row in rows] else None
+
+
+def _fold(hashes: list[bytes]) -> bytes:
+    root = hashes[-1]
+    for left in reversed(hashes[:-1]):
+        root = node_hash(left, root)
+    return root
 
 
 REDACTED = b'{"leaf_hash":"'
