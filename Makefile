@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/xiezhi demo --workdir demo-run
 
-test: $(STAMP)
+# The console's browser test drives Debian's Chromium; install it if it is missing.
+chromium:
+	@bash scripts/ensure-chromium
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)

@@ -230,6 +230,16 @@ class DatabaseNodes:
         return bytes(found)
 
 
+def _bytes(value: object) -> bytes:
+    """A stored value as bytes, whatever type a tampered row now holds (SQLite lets a text
+    value replace a blob): the verifier must report the change, not crash on it."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if value is None:
+        return b""
+    return str(value).encode("utf-8", "surrogateescape")
+
+
 class AuditLog:
     """The log in one database: appends within a caller's transaction or on their own, reads, proofs."""
 
@@ -304,7 +314,7 @@ class AuditLog:
                 cursor.execute(query, (start, end))
                 while rows := cursor.fetchmany(batch):
                     for seq, entry, leaf in rows:
-                        yield seq, bytes(entry), bytes(leaf)
+                        yield seq, _bytes(entry), _bytes(leaf)
             finally:
                 cursor.close()
 
@@ -316,7 +326,7 @@ class AuditLog:
             cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
                 cursor.execute(query, (start, end))
-                return [(seq, bytes(entry), bytes(leaf)) for seq, entry, leaf in cursor.fetchall()]
+                return [(seq, _bytes(entry), _bytes(leaf)) for seq, entry, leaf in cursor.fetchall()]
             finally:
                 cursor.close()
 
@@ -330,7 +340,7 @@ class AuditLog:
             )
             for rows in result.partitions(10_000):
                 for row in rows:
-                    yield row[0], bytes(row[1]), bytes(row[2]), row[3]
+                    yield row[0], _bytes(row[1]), _bytes(row[2]), row[3]
 
     def checkpoints(self) -> list[AuditCheckpoint]:
         with Session(self.engine) as session:

@@ -17,7 +17,8 @@ the numbers that triggered it and the threshold, and the audit entries involved 
                            denial_burst_minutes; overlapping bursts merge into one flag
     token_repeated         one pseudonymous token looked up by ≥ token_repeat_requests
                            requests or ≥ token_repeat_users users within token_repeat_days;
-                           tokens looked up by the same set of requests share one flag
+                           tokens of one connector looked up by the same set of requests
+                           share one flag, which counts them per capability
     fast_approval          an approval granted less than fast_approval_seconds after the
                            request was created (and so put to approval)
     export                 every export of audit data, when flag_exports is set
@@ -71,7 +72,7 @@ class Sighting:
     """One request's lookup of one pseudonymous token, known only by a keyed digest."""
 
     digest: bytes
-    connector: str
+    capability: str
     request_id: str
     actor: str
     org: str | None
@@ -244,14 +245,14 @@ def token_repeated(sightings: Sequence[Sighting], t: AnomalyThresholds, window: 
     tokens: dict[tuple[str, bytes], list[Sighting]] = defaultdict(list)
     for sighting in sightings:
         if start < sighting.at <= window.until:
-            tokens[(sighting.connector, sighting.digest)].append(sighting)
+            tokens[(sighting.capability, sighting.digest)].append(sighting)
     groups: dict[tuple[str, frozenset[str]], list[list[Sighting]]] = defaultdict(list)
-    for (connector, _), seen in tokens.items():
+    for (capability, _), seen in tokens.items():
         requests = frozenset(s.request_id for s in seen)
         users = {s.actor for s in seen}
         repeated = len(requests) >= t.token_repeat_requests or len(users) >= t.token_repeat_users
         if repeated and max(s.at for s in seen) >= window.since:
-            groups[(connector, requests)].append(seen)
+            groups[(capability.split(".", 1)[0], requests)].append(seen)
     return [_token_flag(connector, requests, group, t) for (connector, requests), group in sorted(groups.items())]
 
 
@@ -259,8 +260,10 @@ def _token_flag(connector: str, requests: frozenset[str], group: list[list[Sight
     every = [s for seen in group for s in seen]
     last = max(every, key=lambda s: s.at)
     users = sorted({s.actor for s in every})
+    per_capability = Counter(seen[0].capability for seen in group)
+    counted = ", ".join(f"{capability} ×{n}" for capability, n in sorted(per_capability.items()))
     why = (
-        f"{len(group)} pseudonymous token(s) of {connector} each looked up by {len(requests)} requests of "
+        f"pseudonymous tokens of {connector} ({counted}) each looked up by {len(requests)} requests of "
         f"{len(users)} user(s) ({', '.join(users)}) within {t.token_repeat_days} days; threshold: "
         f"{t.token_repeat_requests} requests or {t.token_repeat_users} users"
     )
@@ -277,9 +280,9 @@ def fast_approval(
     """`approvals`: approval entries in the window; `created`: request id → its request.created entry."""
     flags = []
     for row in approvals:
-        if row.action != "approve" or not window.holds(row.at) or row.request_id not in created:
+        origin = created.get(row.request_id or "")
+        if row.action != "approve" or not window.holds(row.at) or origin is None:
             continue
-        origin = created[row.request_id]
         seconds = (row.at - origin.at).total_seconds()
         if seconds < t.fast_approval_seconds:
             why = (
@@ -299,7 +302,9 @@ def exports(entries: Sequence[Activity], t: AnomalyThresholds, window: Window) -
         if not window.holds(row.at):
             continue
         filters = ", ".join(
-            f"{key.removeprefix('filter.')}={value}" for key, value in sorted(row.detail.items()) if key.startswith("filter.")
+            f"{key.removeprefix('filter.')}={value}"
+            for key, value in sorted(row.detail.items())
+            if key.startswith("filter.")
         )
         why = (
             f"exported {row.detail.get('rows', '?')} audit entries ({row.outcome}), "

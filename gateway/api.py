@@ -8,20 +8,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 
 from gateway.approvals import Approvals
-from gateway.audit_review import AuditReview
 from gateway.auth import Authenticator, Principal
 from gateway.orgs import Organisation
 from gateway.pipeline import Pipeline
 from gateway.policy_admin import PolicyAdmin
 from gateway.publishing import Publishing
+from gateway.recorder import SignIns
 from gateway.system import SystemView
-from xiezhi.errors import InvalidInput
+from xiezhi.errors import InvalidInput, Unauthenticated
 from xiezhi.supervision import ModelCatalog
 from xiezhi.wire import (
     TOKEN_BYTES,
     ApprovalDecision,
     ApprovalView,
-    AuditEntryView,
     CreateMatchRequest,
     EpochView,
     EvaluationBatch,
@@ -45,7 +44,13 @@ router = APIRouter()
 
 def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
     authenticator: Authenticator = request.app.state.authenticator
-    principal = authenticator.authenticate(authorization)
+    sign_ins: SignIns = request.app.state.sign_ins
+    try:
+        principal = authenticator.authenticate(authorization)
+    except Unauthenticated as exc:
+        sign_ins.refused(exc.code)
+        raise
+    sign_ins.accepted(principal, authorization or "")
     policy: PolicyAdmin = request.app.state.policy
     policy.refresh()  # pick up a policy another instance changed
     return principal
@@ -65,7 +70,6 @@ Requests = Annotated[Pipeline, Depends(_state("pipeline"))]
 Publisher = Annotated[Publishing, Depends(_state("publishing"))]
 Approvers = Annotated[Approvals, Depends(_state("approvals"))]
 Policies = Annotated[PolicyAdmin, Depends(_state("policy"))]
-Review = Annotated[AuditReview, Depends(_state("review"))]
 System = Annotated[SystemView, Depends(_state("system"))]
 
 
@@ -210,18 +214,3 @@ def rename_org(code: str, body: OrgRename, caller: Caller, policy: Policies) -> 
 @router.delete("/v1/orgs/{code}", tags=["policy"])
 def remove_org(code: str, caller: Caller, policy: Policies) -> list[OrgView]:
     return policy.remove_org(caller, code)
-
-
-# ---- audit -------------------------------------------------------------------------------
-
-
-@router.get("/v1/audit/entries", tags=["audit"])
-def audit_entries(
-    caller: Caller, review: Review, request_id: str | None = None, kind: str | None = None, limit: int = 1000
-) -> list[AuditEntryView]:
-    return review.entries(caller, request_id=request_id, kind=kind, limit=max(1, min(limit, 10_000)))
-
-
-@router.get("/v1/audit/policy-changes", tags=["audit"])
-def audit_policy_changes(caller: Caller, review: Review) -> list[AuditEntryView]:
-    return review.policy_changes(caller)

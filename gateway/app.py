@@ -19,7 +19,7 @@ from gateway.db import make_engine
 from gateway.pipeline import Pipeline
 from gateway.policy_admin import PolicyAdmin
 from gateway.publishing import Publishing
-from gateway.recorder import Recorder
+from gateway.recorder import Recorder, SignIns
 from gateway.relay import ConnectorRelay
 from gateway.settings import GatewaySettings
 from gateway.system import SystemView
@@ -68,11 +68,12 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
         )
         app.state.policy = policy
         app.state.approvals = Approvals(engine, recorder, authorizer, catalog, clock)
-        app.state.review = AuditReview(audit, authorizer, recorder)
+        app.state.review = AuditReview(audit, authorizer, recorder, settings.audit, clock)
         app.state.system = SystemView(engine, authorizer, recorder)
         app.state.audit_proofs = AuditProofs(
             audit, log_signer, witnesses, authorizer, recorder, clock
         )
+        app.state.sign_ins = SignIns(recorder)
         app.state.audit_writer = writer
         app.state.witnessing = witnessing
         try:

@@ -20,6 +20,7 @@ import json
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import ColumnElement, Connection, Row, func, select
@@ -39,7 +40,11 @@ from xiezhi.wire import AnomalyView, AuditEntryDetail, AuditEntryPage, AuditEntr
 _C = AuditRecord.__table__.c  # type: ignore[attr-defined]
 _COLUMNS = (_C.seq, _C.recorded_at, _C.kind, _C.actor, _C.org, _C.request_id, _C.model, _C.connector, _C.outcome)
 _VIEW_COLUMNS = (*_COLUMNS, _C.purpose, _C.entry)
-CSV_HEADER = ("seq", "at", "kind", "actor", "org", "request_id", "model", "connector", "outcome", "purpose", "action", "detail")
+CSV_HEADER = (
+    *("seq", "at", "kind", "actor", "org", "request_id", "model", "connector", "outcome", "purpose", "action"),
+    "detail",
+)
+_EntryRow = Row[*tuple[Any, ...]]  # a row of _VIEW_COLUMNS
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -117,8 +122,9 @@ class AuditReview:
         # Entries appended from here on (this export's own among them) are not part of it.
         conditions = [*filters.conditions(), visible_to(orgs), _C.seq < self._audit.size()]
         with self._audit.engine.connect() as connection:
-            count = int(connection.execute(select(func.count()).select_from(AuditRecord).where(*conditions)).scalar_one())
-        detail = {**filters.describe(), "rows": count, "format": "csv"}
+            counted = connection.execute(select(func.count()).select_from(AuditRecord).where(*conditions))
+            count = int(counted.scalar_one())
+        detail: dict[str, str | int] = {**filters.describe(), "rows": count, "format": "csv"}
         cap = self._settings.export_max_rows
         if count > cap:
             self._recorder.record_alone(
@@ -213,10 +219,11 @@ class AuditReview:
 
 
 def _between(since: datetime, until: datetime) -> ColumnElement[bool]:
-    return _C.recorded_at.between(since.astimezone(UTC), until.astimezone(UTC))
+    between: ColumnElement[bool] = _C.recorded_at.between(since.astimezone(UTC), until.astimezone(UTC))
+    return between
 
 
-def _parsed(row: Row[tuple[object, ...]]) -> dict[str, object]:
+def _parsed(row: _EntryRow) -> dict[str, object]:
     """The entry's canonical JSON; a damaged entry (it happens only by tampering) yields {}."""
     try:
         entry = json.loads(bytes(row.entry))
@@ -225,20 +232,21 @@ def _parsed(row: Row[tuple[object, ...]]) -> dict[str, object]:
     return entry if isinstance(entry, dict) else {}
 
 
-def _recorded(row: Row[tuple[object, ...]]) -> datetime:
+def _recorded(row: _EntryRow) -> datetime:
     moment: datetime = row.recorded_at
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 _FIELDS = ("kind", "actor", "org", "request_id", "model", "connector", "outcome", "purpose")
+_ENTRY_FIELDS = frozenset((*_FIELDS, "at", "action", "detail"))
 
 
-def _view(row: Row[tuple[object, ...]]) -> AuditEntryView:
+def _view(row: _EntryRow) -> AuditEntryView:
     """The view of one entry from its canonical text; the indexed columns stand in where it is damaged."""
     columns = {"seq": row.seq, "at": _recorded(row), **{name: getattr(row, name) for name in _FIELDS}}
-    entry = _parsed(row)
+    entry = {name: value for name, value in _parsed(row).items() if name in _ENTRY_FIELDS}
     try:
-        return AuditEntryView.model_validate({**columns, "action": "", "detail": {}, **entry, "seq": row.seq})
+        return AuditEntryView.model_validate({**columns, "action": "", "detail": {}, **entry})
     except ValidationError:
         # Only a tampered entry fails here; the verification banner names it.
         return AuditEntryView.model_validate({**columns, "action": "", "detail": {}})

@@ -204,6 +204,7 @@ class Pipeline:
                 "evaluate",
                 "ok",
                 request_id,
+                model=request.model,
                 connector=connector,
                 epoch=result.epoch,
                 count=count,
@@ -318,6 +319,7 @@ class Pipeline:
                 "lookup",
                 "ok",
                 request_id,
+                model=request.model,
                 rows=rows,
                 first_row=batch.first_row,
                 clues=sum(r.clue for r in result_rows),
@@ -383,6 +385,7 @@ class Pipeline:
                 "read",
                 "ok",
                 request_id,
+                model=request.model,
                 rows=len(rows),
                 clues=sum(r.clue for r in rows),
             )

@@ -9,6 +9,9 @@ rule that decided it and the policy version.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 
@@ -105,3 +108,42 @@ class Recorder:
         """Record `decision`, then turn it into a permit, or raise Denied with its reason code."""
         self.decision(principal, obj, action, request_id, decision)
         return permit(principal, request_id or obj, action, decision)
+
+
+ANONYMOUS = Principal(subject="anonymous", org=None, roles=frozenset())
+
+
+class SignIns:
+    """Authentication in the log: every refused bearer token, and the first use of each
+    accepted one (a sign-in), not every call it authorises — those are decisions already.
+
+    Tokens are remembered by a digest held in memory only, for `capacity` tokens.
+    """
+
+    def __init__(self, recorder: Recorder, capacity: int = 50_000) -> None:
+        self._recorder = recorder
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def accepted(self, principal: Principal, token: str) -> None:
+        digest = hashlib.sha256(token.encode()).digest()[:16]
+        with self._lock:
+            if digest in self._seen:
+                self._seen.move_to_end(digest)
+                return
+            self._seen[digest] = None
+            if len(self._seen) > self._capacity:
+                self._seen.popitem(last=False)
+        self._recorder.record_alone(
+            principal,
+            EventKind.AUTHENTICATION,
+            "sign_in",
+            "ok",
+            roles=",".join(sorted(principal.roles)),
+            clearance=principal.clearance,
+            connector=principal.connector,
+        )
+
+    def refused(self, reason: str) -> None:
+        self._recorder.record_alone(ANONYMOUS, EventKind.AUTHENTICATION, "sign_in", "deny", reason=reason)

@@ -2,8 +2,10 @@
 
 The audit log must never hold a token, yet an auditor should learn when one token is looked
 up again and again. So each lookup also writes, in its own transaction, one row per distinct
-token and connector to `token_sightings`: the first 8 bytes of HMAC-SHA256 of the token under
-a random key, with the request, the user, their organisation and the time.
+token to `token_sightings`: the first 8 bytes of HMAC-SHA256 of the token under a random key,
+with its capability and connector, the request, the user, their organisation and the time.
+A subject's tokens differ per capability (`xiezhi.crypto.derive_token` binds it), so one
+subject looked up by a model of two capabilities is two sightings, one per capability.
 
 The key is drawn when the gateway starts and held only in memory, never written anywhere: a
 stolen database (sightings plus published indexes) cannot link a digest back to a token, so
@@ -35,6 +37,7 @@ class TokenSighting(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     digest: bytes = Field(sa_column=Column(LargeBinary(DIGEST_BYTES), nullable=False, index=True))
+    capability: str
     connector: str
     request_id: str = Field(index=True)
     actor: str
@@ -69,19 +72,26 @@ class TokenSightings:
         tokens: Mapping[str, Sequence[bytes]],
         now: datetime,
     ) -> int:
-        """Stage, in `session`'s transaction, one row per distinct (connector, token) of a lookup batch.
+        """Stage, in `session`'s transaction, one row per distinct (capability, token) of a lookup batch.
 
-        `tokens` maps capability → tokens; a connector's capabilities share its tokens, so a
-        token seen under several of them is one sighting. Returns the rows staged.
+        `tokens` maps capability → tokens, one per row; a token repeated within the batch (a
+        subject listed twice) is one sighting: a token counts once per request. Returns the
+        rows staged.
         """
-        distinct = {
-            (capability.split(".", 1)[0], self.digest(token)) for capability, batch in tokens.items() for token in batch
-        }
+        distinct = {(capability, self.digest(token)) for capability, batch in tokens.items() for token in batch}
         at = _utc(now)
         session.execute(delete(TokenSighting).where(_TABLE.c.at < at - self._keep))
         rows = [
-            {"digest": digest, "connector": connector, "request_id": request_id, "actor": actor, "org": org, "at": at}
-            for connector, digest in sorted(distinct)
+            {
+                "digest": digest,
+                "capability": capability,
+                "connector": capability.split(".", 1)[0],
+                "request_id": request_id,
+                "actor": actor,
+                "org": org,
+                "at": at,
+            }
+            for capability, digest in sorted(distinct)
         ]
         if rows:
             session.execute(insert(TokenSighting), rows)
@@ -106,9 +116,9 @@ def repeated(
     visible = or_(_TABLE.c.org.is_(None), _TABLE.c.org.in_(sorted(orgs)))
     scope = [_TABLE.c.at > _utc(since), _TABLE.c.at <= _utc(until), visible]
     candidates = (
-        select(_TABLE.c.connector, _TABLE.c.digest)
+        select(_TABLE.c.capability, _TABLE.c.digest)
         .where(*scope)
-        .group_by(_TABLE.c.connector, _TABLE.c.digest)
+        .group_by(_TABLE.c.capability, _TABLE.c.digest)
         .having(
             or_(
                 func.count(func.distinct(_TABLE.c.request_id)) >= requests,
@@ -118,10 +128,10 @@ def repeated(
         .subquery()
     )
     query = select(_TABLE).join(
-        candidates, (candidates.c.connector == _TABLE.c.connector) & (candidates.c.digest == _TABLE.c.digest)
+        candidates, (candidates.c.capability == _TABLE.c.capability) & (candidates.c.digest == _TABLE.c.digest)
     )
     return [
-        Sighting(bytes(row.digest), row.connector, row.request_id, row.actor, row.org, _aware(row.at))
+        Sighting(bytes(row.digest), row.capability, row.request_id, row.actor, row.org, _aware(row.at))
         for row in connection.execute(query.where(*scope))
     ]
 

@@ -214,5 +214,5 @@ def test_two_heads_deciding_at_once_one_wins(clocked: tuple[Stack, Clock], gener
     assert all(code == "approval_not_pending" for status, code in answers if status == 409)
     # The audit log holds one decision for the request, not two.
     auditor = stack.user_token(["security_auditor"], subject="auditor-330000-01", org="330000")
-    entries = _call(stack, "GET", f"/v1/audit/entries?kind=approval&request_id={request_id}", auditor).json()
-    assert len(entries) == 1 and "reason" not in entries[0]["entry"]["detail"]
+    entries = _call(stack, "GET", f"/v1/audit/entries?kind=approval&request_id={request_id}", auditor).json()["entries"]
+    assert len(entries) == 1 and "reason" not in entries[0]["detail"]

@@ -157,6 +157,14 @@ def test_one_changed_byte_is_named(finished: dict[str, Any], tmp_path: Path, pos
     assert f"first bad entry at position {tamper.seq}" in out  # type: ignore[attr-defined]
 
 
+def test_an_entry_rewritten_as_text_by_sql_is_named(finished: dict[str, Any], tmp_path: Path) -> None:
+    # SQLite's replace() turns the blob into text: the verifier must report it, not crash.
+    out = verify_copy(
+        finished, tmp_path, lambda db: db.execute("UPDATE audit_entries SET entry = replace(entry, 'o', '0') WHERE seq = 12")
+    )
+    assert "first bad entry at position 12" in out
+
+
 def test_a_changed_entry_is_named_even_with_its_leaf_hash_recomputed(
     finished: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -69,10 +69,15 @@ def test_every_request_is_audited_from_creation_to_result(reports: dict[str, Pat
         entries = [json.loads(r.entry) for r in session.exec(select(AuditRecord))]
     engine.dispose()
     created = [e for e in entries if e["kind"] == "request.created"]
-    assert {e["detail"]["model"] for e in created} == {m.id for m in CATALOG}
+    assert {e["model"] for e in created} == {m.id for m in CATALOG}
     for entry in created:
-        kinds = {e["kind"] for e in entries if e["request_id"] == entry["request_id"]}
-        assert {"decision", "request.created", "relay", "lookup", "result.read"} <= kinds
+        trail = [e for e in entries if e["request_id"] == entry["request_id"]]
+        kinds = [e["kind"] for e in trail]  # in log order
+        assert {"decision", "request.created", "relay", "lookup", "result.read"} <= set(kinds)
+        assert kinds[0] == "decision" and kinds[-1] == "result.read"
+        assert kinds.index("request.created") < kinds.index("relay") < kinds.index("lookup")
+        assert all(e["model"] == entry["model"] for e in trail if e["kind"] in ("relay", "lookup", "result.read"))
+        assert [e["seq"] for e in trail] == sorted(e["seq"] for e in trail)
     decisions = [e for e in entries if e["kind"] == "decision"]
     assert all(e["detail"]["rule"] and e["detail"]["policy_version"] for e in decisions)
 

@@ -104,7 +104,7 @@ def test_the_three_administrators_and_connectors_stay_in_their_lanes(clocked: tu
     assert _call(url, "GET", "/v1/audit/policy-changes", security).status_code == 200
     assert _call(url, "GET", "/v1/policy", security).status_code == 200
     entries = _call(url, "GET", "/v1/audit/entries", auditor)
-    assert entries.status_code == 200 and len(entries.json()) > 0
+    assert entries.status_code == 200 and len(entries.json()["entries"]) > 0
     two_hats = stack.user_token(["security_admin", "security_auditor"], subject="x-330000-01", org="330000")
     assert _code(_call(url, "GET", "/v1/audit/entries", two_hats)) == (403, "separation_of_duties")
 
@@ -119,19 +119,18 @@ def test_every_decision_is_audited_with_who_what_why_rule_and_version(clocked: t
         "purpose_malformed",
     )
     auditor = stack.user_token(["security_auditor"], subject="auditor-330000-01", org="330000")
-    decisions = _call(stack.gateway_url, "GET", "/v1/audit/entries?kind=decision", auditor).json()
+    decisions = _call(stack.gateway_url, "GET", "/v1/audit/entries?kind=decision", auditor).json()["entries"]
     assert len(decisions) >= 3
-    for item in decisions:
-        entry = item["entry"]
+    for entry in decisions:
         detail = entry["detail"]
         assert entry["actor"] and entry["action"] and entry["outcome"] in ("allow", "deny", "needs_approval")
         assert detail["object"] and detail["rule"] and detail["reason"] and len(detail["policy_version"]) == 16
         assert "roles" in detail and "clearance" in detail
-    runs = [d["entry"] for d in decisions if d["entry"]["action"] == "run" and d["entry"]["detail"].get("model")]
+    runs = [d for d in decisions if d["action"] == "run" and d["model"]]
     allowed = next(e for e in runs if e["outcome"] == "allow")
-    assert allowed["detail"]["purpose"] == PURPOSE and allowed["detail"]["rule"].startswith("p, prosecutor")
+    assert allowed["purpose"] == PURPOSE and allowed["detail"]["rule"].startswith("p, prosecutor")
     refused = next(e for e in runs if e["outcome"] == "deny")
-    assert refused["detail"]["reason"] == "purpose_malformed" and refused["detail"]["purpose"] is None
+    assert refused["detail"]["reason"] == "purpose_malformed" and refused["purpose"] is None
 
 
 # ---- the policy store and its changes -------------------------------------------------
@@ -166,8 +165,8 @@ def test_policy_changes_are_gated_audited_and_reach_another_instance(clocked: tu
         assert changed.status_code == 200 and changed.json()["version"] != before["version"]
         assert changed.json()["revision"] == before["revision"] + 1
         assert _call(second.url, "GET", "/v1/policy", security).json()["version"] == changed.json()["version"]
-        changes = _call(stack.gateway_url, "GET", "/v1/audit/policy-changes", security).json()
-        last = changes[-1]["entry"]
+        changes = _call(stack.gateway_url, "GET", "/v1/audit/policy-changes", security).json()["entries"]
+        last = changes[0]  # newest first
         assert last["actor"] == "secadmin-330000-01" and last["detail"]["before"] == before["version"]
         assert last["detail"]["version"] == changed.json()["version"]
     finally:

@@ -103,10 +103,8 @@ def _print(report: Report, as_json: bool) -> None:
         typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=1))
         return
     cosigned = ", ".join(f"{name} {count}" for name, count in sorted(report.cosigned.items())) or "none"
-    typer.echo(
-        f"entries: {report.entries}   checkpoints: {report.checkpoints} (latest {report.latest_checkpoint})   "
-        f"cosigned: {cosigned}"
-    )
+    counted = f"entries: {report.entries}   " if report.ok else ""
+    typer.echo(f"{counted}checkpoints: {report.checkpoints} (latest {report.latest_checkpoint})   cosigned: {cosigned}")
     if report.ok:
         typer.echo("OK: every entry is in place and every checkpoint verifies")
         return

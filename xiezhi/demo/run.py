@@ -19,9 +19,15 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import create_engine
 
+from audit_log.export import DatabaseSource
+from audit_log.note import Verifier, parse_witnesses
+from audit_log.store import AuditLog
+from audit_log.verify import Report, verify
 from connectors.config import reference_config
 from connectors.runner import PublishReport, build_and_publish
+from gateway.settings import GatewaySettings
 from xiezhi.client.gateway_client import GatewayClient
 from xiezhi.client.job import MatchSummary, match_file
 from xiezhi.client.protocol import MatchSpec
@@ -71,8 +77,32 @@ def run_demo(
         summaries, approved = _run_models(
             dev, data_dir, workdir, gateway_url, phases, show_progress=console.is_terminal
         )
+    # The services have stopped: the gateway signed a last checkpoint of everything it logged.
+    with phases.phase("verify the audit log"):
+        audit = _verify_audit(dev)
     _print_summary(console, workdir, published, summaries, approved, phases)
+    _print_audit(console, dev, audit)
     return summaries
+
+
+def _verify_audit(dev: DevEnvironment) -> Report:
+    settings = GatewaySettings.from_file(dev.gateway_config)
+    engine = create_engine(settings.database_url)
+    try:
+        witnesses = tuple(parse_witnesses(settings.audit.witnesses).values())
+        return verify(DatabaseSource(AuditLog.existing(engine)), Verifier.parse(dev.audit_vkey), witnesses)
+    finally:
+        engine.dispose()
+
+
+def _print_audit(console: Console, dev: DevEnvironment, report: Report) -> None:
+    cosigned = ", ".join(f"{name.rsplit('/', 1)[-1]} {count}" for name, count in sorted(report.cosigned.items()))
+    verdict = "[green]verified[/green]" if report.ok else f"[red]NOT verified: {report.problems[0]}[/red]"
+    console.print(
+        f"Audit log: {report.entries} entries, {report.checkpoints} signed checkpoints "
+        f"(cosigned: {cosigned or 'none'}) — {verdict}"
+    )
+    console.print(f"Check it yourself: xiezhi audit verify --settings {dev.gateway_config}")
 
 
 @contextmanager

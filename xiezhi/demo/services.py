@@ -40,11 +40,12 @@ class Services:
         self._wait_healthy(name, process, log, health_url, timeout)
 
     def stop(self) -> None:
-        for _, process, _ in self.processes:
+        """Stop in reverse order of starting: the gateway goes first, so the checkpoint it signs
+        as it shuts down still reaches the connectors that witness its log."""
+        for _, process, _ in reversed(self.processes):
             process.terminate()
-        for _, process, _ in self.processes:
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
         self.processes.clear()

@@ -1,0 +1,363 @@
+// The security auditor's console: sign in with a bearer token, search the log, open an entry and
+// check its inclusion proof here in the browser, watch the verification banner and anomaly flags,
+// export a search as CSV. Data is only ever inserted as text (textContent), never as HTML.
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "xiezhi.auditor.token";
+  const NOT_AUDITOR = "此控制台仅供安全审计员使用 · This console is for security auditors.";
+  const REFUSED = "令牌无效或已过期，请重新登录 · Your token was refused or has expired: sign in again.";
+  const FILTERS = ["since", "until", "user", "org", "model", "connector", "decision", "purpose", "kind", "request_id"];
+  const ANOMALY_LABELS = {
+    volume_above_baseline: "查询量异常 · Volume above baseline",
+    outside_working_hours: "非工作时间操作 · Outside working hours",
+    denial_burst: "连续被拒 · Burst of denials",
+    token_repeated: "重复查询同一对象 · Same subject looked up repeatedly",
+    fast_approval: "审批过快 · Fast approval",
+    export: "审计数据导出 · Audit export",
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const state = { nextBefore: null, seqs: [], logKey: null };
+
+  class SignedOut extends Error {}
+
+  // ---- helpers ---------------------------------------------------------------------------
+
+  function el(tag, props = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(props)) {
+      if (name === "className") node.className = value;
+      else if (name === "title") node.title = value;
+      else node.dataset[name] = value;
+    }
+    for (const child of children) node.append(document.createTextNode(child == null ? "" : String(child)));
+    return node;
+  }
+
+  function chinaTime(iso) {
+    const millis = Date.parse(iso);
+    if (Number.isNaN(millis)) return String(iso);
+    return new Date(millis + 8 * 3600 * 1000).toISOString().slice(0, 19).replace("T", " ");
+  }
+
+  function token() {
+    return sessionStorage.getItem(TOKEN_KEY);
+  }
+
+  function signOut(message) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    state.logKey = null;
+    $("app").hidden = true;
+    $("banner").hidden = true;
+    $("logout").hidden = true;
+    $("login").hidden = false;
+    $("login-message").textContent = message || "";
+  }
+
+  async function problemOf(response) {
+    try {
+      const body = await response.json();
+      return { code: body.code || `http_${response.status}`, detail: body.detail || response.statusText };
+    } catch (_) {
+      return { code: `http_${response.status}`, detail: response.statusText };
+    }
+  }
+
+  // Every call carries the token; 401 and 403 end the session with a message saying why.
+  async function call(path) {
+    const response = await fetch(path, { headers: { Authorization: `Bearer ${token()}` }, cache: "no-store" });
+    if (response.status === 401) {
+      signOut(REFUSED);
+      throw new SignedOut();
+    }
+    if (response.status === 403) {
+      signOut(NOT_AUDITOR);
+      throw new SignedOut();
+    }
+    return response;
+  }
+
+  async function getJson(path) {
+    const response = await call(path);
+    if (!response.ok) {
+      const problem = await problemOf(response);
+      const error = new Error(`${problem.code}: ${problem.detail}`);
+      error.code = problem.code;
+      throw error;
+    }
+    return response.json();
+  }
+
+  function report(node, error) {
+    if (error instanceof SignedOut) return;
+    node.textContent = error.message;
+    node.classList.add("error");
+  }
+
+  // ---- sign in ---------------------------------------------------------------------------
+
+  async function start() {
+    $("login").hidden = true;
+    $("app").hidden = false;
+    $("logout").hidden = false;
+    $("login-message").textContent = "";
+    try {
+      state.logKey = await getJson("/v1/audit/log-key");
+    } catch (error) {
+      if (!(error instanceof SignedOut)) signOut(`无法连接审计接口 · The audit API failed: ${error.message}`);
+      return;
+    }
+    await Promise.all([loadBanner(), search(), loadAnomalies()]);
+  }
+
+  // ---- verification banner ---------------------------------------------------------------
+
+  async function loadBanner() {
+    const banner = $("banner");
+    banner.hidden = false;
+    banner.className = "banner pending";
+    banner.textContent = "正在校验审计日志… · Verifying the audit log…";
+    try {
+      const result = await getJson("/v1/audit/verification");
+      if (result.ok) {
+        const cosigned = Object.entries(result.cosigned || {}).map(([name, n]) => `${name} (${n})`).join(", ");
+        banner.className = "banner ok";
+        banner.textContent =
+          `审计日志完整 · Log verified: ${result.entries} entries, ${result.checkpoints} signed checkpoints` +
+          (cosigned ? `, cosigned by ${cosigned}` : ", no witness cosignatures yet");
+      } else {
+        const first = result.problems.find((p) => p.position === result.first_bad_position) || result.problems[0];
+        banner.className = "banner bad";
+        banner.textContent =
+          result.first_bad_position !== null && result.first_bad_position !== undefined
+            ? `检测到篡改 · Tampering detected at entry ${result.first_bad_position}: ${first ? first.message : ""}`
+            : `校验失败 · Verification failed: ${first ? `${first.code}: ${first.message}` : "unknown problem"}`;
+      }
+    } catch (error) {
+      if (error instanceof SignedOut) return;
+      banner.className = "banner bad";
+      banner.textContent = `无法校验 · Verification could not run: ${error.message}`;
+    }
+  }
+
+  // ---- search ----------------------------------------------------------------------------
+
+  function filterParams() {
+    const params = new URLSearchParams();
+    const form = $("search");
+    for (const name of FILTERS) {
+      const value = form.elements[name].value.trim();
+      if (value) params.set(name, value);
+    }
+    if (state.seqs.length) params.set("seqs", state.seqs.join(","));
+    return params;
+  }
+
+  function row(entry) {
+    const tr = el("tr", { seq: entry.seq });
+    if (state.seqs.includes(entry.seq)) tr.classList.add("flagged");
+    const cells = [
+      [entry.seq, "mono"],
+      [chinaTime(entry.at), ""],
+      [entry.kind, ""],
+      [entry.actor, ""],
+      [entry.org || "", ""],
+      [entry.action, ""],
+      [entry.outcome, `outcome-${entry.outcome}`],
+      [entry.model || "", ""],
+      [entry.connector || "", ""],
+      [entry.purpose || "", ""],
+      [entry.request_id ? entry.request_id.slice(0, 8) : "", "mono"],
+    ];
+    for (const [text, className] of cells) tr.append(el("td", { className }, text));
+    if (entry.request_id) tr.lastChild.title = entry.request_id;
+    tr.addEventListener("click", () => openEntry(entry.seq));
+    return tr;
+  }
+
+  async function search(more = false) {
+    const status = $("search-status");
+    const body = $("results").tBodies[0];
+    status.classList.remove("error");
+    status.textContent = "检索中… · Searching…";
+    const params = filterParams();
+    if (more && state.nextBefore !== null) params.set("before", state.nextBefore);
+    try {
+      const page = await getJson(`/v1/audit/entries?${params}`);
+      if (!more) body.replaceChildren();
+      for (const entry of page.entries) body.append(row(entry));
+      state.nextBefore = page.next_before;
+      $("more").hidden = page.next_before === null;
+      $("empty").hidden = body.rows.length > 0;
+      status.textContent = `${body.rows.length} 条 · ${body.rows.length} entries shown`;
+    } catch (error) {
+      report(status, error);
+    }
+  }
+
+  function showSeqFilter() {
+    $("seq-filter").hidden = state.seqs.length === 0;
+    $("seq-filter-text").textContent = `仅显示提示涉及的 ${state.seqs.length} 条 · Only the ${state.seqs.length} flagged entries`;
+  }
+
+  // ---- export ----------------------------------------------------------------------------
+
+  async function exportCsv() {
+    const status = $("search-status");
+    status.classList.remove("error");
+    status.textContent = "导出中… · Exporting…";
+    try {
+      const response = await call(`/v1/audit/entries.csv?${filterParams()}`);
+      if (!response.ok) {
+        const problem = await problemOf(response);
+        throw new Error(`${problem.code}: ${problem.detail}`);
+      }
+      const blob = await response.blob();
+      const link = el("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = "audit-entries.csv";
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+      const rows = response.headers.get("X-Export-Rows");
+      status.textContent = `已导出 ${rows} 条（导出本身已记入日志）· Exported ${rows} entries (the export is itself logged)`;
+    } catch (error) {
+      report(status, error);
+    }
+  }
+
+  // ---- entry detail and its proof --------------------------------------------------------
+
+  async function openEntry(seq) {
+    const section = $("detail");
+    const proof = $("proof");
+    section.hidden = false;
+    section.dataset.seq = seq;
+    $("detail-title").textContent = `条目 · Entry ${seq}`;
+    $("detail-entry").textContent = "";
+    proof.className = "proof pending";
+    proof.textContent = "正在校验包含证明… · Checking the inclusion proof…";
+    section.scrollIntoView({ block: "nearest" });
+    let detail;
+    try {
+      detail = await getJson(`/v1/audit/entries/${seq}`);
+    } catch (error) {
+      if (!(error instanceof SignedOut)) {
+        proof.className = "proof bad";
+        proof.textContent = `无法读取条目 · Cannot read the entry: ${error.message}`;
+      }
+      return;
+    }
+    try {
+      $("detail-entry").textContent = JSON.stringify(JSON.parse(detail.entry), null, 2);
+    } catch (_) {
+      $("detail-entry").textContent = detail.entry;
+    }
+    await checkProof(seq, detail);
+  }
+
+  async function checkProof(seq, detail) {
+    const proof = $("proof");
+    let answer;
+    try {
+      answer = await call(`/v1/audit/proofs/inclusion?seq=${seq}`);
+    } catch (_) {
+      return; // signed out
+    }
+    if (!answer.ok) {
+      const problem = await problemOf(answer);
+      if (problem.code === "not_yet_checkpointed") {
+        proof.className = "proof pending";
+        proof.textContent = "尚未纳入签名检查点 · Not yet in a signed checkpoint: check again shortly.";
+      } else {
+        proof.className = "proof bad";
+        proof.textContent = `无法取得包含证明 · No inclusion proof: ${problem.code}: ${problem.detail}`;
+      }
+      return;
+    }
+    try {
+      const result = await XiezhiProof.verifyInclusion(detail.entry, detail.leaf_hash, await answer.json(), state.logKey);
+      const cosigned = result.cosignedBy.length ? result.cosignedBy.join(", ") : "no witness yet";
+      proof.className = "proof ok";
+      proof.textContent =
+        `✓ 包含证明已验证 · Inclusion proof verified against checkpoint ${result.size} ` +
+        `(signed by ${result.signedBy}, cosigned by ${cosigned})`;
+    } catch (error) {
+      proof.className = "proof bad";
+      proof.textContent = `✗ 包含证明验证失败 · Inclusion proof FAILED: ${error.message}`;
+    }
+  }
+
+  // ---- anomalies -------------------------------------------------------------------------
+
+  async function loadAnomalies() {
+    const list = $("anomalies");
+    const status = $("anomalies-status");
+    status.classList.remove("error");
+    status.textContent = "加载中… · Loading…";
+    try {
+      const flags = await getJson("/v1/audit/anomalies");
+      list.replaceChildren();
+      for (const flag of flags) {
+        const item = el("li", { code: flag.code });
+        item.append(
+          el("div", { className: "code" }, ANOMALY_LABELS[flag.code] || flag.code),
+          el("div", { className: "who" }, `${flag.actor}${flag.org ? ` · ${flag.org}` : ""} · ${chinaTime(flag.at)}`),
+          el("div", { className: "reason" }, flag.reason),
+        );
+        item.addEventListener("click", () => focusFlag(flag));
+        list.append(item);
+      }
+      status.textContent = flags.length ? `${flags.length} 条提示 · ${flags.length} flags` : "无异常 · No flags";
+    } catch (error) {
+      report(status, error);
+    }
+  }
+
+  function focusFlag(flag) {
+    const form = $("search");
+    for (const name of FILTERS) form.elements[name].value = "";
+    state.seqs = flag.seqs.slice();
+    if (!state.seqs.length) form.elements.user.value = flag.actor;
+    showSeqFilter();
+    search();
+  }
+
+  // ---- wiring ----------------------------------------------------------------------------
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("login-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const value = $("token").value.trim().replace(/^Bearer\s+/i, "");
+      if (!value) return;
+      sessionStorage.setItem(TOKEN_KEY, value);
+      $("token").value = "";
+      start();
+    });
+    $("logout").addEventListener("click", () => signOut(""));
+    $("search").addEventListener("submit", (event) => {
+      event.preventDefault();
+      search();
+    });
+    $("clear-button").addEventListener("click", () => {
+      $("search").reset();
+      state.seqs = [];
+      showSeqFilter();
+      search();
+    });
+    $("seq-filter-clear").addEventListener("click", () => {
+      state.seqs = [];
+      showSeqFilter();
+      search();
+    });
+    $("export-button").addEventListener("click", exportCsv);
+    $("more").addEventListener("click", () => search(true));
+    $("anomalies-refresh").addEventListener("click", loadAnomalies);
+    $("detail-close").addEventListener("click", () => {
+      $("detail").hidden = true;
+    });
+    if (token()) start();
+  });
+})();

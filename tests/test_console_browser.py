@@ -1,0 +1,278 @@
+"""The auditor's console in a real headless Chromium, against a real stack.
+
+A prosecutor runs a model on a Saturday night (so there is an anomaly to see) and makes a
+denied request; then, in the browser: a prosecutor's token is turned away; an auditor signs
+in, searches by user and by decision, opens an entry and sees its inclusion proof verified
+by the page's own WebCrypto code, sees the anomaly flag and follows it, exports the search
+as CSV. Then one byte of one entry is changed in the gateway's SQLite database behind its
+back, and after a reload the banner names exactly that entry.
+
+Uses Debian's Chromium (/usr/bin/chromium) through Playwright's Python driver; nothing is
+downloaded ($XIEZHI_CHROMIUM names another build). Without Chromium the test skips, except
+in CI (CI=true), where it fails.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from audit_log.merkle import LeafList, inclusion_proof, leaf_hash, root_of
+from audit_log.note import generate_signer
+from gateway.quotas import CHINA
+from tests.stack import LEGAL_BASIS, PURPOSE, Clock, Stack, start_stack
+from xiezhi.client.job import match_file
+from xiezhi.client.protocol import MatchSpec
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SATURDAY_NIGHT = datetime(2026, 6, 6, 23, 0, tzinfo=CHINA)
+PROSECUTOR = "prosecutor-330803-41"
+AUDITOR = "auditor-330800-41"
+TIMEOUT_MS = 15_000
+
+
+def _chromium() -> str | None:
+    """The browser to drive: $XIEZHI_CHROMIUM if set, else Debian's, else any `chromium` on PATH."""
+    configured = os.environ.get("XIEZHI_CHROMIUM")
+    if configured:
+        return configured if Path(configured).is_file() else None
+    return CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}: CI must run the browser test (scripts/ensure-chromium installs Chromium)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright package is not installed (pip install -e '.[dev]')")
+    executable = _chromium()
+    if executable is None:
+        where = os.environ.get("XIEZHI_CHROMIUM") or CHROMIUM
+        _missing(f"Chromium is not installed at {where} (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, generated: Path) -> Iterator[Stack]:
+    clock = Clock(SATURDAY_NIGHT.astimezone(UTC))
+    running = start_stack(tmp_path / "stack", clock, audit={"checkpoint_every_seconds": 0.2})
+    try:
+        running.publish(generated, connectors=("court",))
+        token = running.user_token(["prosecutor"], subject=PROSECUTOR)
+        spec = MatchSpec("repeated_debtor", PURPOSE, LEGAL_BASIS)
+        match_file(running.gateway_url, token, spec, generated / "subjects.csv", tmp_path / "report.csv",
+                   show_progress=False, workers=1)  # fmt: skip
+        bad = {"model": "repeated_debtor", "subject_count": 5, "purpose": "查一下", "legal_basis": LEGAL_BASIS}
+        headers = {"authorization": f"Bearer {token}"}
+        denied = httpx.post(f"{running.gateway_url}/v1/requests", json=bad, headers=headers)
+        assert denied.status_code == 403
+        yield running
+    finally:
+        running.stop()
+
+
+def _api(stack: Stack, path: str, token: str, **params: Any) -> httpx.Response:
+    return httpx.get(stack.gateway_url + path, params=params, headers={"authorization": f"Bearer {token}"})
+
+
+def _checkpointed(stack: Stack, token: str, seq: int) -> None:
+    """Wait (bounded) until the writer has signed a checkpoint covering `seq`."""
+    deadline = time.monotonic() + 10
+    while _api(stack, "/v1/audit/checkpoint", token).json().get("size", 0) <= seq:
+        assert time.monotonic() < deadline, f"no checkpoint covers entry {seq}"
+        time.sleep(0.1)
+
+
+def _sign_in(page: Any, stack: Stack, token: str) -> None:
+    page.goto(f"{stack.gateway_url}/console/")
+    page.fill("#token", token)
+    page.click("#login-button")
+
+
+def _column(page: Any, index: int) -> list[str]:
+    """The texts of one column once the search under way has answered."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#search-status")).to_contain_text("entries shown", timeout=TIMEOUT_MS)
+    cells: list[str] = page.locator(f"#results tbody tr td:nth-child({index})").all_text_contents()
+    return cells
+
+
+def _agreement_cases() -> list[dict[str, Any]]:
+    """Every (index, size) up to 17 leaves: proofs and roots from the log's own Python code."""
+    cases = []
+    for size in range(1, 18):
+        leaves = [leaf_hash(f"entry {i}".encode()) for i in range(size)]
+        root = root_of(leaves)
+        for index in range(size):
+            proof = inclusion_proof(LeafList(leaves), index, size)
+            cases.append(
+                {"index": index, "size": size, "leaf": leaves[index].hex(), "proof": [h.hex() for h in proof],
+                 "root": root.hex()}
+            )  # fmt: skip
+    return cases
+
+
+# Runs the console's own proof code on the Python log's proofs, and parses verifier keys
+# whose base64 holds '+' (a key id check that splits on every '+' would refuse them).
+AGREEMENT = """async ([cases, keys]) => {
+  const hex = (h) => Uint8Array.from(h.match(/../g) || [], (b) => parseInt(b, 16));
+  const out = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  const roots = [];
+  for (const c of cases) {
+    roots.push(out(await XiezhiProof.rootFromInclusion(c.index, c.size, hex(c.leaf), c.proof.map(hex))));
+  }
+  let refused = 0;
+  try { await XiezhiProof.rootFromInclusion(1, 4, hex(cases[0].leaf), []); } catch (e) { refused += 1; }
+  const names = [];
+  for (const key of keys) names.push((await XiezhiProof.parseVerifierKey(key, 1)).name);
+  return { roots, refused, names };
+}"""
+
+
+def _keys_with_plus() -> list[str]:
+    keys: list[str] = []
+    while len(keys) < 3:
+        key = str(generate_signer("xiezhi.test/console").verifier())
+        if "+" in key.split("+", 2)[2]:
+            keys.append(key)
+    return keys
+
+
+def test_a_prosecutor_cannot_use_the_console(browser: Any, stack: Stack) -> None:
+    from playwright.sync_api import expect
+
+    prosecutor = stack.user_token(["prosecutor"], subject=PROSECUTOR)
+    assert _api(stack, "/v1/audit/entries", prosecutor).status_code == 403
+    page = browser.new_page()
+    _sign_in(page, stack, prosecutor)
+    expect(page.locator("#login-message")).to_contain_text("for security auditors", timeout=TIMEOUT_MS)
+    expect(page.locator("#app")).to_be_hidden()
+    assert page.evaluate("sessionStorage.length") == 0
+    # A token the gateway refuses (401) sends the user back to sign in again.
+    page.fill("#token", "not-a-token")
+    page.click("#login-button")
+    expect(page.locator("#login-message")).to_contain_text("sign in again", timeout=TIMEOUT_MS)
+    expect(page.locator("#app")).to_be_hidden()
+    page.close()
+
+
+def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    auditor = stack.user_token(["security_auditor"], subject=AUDITOR, org="330800")
+    created = _api(stack, "/v1/audit/entries", auditor, kind="request.created", user=PROSECUTOR).json()["entries"]
+    target = created[0]["seq"]
+    _checkpointed(stack, auditor, target)
+    page = browser.new_page(accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    _sign_in(page, stack, auditor)
+    expect(page.locator("#banner")).to_contain_text("Log verified", timeout=TIMEOUT_MS)
+    expect(page.locator("#banner")).to_have_class("banner ok")
+
+    # The page's proof code agrees with the log's on every proof shape.
+    cases = _agreement_cases()
+    checked = page.evaluate(AGREEMENT, [cases, _keys_with_plus()])
+    assert checked["roots"] == [c["root"] for c in cases] and checked["refused"] == 1
+    assert checked["names"] == ["xiezhi.test/console"] * 3
+
+    # Search by user, then by decision.
+    page.fill("#f-user", PROSECUTOR)
+    page.click("#search-button")
+    actors = _column(page, 4)
+    assert actors and set(actors) == {PROSECUTOR}
+    assert {"request.created", "lookup", "result.read", "decision"} <= set(_column(page, 3))
+    page.click("#clear-button")
+    page.fill("#f-decision", "deny")
+    page.click("#search-button")
+    outcomes = _column(page, 7)
+    assert outcomes and set(outcomes) == {"deny"}
+
+    # Open the request's creation entry: the browser checks its inclusion proof itself.
+    page.click("#clear-button")
+    page.fill("#f-request", created[0]["request_id"])
+    page.select_option("#f-kind", "request.created")
+    page.click("#search-button")
+    page.click(f"#results tbody tr[data-seq='{target}']")
+    proof = page.locator("#proof")
+    expect(proof).to_contain_text("Inclusion proof verified against checkpoint", timeout=TIMEOUT_MS)
+    expect(proof).to_contain_text("signed by xiezhi.dev/audit")
+    assert json.loads(page.locator("#detail-entry").text_content())["seq"] == target
+
+    # The Saturday-night run is flagged; following the flag shows exactly its entries.
+    flag = page.locator("#anomalies li[data-code='outside_working_hours']")
+    expect(flag).to_contain_text(PROSECUTOR, timeout=TIMEOUT_MS)
+    expect(flag).to_contain_text("Saturday")
+    flag.click()
+    expect(page.locator("#seq-filter")).to_be_visible()
+    flagged = [f for f in _api(stack, "/v1/audit/anomalies", auditor).json() if f["code"] == "outside_working_hours"]
+    expect(page.locator("#results tbody tr.flagged")).to_have_count(len(flagged[0]["seqs"]), timeout=TIMEOUT_MS)
+    shown = sorted(int(s) for s in _column(page, 1))
+    assert shown == sorted(flagged[0]["seqs"])
+
+    # Export the flagged entries; the file holds exactly them, and the export is itself logged.
+    with page.expect_download(timeout=TIMEOUT_MS) as download:
+        page.click("#export-button")
+    saved = tmp_path / "export.csv"
+    download.value.save_as(saved)
+    raw = saved.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+    assert sorted(int(r["seq"]) for r in rows) == shown and {r["actor"] for r in rows} == {PROSECUTOR}
+    expect(page.locator("#search-status")).to_contain_text(f"Exported {len(rows)} entries")
+    exports = _api(stack, "/v1/audit/entries", auditor, kind="audit.export", user=AUDITOR).json()["entries"]
+    assert [e["detail"]["rows"] for e in exports] == [len(rows)]
+
+    # Change one byte of one entry behind the gateway's back: the banner names that entry.
+    with sqlite3.connect(stack.root / "gateway" / "gateway.sqlite") as db:
+        db.execute("DROP TRIGGER audit_entries_no_update")
+        entry = bytes(db.execute("SELECT entry FROM audit_entries WHERE seq = ?", (target,)).fetchone()[0])
+        at = entry.index(b'"subjects":') + len(b'"subjects":')
+        changed = entry[:at] + bytes([entry[at] ^ 0x01]) + entry[at + 1 :]  # one digit of the count
+        db.execute("UPDATE audit_entries SET entry = ? WHERE seq = ?", (changed, target))
+    page.reload()
+    banner = page.locator("#banner")
+    expect(banner).to_contain_text(f"Tampering detected at entry {target}:", timeout=TIMEOUT_MS)
+    expect(banner).to_have_class("banner bad")
+    page.fill("#f-request", created[0]["request_id"])
+    page.select_option("#f-kind", "request.created")
+    page.click("#search-button")
+    page.click(f"#results tbody tr[data-seq='{target}']")
+    expect(proof).to_contain_text("Inclusion proof FAILED", timeout=TIMEOUT_MS)
+    expect(proof).to_have_class("proof bad")
+    assert errors == []
+    page.close()
