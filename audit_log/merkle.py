@@ -38,7 +38,7 @@ class CompactRange:
     perfect subtree completed on the way is reported to `on_node(level, index, hash)`.
     """
 
-    __slots__ = ("size", "hashes")
+    __slots__ = ("hashes", "size")
 
     def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
         if len(hashes) != size.bit_count():

@@ -186,7 +186,7 @@ def append_events(connection: Connection, events: Sequence[AuditEvent]) -> list[
     connection.execute(
         _TAIL.update().where(_TAIL.c.id == 1).values(size=tree.size, frontier=tree.to_bytes(), last_leaf=prev)
     )
-    return [row["seq"] for row in rows]
+    return list(range(tail.size, tree.size))
 
 
 class DatabaseNodes:
@@ -305,9 +305,7 @@ class AuditLog:
     def raw_entries(self, start: int, end: int, batch: int = 20_000) -> Iterator[tuple[int, bytes, bytes]]:
         """(seq, entry, stored leaf hash) for seq in [start, end), in order (read straight off the driver)."""
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        query = (
-            f"SELECT seq, entry, leaf_hash FROM audit_entries WHERE seq >= {mark} AND seq < {mark} ORDER BY seq"
-        )
+        query = f"SELECT seq, entry, leaf_hash FROM audit_entries WHERE seq >= {mark} AND seq < {mark} ORDER BY seq"
         with self.engine.connect() as connection:
             cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -282,20 +283,30 @@ class Reopenable(Protocol):
 def _parallel(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...], workers: int) -> Report | None:
     if not hasattr(source, "reopen") or not hasattr(source, "count"):
         return None
-    report = Report()
-    roots = _checkpoints(source, log_key, witnesses, report)
-    if report.problems:
-        return None
-    targets = sorted(roots)
-    size = source.count()  # type: ignore[attr-defined]
+    size = source.count()
     full = size >> CHUNK_LEVEL
     if full < 2:
         return None
-    tasks = [
-        (source, c, [t - (c << CHUNK_LEVEL) for t in targets if c << CHUNK_LEVEL < t <= (c + 1) << CHUNK_LEVEL])
-        for c in range(full)
-    ]
+    notes = source.checkpoint_notes()
     with multiprocessing.get_context("fork").Pool(workers) as pool:
+        opened = pool.map(
+            functools.partial(_open_quietly, log_key, witnesses), notes, chunksize=max(1, len(notes) // (workers * 4))
+        )
+        if any(result is None for result in opened):
+            return None  # a checkpoint or cosignature is bad: the sequential pass reports it
+        report = Report()
+        roots: dict[int, bytes] = {}
+        for checkpoint_size, root, cosigned in opened:  # type: ignore[misc]
+            if roots.setdefault(checkpoint_size, root) != root:
+                return None
+            for name in cosigned:
+                report.cosigned[name] = report.cosigned.get(name, 0) + 1
+        report.checkpoints, report.latest_checkpoint = len(roots), max(roots, default=None)
+        targets = sorted(roots)
+        tasks = [
+            (source, c, [t - (c << CHUNK_LEVEL) for t in targets if c << CHUNK_LEVEL < t <= (c + 1) << CHUNK_LEVEL])
+            for c in range(full)
+        ]
         results = pool.starmap(_hash_chunk, tasks, chunksize=max(1, full // (workers * 4)))
     tree, boundary, boundary_prev = CompactRange(), 0, GENESIS
     for (_, c, offsets), result in zip(tasks, results, strict=True):
@@ -319,7 +330,19 @@ def _parallel(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...]
     return report
 
 
-def _hash_chunk(source: Reopenable, c: int, offsets: list[int]) -> tuple[bytes, list[list[bytes]], dict[int, bytes]] | None:
+def _open_quietly(log_key: Verifier, witnesses: tuple[Verifier, ...], note: str) -> tuple[int, bytes, list[str]] | None:
+    """In a worker: a checkpoint's size, root and valid cosigners; None if anything is wrong."""
+    try:
+        checkpoint = open_checkpoint(note, log_key)
+        cosigned = [w.name for w in witnesses if cosignature_time(note, w) is not None]
+    except NoteError:
+        return None
+    return checkpoint.size, checkpoint.root, cosigned
+
+
+def _hash_chunk(
+    source: Reopenable, c: int, offsets: list[int]
+) -> tuple[bytes, list[list[bytes]], dict[int, bytes]] | None:
     """In a worker: chunk `c`'s root, the nodes of each checkpoint prefix in it, and the leaf
     ending each; None if a position or stored hash is wrong."""
     start, count = c << CHUNK_LEVEL, 1 << CHUNK_LEVEL
@@ -328,9 +351,10 @@ def _hash_chunk(source: Reopenable, c: int, offsets: list[int]) -> tuple[bytes, 
         rows = list(source.reopen().entries(start, start + count))
         if [row[0] for row in rows] != list(range(start, start + count)):
             return None
-        leaves = _leaves(rows)
-        if isinstance(leaves, Problem):
+        checked = _leaves(rows)
+        if isinstance(checked, Problem):
             return None
+        leaves = checked
     levels = levels_of(leaves)
     prefixes = [
         [levels[level][(count >> level) - 1] for level in range(count.bit_length() - 1, -1, -1) if count >> level & 1]
@@ -382,7 +406,9 @@ def redacted_leaf(line: bytes) -> bytes | None:
     return leaf if len(leaf) == 32 else None
 
 
-def _checkpoints(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...], report: Report) -> dict[int, bytes]:
+def _checkpoints(
+    source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...], report: Report
+) -> dict[int, bytes]:
     roots: dict[int, bytes] = {}
     covered = 0
     for note in source.checkpoint_notes():
@@ -409,9 +435,7 @@ def _checkpoints(source: Source, log_key: Verifier, witnesses: tuple[Verifier, .
                 if cosignature_time(note, witness) is not None:
                     report.cosigned[witness.name] = report.cosigned.get(witness.name, 0) + 1
             except NoteError as exc:
-                report.problems.append(
-                    Problem(None, "cosignature_invalid", f"checkpoint {checkpoint.size}: {exc}")
-                )
+                report.problems.append(Problem(None, "cosignature_invalid", f"checkpoint {checkpoint.size}: {exc}"))
     report.checkpoints = len(roots)
     report.latest_checkpoint = max(roots) if roots else None
     return roots
@@ -425,8 +449,12 @@ def _claimed_size(note: str) -> str:
 def _gap(expected: int, seq: int) -> Problem:
     if seq > expected:
         missing = "entry" if seq == expected + 1 else "entries"
-        return Problem(expected, "entry_missing", f"{missing} {expected}–{seq - 1} missing: the next stored entry is {seq}")
-    return Problem(expected, "entry_out_of_order", f"entry {seq} is stored again or out of order at position {expected}")
+        return Problem(
+            expected, "entry_missing", f"{missing} {expected}–{seq - 1} missing: the next stored entry is {seq}"
+        )
+    return Problem(
+        expected, "entry_out_of_order", f"entry {seq} is stored again or out of order at position {expected}"
+    )
 
 
 def _locate(source: Source, start: int, end: int, prev: bytes) -> Problem:

@@ -109,11 +109,13 @@ class AuditWriter:
     def _run(self) -> None:
         next_tick = time.monotonic() + self._every_seconds
         while True:
+            item: object
             try:
                 item = self._queue.get(timeout=max(0.0, next_tick - time.monotonic()))
             except queue.Empty:
                 item = _IDLE
-            batch, stop = [], item is None
+            batch: list[tuple[AuditEvent, Future[int]]] = []
+            stop = item is None
             if isinstance(item, tuple):
                 batch.append(item)
             while not stop and len(batch) < self._max_batch:

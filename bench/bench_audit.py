@@ -26,10 +26,13 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audit_log import AuditEvent, AuditLog, AuditWriter, CheckpointSigner, EventKind
 from audit_log.export import DatabaseSource, write_export
@@ -126,7 +129,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--appends", type=int, default=100_000)
-    parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=64)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
     if args.quick:

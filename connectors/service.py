@@ -22,7 +22,6 @@ from fastapi.responses import PlainTextResponse
 
 from audit_log.note import load_signer, read_verifier
 from audit_log.witness import Witness, WitnessRefusal
-
 from connectors.keys import KeyStore
 from xiezhi import __version__, oprf, problems
 from xiezhi.crypto import VerifyKey, batch_digest, load_public_key

@@ -12,8 +12,8 @@ from audit_log import AuditLog, AuditWriter, CheckpointSigner
 from audit_log.note import load_signer, parse_witnesses
 from gateway import api, audit_api, review_api
 from gateway.approvals import Approvals
-from gateway.audit_review import AuditReview
 from gateway.audit_proofs import AuditProofs
+from gateway.audit_review import AuditReview
 from gateway.auth import Authenticator
 from gateway.db import make_engine
 from gateway.pipeline import Pipeline
@@ -70,9 +70,7 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
         app.state.approvals = Approvals(engine, recorder, authorizer, catalog, clock)
         app.state.review = AuditReview(audit, authorizer, recorder, settings.audit, clock)
         app.state.system = SystemView(engine, authorizer, recorder)
-        app.state.audit_proofs = AuditProofs(
-            audit, log_signer, witnesses, authorizer, recorder, clock
-        )
+        app.state.audit_proofs = AuditProofs(audit, log_signer, witnesses, authorizer, recorder, clock)
         app.state.sign_ins = SignIns(recorder)
         app.state.audit_writer = writer
         app.state.witnessing = witnessing

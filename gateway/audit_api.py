@@ -23,7 +23,10 @@ def log_key(caller: Caller, proofs: Proofs) -> LogKeyView:
 
 @router.get("/checkpoints")
 def checkpoints(
-    caller: Caller, proofs: Proofs, since: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
+    caller: Caller,
+    proofs: Proofs,
+    since: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[CheckpointView]:
     return proofs.checkpoints(caller, since, limit)
 
@@ -34,7 +37,9 @@ def checkpoint(caller: Caller, proofs: Proofs, size: Size = None) -> CheckpointV
 
 
 @router.get("/proofs/inclusion")
-def inclusion(caller: Caller, proofs: Proofs, seq: Annotated[int, Query(ge=0)], size: Size = None) -> InclusionProofView:
+def inclusion(
+    caller: Caller, proofs: Proofs, seq: Annotated[int, Query(ge=0)], size: Size = None
+) -> InclusionProofView:
     return proofs.inclusion(caller, seq, size)
 
 

@@ -172,4 +172,3 @@ class AuditProofs:
             note=checkpoint.note + "".join(line for _, line in cosigned),
             cosigned_by=tuple(sorted(name for name, _ in cosigned)),
         )
-

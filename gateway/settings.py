@@ -54,7 +54,9 @@ class AnomalyThresholds(BaseModel):
 class AuditSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    signing_key: Path = Field(description="the log's Ed25519 note key (PRIVATE+KEY+name+id+key); its name is the origin")
+    signing_key: Path = Field(
+        description="the log's Ed25519 note key (PRIVATE+KEY+name+id+key); its name is the origin"
+    )
     checkpoint_every_entries: Annotated[int, Field(ge=1)] = 256
     checkpoint_every_seconds: Annotated[float, Field(gt=0)] = 10.0
     witnesses: dict[str, str] = Field(

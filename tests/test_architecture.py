@@ -16,7 +16,14 @@ RESTRICTED = {
     "cryptography": {"xiezhi/crypto.py"},
     "casbin": {"gateway/authz/engine.py", "gateway/authz/policy.py", "gateway/authz/store.py"},
     "sqlalchemy_adapter": {"gateway/authz/store.py"},
-    "fastapi": {"gateway/api.py", "gateway/app.py", "gateway/audit_api.py", "gateway/review_api.py", "xiezhi/problems.py", "connectors/service.py"},
+    "fastapi": {
+        "gateway/api.py",
+        "gateway/app.py",
+        "gateway/audit_api.py",
+        "gateway/review_api.py",
+        "xiezhi/problems.py",
+        "connectors/service.py",
+    },
     "starlette": {"xiezhi/problems.py"},
     "httpx": {
         "gateway/relay.py",

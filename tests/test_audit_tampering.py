@@ -60,7 +60,14 @@ def finished(tmp_path_factory: pytest.TempPathFactory, generated: Path) -> dict[
         auditor = root / "auditor.token"
         auditor.write_text(stack.user_token(["security_auditor"], subject="auditor-330803", org="330803"))
         export = run_cli(
-            "audit", "export", "--gateway", stack.gateway_url, "--token-file", str(auditor), "--out", str(root / "export")
+            "audit",
+            "export",
+            "--gateway",
+            stack.gateway_url,
+            "--token-file",
+            str(auditor),
+            "--out",
+            str(root / "export"),
         )
         assert export.returncode == 0, export.stderr
         proof = run_cli(
@@ -160,17 +167,19 @@ def test_one_changed_byte_is_named(finished: dict[str, Any], tmp_path: Path, pos
 def test_an_entry_rewritten_as_text_by_sql_is_named(finished: dict[str, Any], tmp_path: Path) -> None:
     # SQLite's replace() turns the blob into text: the verifier must report it, not crash.
     out = verify_copy(
-        finished, tmp_path, lambda db: db.execute("UPDATE audit_entries SET entry = replace(entry, 'o', '0') WHERE seq = 12")
+        finished,
+        tmp_path,
+        lambda db: db.execute("UPDATE audit_entries SET entry = replace(entry, 'o', '0') WHERE seq = 12"),
     )
     assert "first bad entry at position 12" in out
 
 
-def test_a_changed_entry_is_named_even_with_its_leaf_hash_recomputed(
-    finished: dict[str, Any], tmp_path: Path
-) -> None:
+def test_a_changed_entry_is_named_even_with_its_leaf_hash_recomputed(finished: dict[str, Any], tmp_path: Path) -> None:
     def tamper(db: sqlite3.Connection) -> None:
         entry = db.execute("SELECT entry FROM audit_entries WHERE seq = 40").fetchone()[0]
-        changed = entry.replace(b'"outcome":"allow"', b'"outcome":"deny!"').replace(b'"outcome":"ok"', b'"outcome":"no"')
+        changed = entry.replace(b'"outcome":"allow"', b'"outcome":"deny!"').replace(
+            b'"outcome":"ok"', b'"outcome":"no"'
+        )
         assert changed != entry
         db.execute("UPDATE audit_entries SET entry = ?, leaf_hash = ? WHERE seq = 40", (changed, leaf_hash(changed)))
 
@@ -184,7 +193,9 @@ def test_a_deleted_entry_is_named(finished: dict[str, Any], tmp_path: Path) -> N
 
 def test_two_reordered_entries_are_named(finished: dict[str, Any], tmp_path: Path) -> None:
     def swap_contents(db: sqlite3.Connection) -> None:
-        a, b = (db.execute("SELECT entry, leaf_hash FROM audit_entries WHERE seq = ?", (s,)).fetchone() for s in (20, 25))
+        a, b = (
+            db.execute("SELECT entry, leaf_hash FROM audit_entries WHERE seq = ?", (s,)).fetchone() for s in (20, 25)
+        )
         db.execute("UPDATE audit_entries SET entry = ?, leaf_hash = ? WHERE seq = 20", b)
         db.execute("UPDATE audit_entries SET entry = ?, leaf_hash = ? WHERE seq = 25", a)
 
@@ -207,9 +218,7 @@ def test_a_truncated_tail_is_named(finished: dict[str, Any], tmp_path: Path) -> 
     assert f"first bad entry at position {truncate.at}" in out and "truncated" in out  # type: ignore[attr-defined]
 
 
-def test_a_whole_log_recomputed_and_signed_by_another_key_is_caught(
-    finished: dict[str, Any], tmp_path: Path
-) -> None:
+def test_a_whole_log_recomputed_and_signed_by_another_key_is_caught(finished: dict[str, Any], tmp_path: Path) -> None:
     def rewrite(db: sqlite3.Connection) -> None:
         rows = db.execute("SELECT entry FROM audit_entries ORDER BY seq").fetchall()
         for table in ("audit_entries", "audit_nodes", "audit_cosignatures", "audit_checkpoints"):

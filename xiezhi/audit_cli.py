@@ -30,11 +30,10 @@ audit_app.add_typer(proof_app, name="proof")
 SettingsOption = Annotated[
     Path | None, typer.Option("--settings", help="The gateway's settings file: database, log key and witnesses")
 ]
-LogKeyOption = Annotated[
-    str | None, typer.Option(help="The log's verifier key (name+id+key) or a file holding it")
-]
+LogKeyOption = Annotated[str | None, typer.Option(help="The log's verifier key (name+id+key) or a file holding it")]
 WitnessOption = Annotated[
-    list[str] | None, typer.Option("--witness", help="NAME=VKEY (or NAME=FILE) of a witness whose cosignatures to check")
+    list[str] | None,
+    typer.Option("--witness", help="NAME=VKEY (or NAME=FILE) of a witness whose cosignatures to check"),
 ]
 GatewayOption = Annotated[str, typer.Option(help="Gateway base URL")]
 TokenFileOption = Annotated[
@@ -47,7 +46,9 @@ def _error(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _trust(settings: Path | None, log_key: str | None, witness: list[str] | None) -> tuple[Verifier, dict[str, Verifier]]:
+def _trust(
+    settings: Path | None, log_key: str | None, witness: list[str] | None
+) -> tuple[Verifier, dict[str, Verifier]]:
     witnesses: dict[str, str] = {}
     key: Verifier | None = None
     try:
@@ -108,7 +109,9 @@ def _print(report: Report, as_json: bool) -> None:
     if report.ok:
         typer.echo("OK: every entry is in place and every checkpoint verifies")
         return
-    typer.echo(f"TAMPERED: first bad entry at position {report.first_bad}" if report.first_bad is not None else "TAMPERED")
+    typer.echo(
+        f"TAMPERED: first bad entry at position {report.first_bad}" if report.first_bad is not None else "TAMPERED"
+    )
     for problem in report.problems:
         typer.echo(f"  {problem}")
 
@@ -159,7 +162,9 @@ def export_command(
             with (out / "checkpoints.jsonl").open("w", encoding="utf-8") as handle:
                 kept = [c for c in client.audit_checkpoints() if c.size <= entries]
                 for c in kept:
-                    handle.write(json.dumps({"size": c.size, "root": c.root, "note": c.note}, ensure_ascii=False) + "\n")
+                    handle.write(
+                        json.dumps({"size": c.size, "root": c.root, "note": c.note}, ensure_ascii=False) + "\n"
+                    )
             checkpoints = len(kept)
         except XiezhiError as exc:
             raise _error(f"({exc.code}) {exc.public_message}") from None

@@ -6,6 +6,7 @@ Only this module (and `xiezhi.group` for libsodium's ristretto255) imports
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -123,10 +124,15 @@ def ed25519_public(key: SigningKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+@functools.lru_cache(maxsize=256)
+def _ed25519_public_key(public: bytes) -> VerifyKey:
+    return Ed25519PublicKey.from_public_bytes(public)
+
+
 def ed25519_verify(public: bytes, signature: bytes, message: bytes) -> bool:
     """True if `signature` is `public`'s Ed25519 signature on `message`."""
     try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+        _ed25519_public_key(public).verify(signature, message)
     except (InvalidSignature, ValueError):
         return False
     return True
