@@ -303,18 +303,13 @@ class AuditLog:
             return session.get(AuditRecord, seq)
 
     def raw_entries(self, start: int, end: int, batch: int = 20_000) -> Iterator[tuple[int, bytes, bytes]]:
-        """(seq, entry, stored leaf hash) for seq in [start, end), in order (read straight off the driver)."""
-        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        query = f"SELECT seq, entry, leaf_hash FROM audit_entries WHERE seq >= {mark} AND seq < {mark} ORDER BY seq"
-        with self.engine.connect() as connection:
-            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cursor.execute(query, (start, end))
-                while rows := cursor.fetchmany(batch):
-                    for seq, entry, leaf in rows:
-                        yield seq, _bytes(entry), _bytes(leaf)
-            finally:
-                cursor.close()
+        """(seq, entry, stored leaf hash) for seq in [start, end), in order, `batch` rows a read."""
+        while start < end:
+            rows = self.raw_block(start, min(end, start + batch))
+            if not rows:
+                return
+            yield from rows
+            start = rows[-1][0] + 1
 
     def raw_block(self, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
         """Rows (seq, entry, leaf hash) [start, end) in one fetch (the verifier's fast path)."""
