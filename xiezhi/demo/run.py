@@ -99,7 +99,8 @@ def _print_audit(console: Console, dev: DevEnvironment, report: Report) -> None:
     cosigned = ", ".join(f"{name.rsplit('/', 1)[-1]} {count}" for name, count in sorted(report.cosigned.items()))
     verdict = "[green]verified[/green]" if report.ok else f"[red]NOT verified: {report.problems[0]}[/red]"
     console.print(
-        f"Audit log: {report.entries} entries, {report.checkpoints} signed checkpoints "
+        f"Audit log: {report.entries} entries, {report.checkpoints} signed "
+        f"checkpoint{'' if report.checkpoints == 1 else 's'} "
         f"(cosigned: {cosigned or 'none'}) — {verdict}"
     )
     console.print(f"Check it yourself: xiezhi audit verify --settings {dev.gateway_config}")
