@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
-from audit_log.store import AuditLog
+from audit_log.store import AuditCheckpoint, AuditLog
 
 
 class DatabaseSource:
@@ -42,10 +42,14 @@ class DatabaseSource:
         yield from self._log.raw_entries(start, end if end is not None else 2**62)
 
     def checkpoint_notes(self) -> list[str]:
+        return [note for _, note in self.checkpoints()]
+
+    def checkpoints(self) -> list[tuple[AuditCheckpoint, str]]:
+        """Each checkpoint with its note followed by the cosignature lines gathered for it."""
         lines: dict[int, list[str]] = {}
         for cosignature in self._log.cosignatures():
             lines.setdefault(cosignature.size, []).append(cosignature.line)
-        return [c.note + "".join(lines.get(c.size, [])) for c in self._log.checkpoints()]
+        return [(c, c.note + "".join(lines.get(c.size, []))) for c in self._log.checkpoints()]
 
 
 def write_export(log: AuditLog, folder: Path, upto: int | None = None) -> tuple[int, int]:
@@ -62,13 +66,14 @@ def write_export(log: AuditLog, folder: Path, upto: int | None = None) -> tuple[
         for _, entry, _ in log.raw_entries(0, size):
             out.write(entry + b"\n")
             written += 1
-    checkpoints = [c for c in log.checkpoints() if c.size <= size]
-    notes = dict(zip((c.size for c in log.checkpoints()), source.checkpoint_notes(), strict=True))
+    kept = 0
     with (folder / "checkpoints.jsonl").open("w", encoding="utf-8") as out:
-        for c in checkpoints:
-            record = {"size": c.size, "root": base64.b64encode(c.root).decode(), "note": notes[c.size]}
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return written, len(checkpoints)
+        for c, note in source.checkpoints():
+            if c.size <= size:
+                record = {"size": c.size, "root": base64.b64encode(c.root).decode(), "note": note}
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                kept += 1
+    return written, kept
 
 
 def _reopen_database(url: str) -> DatabaseSource:

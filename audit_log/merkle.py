@@ -75,12 +75,7 @@ class CompactRange:
             self.append(leaf)
 
     def root(self) -> bytes:
-        if not self.hashes:
-            return EMPTY_ROOT
-        root = self.hashes[-1]
-        for left in reversed(self.hashes[:-1]):
-            root = node_hash(left, root)
-        return root
+        return fold(self.hashes)
 
     def to_bytes(self) -> bytes:
         return b"".join(self.hashes)
@@ -88,9 +83,6 @@ class CompactRange:
     @classmethod
     def from_bytes(cls, size: int, blob: bytes) -> CompactRange:
         return cls(size, [blob[i : i + 32] for i in range(0, len(blob), 32)])
-
-    def copy(self) -> CompactRange:
-        return CompactRange(self.size, self.hashes)
 
 
 class NodeSink(Protocol):
@@ -113,18 +105,22 @@ def levels_of(leaves: list[bytes]) -> list[list[bytes]]:
     return levels
 
 
-def prefix_root(before: CompactRange, levels: list[list[bytes]], count: int) -> bytes:
-    """The root over `before` followed by the first `count` leaves of a chunk given as `levels`."""
-    hashes = list(before.hashes)
-    for level in range(count.bit_length() - 1, -1, -1):
-        if count >> level & 1:
-            hashes.append(levels[level][(count >> level) - 1])
+def fold(hashes: Sequence[bytes]) -> bytes:
+    """The root over perfect subtrees given largest first (a compact range's hashes)."""
     if not hashes:
         return EMPTY_ROOT
     root = hashes[-1]
     for left in reversed(hashes[:-1]):
         root = node_hash(left, root)
     return root
+
+
+def prefix_nodes(levels: list[list[bytes]], count: int) -> list[bytes]:
+    """The perfect subtrees, largest first, that make up the first `count` leaves of a chunk
+    given as `levels`; appended to the compact range before the chunk, they fold to the root."""
+    return [
+        levels[level][(count >> level) - 1] for level in range(count.bit_length() - 1, -1, -1) if count >> level & 1
+    ]
 
 
 def root_of(leaves: Sequence[bytes]) -> bytes:

@@ -33,7 +33,7 @@ from typing import Protocol
 import rfc8785
 
 from audit_log.entries import GENESIS
-from audit_log.merkle import CompactRange, leaf_hash, levels_of, node_hash, prefix_root
+from audit_log.merkle import CompactRange, fold, leaf_hash, levels_of, prefix_nodes
 from audit_log.note import Checkpoint, NoteError, Verifier, cosignature_time, open_checkpoint
 
 
@@ -230,11 +230,11 @@ def _chunk(
     if isinstance(leaves, Problem):
         return leaves, boundary, boundary_prev
     end = start + len(leaves)
-    inside = [t for t in targets[bisect.bisect_right(targets, start) : bisect.bisect_right(targets, end)]]
+    inside = targets[bisect.bisect_right(targets, start) : bisect.bisect_right(targets, end)]
     if len(leaves) == 1 << CHUNK_LEVEL:
         levels = levels_of(leaves)
         for target in inside:
-            if prefix_root(tree, levels, target - start) != roots[target]:
+            if fold([*tree.hashes, *prefix_nodes(levels, target - start)]) != roots[target]:
                 return _locate(source, boundary, target, boundary_prev), boundary, boundary_prev
             boundary, boundary_prev = target, leaves[target - start - 1]
         tree.append_subtree(CHUNK_LEVEL, levels[-1][0])
@@ -314,7 +314,7 @@ def _parallel(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...]
             return None  # something is wrong in this chunk: the sequential pass names it
         root, prefixes, last_leaves = result
         for offset, nodes in zip(offsets, prefixes, strict=True):
-            if _fold([*tree.hashes, *nodes]) != roots[(c << CHUNK_LEVEL) + offset]:
+            if fold([*tree.hashes, *nodes]) != roots[(c << CHUNK_LEVEL) + offset]:
                 return None
             boundary, boundary_prev = (c << CHUNK_LEVEL) + offset, last_leaves[offset]
         tree.append_subtree(CHUNK_LEVEL, root)
@@ -356,11 +356,11 @@ def _hash_chunk(
             return None
         leaves = checked
     levels = levels_of(leaves)
-    prefixes = [
-        [levels[level][(count >> level) - 1] for level in range(count.bit_length() - 1, -1, -1) if count >> level & 1]
-        for count in offsets
-    ]
-    return levels[-1][0], prefixes, {count: leaves[count - 1] for count in offsets}
+    return (
+        levels[-1][0],
+        [prefix_nodes(levels, count) for count in offsets],
+        {count: leaves[count - 1] for count in offsets},
+    )
 
 
 def _fast_leaves(source: Reopenable, c: int) -> list[bytes] | None:
@@ -383,19 +383,12 @@ def _fast_leaves(source: Reopenable, c: int) -> list[bytes] | None:
     return leaves if leaves == [row[2] for row in rows] else None
 
 
-def _fold(hashes: list[bytes]) -> bytes:
-    root = hashes[-1]
-    for left in reversed(hashes[:-1]):
-        root = node_hash(left, root)
-    return root
-
-
 REDACTED = b'{"leaf_hash":"'
 
 
 def redacted_line(seq: int, leaf: bytes) -> bytes:
     """The export line standing for an entry the exporter may not read."""
-    return b'{"leaf_hash":"' + base64.b64encode(leaf) + b'","seq":' + str(seq).encode() + b"}"
+    return REDACTED + base64.b64encode(leaf) + b'","seq":' + str(seq).encode() + b"}"
 
 
 def redacted_leaf(line: bytes) -> bytes | None:

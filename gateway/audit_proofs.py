@@ -9,7 +9,6 @@ leaf hashes, so it still verifies. Verifications and exports are themselves logg
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
@@ -28,13 +27,10 @@ from xiezhi.wire import (
     LogKeyView,
     VerificationProblemView,
     VerificationView,
+    b64encode,
 )
 
 ENTRIES = "audit:entries"
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 class AuditProofs:
@@ -95,8 +91,8 @@ class AuditProofs:
         return InclusionProofView(
             seq=seq,
             tree_size=checkpoint.size,
-            leaf_hash=b64(bytes(record.leaf_hash)),
-            proof=tuple(b64(h) for h in self._audit.inclusion_proof(seq, checkpoint.size)),
+            leaf_hash=b64encode(bytes(record.leaf_hash)),
+            proof=tuple(b64encode(h) for h in self._audit.inclusion_proof(seq, checkpoint.size)),
             checkpoint=checkpoint.note + cosignatures,
         )
 
@@ -108,7 +104,7 @@ class AuditProofs:
         if first > second:
             raise InvalidInput("first must not be larger than second", code="bad_sizes")
         proof = self._audit.consistency_proof(first, second)
-        return ConsistencyProofView(first=first, second=second, proof=tuple(b64(h) for h in proof))
+        return ConsistencyProofView(first=first, second=second, proof=tuple(b64encode(h) for h in proof))
 
     def verification(self, principal: Principal) -> VerificationView:
         """Verify the whole live log now, and log that it was done and what it found."""
@@ -167,7 +163,7 @@ class AuditProofs:
     def _view(self, checkpoint: AuditCheckpoint, cosigned: list[tuple[str, str]]) -> CheckpointView:
         return CheckpointView(
             size=checkpoint.size,
-            root=b64(bytes(checkpoint.root)),
+            root=b64encode(bytes(checkpoint.root)),
             issued_at=checkpoint.issued_at,
             note=checkpoint.note + "".join(line for _, line in cosigned),
             cosigned_by=tuple(sorted(name for name, _ in cosigned)),

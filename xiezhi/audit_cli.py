@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from sqlalchemy import create_engine
@@ -22,6 +24,9 @@ from audit_log.store import AuditLog
 from audit_log.verify import ExportSource, Report, Source, verify
 from xiezhi.client.gateway_client import GatewayClient
 from xiezhi.errors import XiezhiError
+
+if TYPE_CHECKING:
+    from gateway.settings import GatewaySettings
 
 audit_app = typer.Typer(help="The audit log: verify it, export it, check proofs.", no_args_is_help=True)
 proof_app = typer.Typer(help="Inclusion and consistency proofs from a gateway, checked here.", no_args_is_help=True)
@@ -46,18 +51,26 @@ def _error(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _settings(path: Path | None) -> GatewaySettings | None:
+    if path is None:
+        return None
+    from gateway.settings import GatewaySettings
+
+    try:
+        return GatewaySettings.from_file(path)
+    except (XiezhiError, ValueError, OSError) as exc:
+        raise _error(f"{path}: {exc}") from None
+
+
 def _trust(
-    settings: Path | None, log_key: str | None, witness: list[str] | None
+    settings: GatewaySettings | None, log_key: str | None, witness: list[str] | None
 ) -> tuple[Verifier, dict[str, Verifier]]:
     witnesses: dict[str, str] = {}
     key: Verifier | None = None
     try:
         if settings is not None:
-            from gateway.settings import GatewaySettings
-
-            loaded = GatewaySettings.from_file(settings)
-            key = load_signer(loaded.audit.signing_key).verifier()
-            witnesses.update(loaded.audit.witnesses)
+            key = load_signer(settings.audit.signing_key).verifier()
+            witnesses.update(settings.audit.witnesses)
         for item in witness or []:
             name, sep, vkey = item.partition("=")
             if not sep:
@@ -81,13 +94,11 @@ def _database_url(source: str) -> str:
     return f"sqlite:///file:{path}?mode=ro&uri=true"  # never write to the database being checked
 
 
-def _open(source: str | None, settings: Path | None) -> Source:
+def _open(source: str | None, settings: GatewaySettings | None) -> Source:
     if source is None:
         if settings is None:
             raise _error("give a SOURCE (export folder, database file or URL) or --settings")
-        from gateway.settings import GatewaySettings
-
-        source = GatewaySettings.from_file(settings).database_url
+        source = settings.database_url
     if Path(source).is_dir():
         try:
             return ExportSource(Path(source))
@@ -130,9 +141,10 @@ def verify_command(
 
     Exit status 0 if the log verifies, 1 if it does not, 2 if it could not be checked.
     """
-    key, witnesses = _trust(settings, log_key, witness)
+    loaded = _settings(settings)
+    key, witnesses = _trust(loaded, log_key, witness)
     try:
-        report = verify(_open(source, settings), key, tuple(witnesses.values()))
+        report = verify(_open(source, loaded), key, tuple(witnesses.values()))
     except NoteError as exc:
         raise _error(str(exc)) from None
     _print(report, as_json)
@@ -179,11 +191,22 @@ def _client(gateway: str, token_file: Path | None) -> GatewayClient:
     return GatewayClient(gateway, _token(token_file))
 
 
-def _anchor(client: GatewayClient, log_key: str | None) -> Verifier:
-    if log_key is not None:
-        return read_verifier(log_key)
-    typer.echo("warning: no --log-key given; trusting the key the gateway itself reports", err=True)
-    return Verifier.parse(client.audit_log_key().log_key)
+@contextmanager
+def _checking(gateway: str, token_file: Path | None, log_key: str | None) -> Iterator[tuple[GatewayClient, Verifier]]:
+    """A client and the log key to check against; a failed check exits with status 1."""
+    client = _client(gateway, token_file)
+    try:
+        if log_key is not None:
+            key = read_verifier(log_key)
+        else:
+            typer.echo("warning: no --log-key given; trusting the key the gateway itself reports", err=True)
+            key = Verifier.parse(client.audit_log_key().log_key)
+        yield client, key
+    except (XiezhiError, NoteError, ProofFailed) as exc:
+        typer.echo(f"FAILED: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
 
 
 @proof_app.command("inclusion")
@@ -195,9 +218,7 @@ def inclusion_command(
     log_key: LogKeyOption = None,
 ) -> None:
     """Fetch entry SEQ and its inclusion proof, and check both against the signed checkpoint."""
-    client = _client(gateway, token_file)
-    try:
-        key = _anchor(client, log_key)
+    with _checking(gateway, token_file, log_key) as (client, key):
         proof = client.audit_inclusion(seq, size)
         entry = client.audit_entry_text(seq).encode()
         checkpoint = open_checkpoint(proof.checkpoint, key)
@@ -205,11 +226,6 @@ def inclusion_command(
         if base64.b64encode(leaf).decode() != proof.leaf_hash:
             raise ProofFailed("the entry's bytes do not hash to the leaf hash the gateway gave")
         verify_inclusion(seq, checkpoint.size, leaf, [base64.b64decode(h) for h in proof.proof], checkpoint.root)
-    except (XiezhiError, NoteError, ProofFailed) as exc:
-        typer.echo(f"FAILED: {exc}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        client.close()
     typer.echo(f"OK: entry {seq} is included in the checkpoint of size {checkpoint.size} signed by {key.name}")
 
 
@@ -222,16 +238,9 @@ def consistency_command(
     log_key: LogKeyOption = None,
 ) -> None:
     """Check that the checkpoint of size SECOND extends the checkpoint of size FIRST."""
-    client = _client(gateway, token_file)
-    try:
-        key = _anchor(client, log_key)
+    with _checking(gateway, token_file, log_key) as (client, key):
         old = open_checkpoint(client.audit_checkpoint(first).note, key)
         new = open_checkpoint(client.audit_checkpoint(second).note, key)
         proof = client.audit_consistency(first, second)
         verify_consistency(old.size, new.size, old.root, new.root, [base64.b64decode(h) for h in proof.proof])
-    except (XiezhiError, NoteError, ProofFailed) as exc:
-        typer.echo(f"FAILED: {exc}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        client.close()
     typer.echo(f"OK: the checkpoint of size {second} extends the one of size {first} (both signed by {key.name})")
