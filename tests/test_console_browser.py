@@ -216,11 +216,25 @@ def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Pa
     actors = _column(page, 4)
     assert actors and set(actors) == {PROSECUTOR}
     assert {"request.created", "lookup", "result.read", "decision"} <= set(_column(page, 3))
+    # The unfiltered search the clear button starts answers only after the search by
+    # decision: its late answer must not replace the newer one's rows.
+    held: list[Any] = []
+    page.route("**/v1/audit/entries?*", lambda route: held.append(route))
     page.click("#clear-button")
     page.fill("#f-decision", "deny")
     page.click("#search-button")
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while len(held) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(20)  # lets the driver deliver the held requests
+    assert len(held) == 2 and "decision=deny" in held[1].request.url
+    held[1].continue_()
     outcomes = _column(page, 7)
     assert outcomes and set(outcomes) == {"deny"}
+    with page.expect_response(lambda r: r.url == held[0].request.url, timeout=TIMEOUT_MS):
+        held[0].continue_()
+    page.wait_for_timeout(500)  # time for the late answer to be (wrongly) drawn
+    assert set(_column(page, 7)) == {"deny"}
+    page.unroute("**/v1/audit/entries?*")
 
     # Open the request's creation entry: the browser checks its inclusion proof itself.
     page.click("#clear-button")

@@ -18,7 +18,7 @@
   };
 
   const $ = (id) => document.getElementById(id);
-  const state = { nextBefore: null, seqs: [], logKey: null };
+  const state = { nextBefore: null, seqs: [], logKey: null, searches: 0 };
 
   class SignedOut extends Error {}
 
@@ -183,8 +183,11 @@
     status.textContent = "检索中… · Searching…";
     const params = filterParams();
     if (more && state.nextBefore !== null) params.set("before", state.nextBefore);
+    // Only the latest search may fill the table: an earlier one answering late is dropped.
+    const ticket = ++state.searches;
     try {
       const page = await getJson(`/v1/audit/entries?${params}`);
+      if (ticket !== state.searches) return;
       if (!more) body.replaceChildren();
       for (const entry of page.entries) body.append(row(entry));
       state.nextBefore = page.next_before;
@@ -192,7 +195,7 @@
       $("empty").hidden = body.rows.length > 0;
       status.textContent = `${body.rows.length} 条 · ${body.rows.length} entries shown`;
     } catch (error) {
-      report(status, error);
+      if (ticket === state.searches) report(status, error);
     }
   }
 
