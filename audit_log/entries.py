@@ -67,9 +67,8 @@ class AuditEvent(BaseModel):
     def payload(self) -> dict[str, object]:
         """The event as JSON values, screened: raises UnsafeAuditEntry if it looks identifying."""
         payload = self.model_dump(mode="json")
-        for value in _strings(payload):
-            if _ID_LIKE.search(value):
-                raise UnsafeAuditEntry("audit event refused: a value looks like an identifier")
+        if _ID_LIKE.search("\n".join(_strings(payload))):
+            raise UnsafeAuditEntry("audit event refused: a value looks like an identifier")
         return payload
 
 
@@ -112,9 +111,11 @@ def _plain(payload: dict[str, object]) -> bool:
     )
 
 
-def _strings(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for key, item in value.items() for s in [key, *_strings(item)]]
-    return []
+def _strings(payload: dict[str, object]) -> list[str]:
+    """Every string of an event payload: the top-level values, the detail's keys and values."""
+    strings = [value for value in payload.values() if isinstance(value, str)]
+    detail = payload.get("detail")
+    if isinstance(detail, dict):
+        strings.extend(detail)
+        strings.extend(value for value in detail.values() if isinstance(value, str))
+    return strings

@@ -100,7 +100,8 @@ def levels_of(leaves: list[bytes]) -> list[list[bytes]]:
     levels = [leaves]
     sha = _sha256
     while len(leaves) > 1:
-        leaves = [sha(b"\x01" + leaves[i] + leaves[i + 1]).digest() for i in range(0, len(leaves), 2)]
+        pairs = iter(leaves)
+        leaves = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)]
         levels.append(leaves)
     return levels
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Engine, LargeBinary, func, insert, inspect, select, text
+from sqlalchemy import Connection, Engine, LargeBinary, Table, func, insert, inspect, select, text
 from sqlmodel import Column, Field, Session, SQLModel
 
 from audit_log.entries import GENESIS, AuditEvent, canonical_entry
@@ -147,46 +148,62 @@ def lock_tail(connection: Connection) -> Tail:
     return Tail(row.size, CompactRange.from_bytes(row.size, row.frontier), row.last_leaf)
 
 
-def append_events(connection: Connection, events: Sequence[AuditEvent]) -> list[int]:
-    """Append `events` in order within the caller's transaction; returns their leaf indices."""
-    payloads = [event.payload() for event in events]  # screen before taking the lock
+def append_events(
+    connection: Connection, events: Sequence[AuditEvent], payloads: Sequence[dict[str, object]] | None = None
+) -> list[int]:
+    """Append `events` in order within the caller's transaction; returns their leaf indices.
+
+    `payloads` are the events' screened payloads when the caller already has them."""
+    if payloads is None:
+        payloads = [event.payload() for event in events]  # screen before taking the lock
     tail = lock_tail(connection)
     tree, prev = tail.tree, tail.last_leaf
     rows, nodes = [], []
 
     def keep(level: int, index: int, node: bytes) -> None:
         if level % STRIDE == 0:
-            nodes.append({"level": level, "idx": index, "hash": node})
+            nodes.append((level, index, node))
 
+    recorded_at = _bind(connection, _ENTRIES.c.recorded_at)
     for event, payload in zip(events, payloads, strict=True):
         seq = tree.size
         entry = canonical_entry(payload, seq, prev)
         prev = leaf_hash(entry)
         tree.append(prev, keep)
         rows.append(
-            {
-                "seq": seq,
-                "recorded_at": event.at,
-                "kind": event.kind.value,
-                "actor": event.actor,
-                "org": event.org,
-                "request_id": event.request_id,
-                "model": event.model,
-                "connector": event.connector,
-                "outcome": event.outcome,
-                "purpose": event.purpose,
-                "entry": entry,
-                "leaf_hash": prev,
-            }
-        )
+            (seq, recorded_at(event.at), event.kind.value, event.actor, event.org, event.request_id, event.model,
+             event.connector, event.outcome, event.purpose, entry, prev)
+        )  # fmt: skip
     if rows:
-        connection.execute(insert(_ENTRIES), rows)
+        connection.exec_driver_sql(_insert_sql(connection, _ENTRIES, _ENTRY_COLUMNS), rows)
     if nodes:
-        connection.execute(insert(_NODES), nodes)
+        connection.exec_driver_sql(_insert_sql(connection, _NODES, ("level", "idx", "hash")), nodes)
     connection.execute(
         _TAIL.update().where(_TAIL.c.id == 1).values(size=tree.size, frontier=tree.to_bytes(), last_leaf=prev)
     )
     return list(range(tail.size, tree.size))
+
+
+_ENTRY_COLUMNS = ("seq", "recorded_at", "kind", "actor", "org", "request_id", "model", "connector", "outcome",
+                  "purpose", "entry", "leaf_hash")  # fmt: skip
+
+
+def _insert_sql(connection: Connection, table: Table, columns: Sequence[str]) -> str:
+    """A driver-level INSERT of `columns` (appends skip the statement compiler: the log's rows
+    are plain tuples, written in bulk)."""
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+
+
+def _bind(connection: Connection, column: Column[Any]) -> Callable[[Any], Any]:
+    """The conversion the statement compiler would apply to a value of `column` on this
+    dialect (for `recorded_at`: to UTC, and on SQLite to text)."""
+    process = column.type.dialect_impl(connection.dialect).bind_processor(connection.dialect)
+    return process if process is not None else _same
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 class DatabaseNodes:

@@ -283,16 +283,16 @@ class Reopenable(Protocol):
 def _parallel(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...], workers: int) -> Report | None:
     if not hasattr(source, "reopen") or not hasattr(source, "count"):
         return None
-    size = source.count()
-    full = size >> CHUNK_LEVEL
-    if full < 2:
-        return None
     notes = source.checkpoint_notes()
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        opened = pool.map(
+        # The workers check signatures while this process counts the entries and finds the chunks.
+        opening = pool.map_async(
             functools.partial(_open_quietly, log_key, witnesses), notes, chunksize=max(1, len(notes) // (workers * 4))
         )
-        if any(result is None for result in opened):
+        size = source.count()
+        full = size >> CHUNK_LEVEL
+        opened = opening.get()
+        if full < 2 or any(result is None for result in opened):
             return None  # a checkpoint or cosignature is bad: the sequential pass reports it
         report = Report()
         roots: dict[int, bytes] = {}

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime
 
+from sqlalchemy import Connection
+
 from audit_log.entries import AuditEvent
 from audit_log.note import Checkpoint, Signer
 from audit_log.store import AuditLog, append_events, lock_tail
@@ -31,6 +33,9 @@ class AuditUnavailable(XiezhiError):
 
     status = 503
     code = "audit_unavailable"
+
+
+_Queued = tuple[AuditEvent, dict[str, object], Future[int]]  # an event, its screened payload, its caller
 
 
 class CheckpointSigner:
@@ -48,14 +53,18 @@ class CheckpointSigner:
     def issue(self) -> int | None:
         """Sign a checkpoint at the current size; None if the latest checkpoint already has it."""
         with self._log.engine.begin() as connection:
-            tail = lock_tail(connection)
-            latest = self._log.latest_size(connection)
-            if latest is not None and tail.size <= latest:
-                return None
-            root = tail.tree.root()
-            body = Checkpoint(self.origin, tail.size, root).text()
-            self._log.add_checkpoint(connection, tail.size, root, body + "\n" + self.signer.sign(body), self._clock())
-            return tail.size
+            return self.issue_in(connection)
+
+    def issue_in(self, connection: Connection) -> int | None:
+        """`issue` within the caller's transaction (after its appends, before its commit)."""
+        tail = lock_tail(connection)
+        latest = self._log.latest_size(connection)
+        if latest is not None and tail.size <= latest:
+            return None
+        root = tail.tree.root()
+        body = Checkpoint(self.origin, tail.size, root).text()
+        self._log.add_checkpoint(connection, tail.size, root, body + "\n" + self.signer.sign(body), self._clock())
+        return tail.size
 
 
 class AuditWriter:
@@ -77,7 +86,7 @@ class AuditWriter:
         self._max_batch = max_batch
         self._timeout = timeout_seconds
         self._on_checkpoint = on_checkpoint
-        self._queue: queue.SimpleQueue[tuple[AuditEvent, Future[int]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._closed = False
         self._size = log_.size()
         self._signed = log_.latest_size() or 0
@@ -86,15 +95,22 @@ class AuditWriter:
 
     def append(self, event: AuditEvent) -> int:
         """Append `event`; returns its leaf index once it is committed. Raises AuditUnavailable."""
-        event.payload()  # screen in the caller's thread, so the caller gets UnsafeAuditEntry
-        if self._closed:
-            raise AuditUnavailable("the audit log is closed")
-        future: Future[int] = Future()
-        self._queue.put((event, future))
+        future = self.submit(event)
         try:
             return future.result(timeout=self._timeout)
         except TimeoutError as exc:
             raise AuditUnavailable("the audit log did not confirm this action in time") from exc
+
+    def submit(self, event: AuditEvent) -> Future[int]:
+        """Queue `event` without waiting: the future gives its leaf index once it is committed,
+        or raises AuditUnavailable. For a caller with several events in flight; what an event
+        records must not go ahead before its future has a result."""
+        payload = event.payload()  # screened in the caller's thread, so the caller gets UnsafeAuditEntry
+        if self._closed:
+            raise AuditUnavailable("the audit log is closed")
+        future: Future[int] = Future()
+        self._queue.put((event, payload, future))
+        return future
 
     def checkpoint_now(self) -> int | None:
         """Sign a checkpoint of everything committed so far (used at shutdown and by tests)."""
@@ -105,6 +121,13 @@ class AuditWriter:
             self._closed = True
             self._queue.put(None)
             self._thread.join(timeout=30)
+            while True:  # events queued as the writer stopped are refused, not left waiting
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    return
+                if item is not None:
+                    item[2].set_exception(AuditUnavailable("the audit log is closed"))
 
     def _run(self) -> None:
         next_tick = time.monotonic() + self._every_seconds
@@ -114,7 +137,7 @@ class AuditWriter:
                 item = self._queue.get(timeout=max(0.0, next_tick - time.monotonic()))
             except queue.Empty:
                 item = _IDLE
-            batch: list[tuple[AuditEvent, Future[int]]] = []
+            batch: list[_Queued] = []
             stop = item is None
             if isinstance(item, tuple):
                 batch.append(item)
@@ -139,18 +162,25 @@ class AuditWriter:
                 self._sign()
                 return
 
-    def _write(self, batch: list[tuple[AuditEvent, Future[int]]]) -> None:
+    def _write(self, batch: list[_Queued]) -> None:
+        """Commit `batch` in one transaction; when it brings the log `every_entries` past the
+        last checkpoint, the checkpoint is signed in that same transaction (one commit for both)."""
+        signed: int | None = None
         try:
             with self._log.engine.begin() as connection:
-                seqs = append_events(connection, [event for event, _ in batch])
+                seqs = append_events(connection, [event for event, _, _ in batch], [p for _, p, _ in batch])
+                if seqs[-1] + 1 - self._signed >= self._every_entries:
+                    signed = self._checkpoints.issue_in(connection)
         except Exception as exc:  # the whole batch failed: every caller is told
             log.error("audit append of %d events failed: %s", len(batch), type(exc).__name__)
-            for _, future in batch:
+            for _, _, future in batch:
                 future.set_exception(AuditUnavailable("the audit log could not record this action"))
             return
-        for (_, future), seq in zip(batch, seqs, strict=True):
+        for (_, _, future), seq in zip(batch, seqs, strict=True):
             future.set_result(seq)
         self._size = max(self._size, seqs[-1] + 1)
+        if signed is not None:
+            self._signed_at(signed)
 
     def _sign(self) -> int | None:
         try:
@@ -159,10 +189,13 @@ class AuditWriter:
             log.error("signing a checkpoint failed: %s", type(exc).__name__)
             return None
         if size is not None:
-            self._signed = self._size = max(self._size, size)
-            if self._on_checkpoint is not None:
-                self._on_checkpoint(size)
+            self._signed_at(size)
         return size
+
+    def _signed_at(self, size: int) -> None:
+        self._signed = self._size = max(self._size, size)
+        if self._on_checkpoint is not None:
+            self._on_checkpoint(size)
 
 
 _IDLE = object()

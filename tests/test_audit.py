@@ -8,11 +8,11 @@ import hashlib
 import itertools
 import json
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import DatabaseError
 
 from audit_log import AuditEvent, AuditLog, AuditUnavailable, AuditWriter, CheckpointSigner, EventKind, canonical_entry
@@ -40,8 +40,10 @@ def event(n: int = 0, **detail: str | int | bool | None) -> AuditEvent:
     )
 
 
-def new_log(tmp_path: Path) -> AuditLog:
-    return AuditLog(create_engine(f"sqlite:///{tmp_path / 'audit.sqlite'}"))
+def new_log(where: Path | str) -> AuditLog:
+    """A new log in a SQLite file under folder `where`, or at database URL `where`."""
+    url = where if isinstance(where, str) else f"sqlite:///{where / 'audit.sqlite'}"
+    return AuditLog(create_engine(url))
 
 
 def writer_for(log: AuditLog, every_entries: int = 1000, every_seconds: float = 3600, **kw: object) -> AuditWriter:
@@ -62,20 +64,39 @@ def test_entries_are_canonical_json_placed_by_seq_and_prev() -> None:
     assert leaf_hash(entry) == hashlib.sha256(b"\x00" + entry).digest()
 
 
-@pytest.mark.parametrize("value", ["11010519491231002X", "prefix 130503670401001 suffix", "110105194912310021"])
-def test_identifier_like_values_are_refused(tmp_path: Path, value: str) -> None:
+def _carrying(value: str, where: str) -> AuditEvent:
+    if where == "detail value":
+        return event(note=value)
+    if where == "detail key":
+        return event(**{value: 1})
+    return event().model_copy(update={where: value})
+
+
+@pytest.mark.parametrize("where", ["detail value", "detail key", "purpose", "actor"])
+@pytest.mark.parametrize(
+    "value",
+    ["11010519491231002X", "prefix 130503670401001 suffix", "110105194912310021", "１１０１０５１９４９１２３１００２"],
+)
+def test_identifier_like_values_are_refused(tmp_path: Path, value: str, where: str) -> None:
     log = new_log(tmp_path)
     with pytest.raises(UnsafeAuditEntry):
-        log.append_now(event(note=value))
+        log.append_now(_carrying(value, where))
     writer = writer_for(log)
     with pytest.raises(UnsafeAuditEntry):
-        writer.append(event(note=value))
+        writer.append(_carrying(value, where))
     writer.close()
     assert log.size() == 0
 
 
-def test_every_log_table_refuses_update_and_delete_at_the_database(tmp_path: Path) -> None:
+def test_short_digit_runs_split_across_fields_are_not_refused(tmp_path: Path) -> None:
+    """Screening looks at each string: digits ending one field and starting the next are no run."""
     log = new_log(tmp_path)
+    log.append_now(event(a="x 12345678", b="1234567 y").model_copy(update={"purpose": "（2025）浙0803执监15号"}))
+    assert log.size() == 1
+
+
+def test_every_log_table_refuses_update_and_delete_at_the_database(database_url: str) -> None:
+    log = new_log(database_url)
     writer = writer_for(log)
     for n in range(300):  # enough for a stored level-8 node
         writer.append(event(n))
@@ -91,14 +112,17 @@ def test_every_log_table_refuses_update_and_delete_at_the_database(tmp_path: Pat
         "UPDATE audit_cosignatures SET line = ''",
         "DELETE FROM audit_cosignatures",
     ]
+    if log.engine.dialect.name == "postgresql":
+        statements = [s.replace("X'00'", "'\\x00'::bytea") for s in statements]
+        statements += [f"TRUNCATE {table} CASCADE" for table in ("audit_entries", "audit_nodes", "audit_checkpoints")]
     for statement in statements:
         with log.engine.begin() as connection, pytest.raises(DatabaseError, match="append-only"):
             connection.execute(text(statement))
     assert log.size() == 300 and len(log.entries()) == 300 and len(log.checkpoints()) == 1
 
 
-def test_concurrent_appends_are_batched_contiguous_and_chained(tmp_path: Path) -> None:
-    log = new_log(tmp_path)
+def test_concurrent_appends_are_batched_contiguous_and_chained(database_url: str) -> None:
+    log = new_log(database_url)
     writer = writer_for(log, every_entries=100)
     seqs: list[int] = []
     lock = threading.Lock()
@@ -148,17 +172,40 @@ def test_a_checkpoint_is_signed_after_t_seconds_without_n_entries(tmp_path: Path
     writer.close()
 
 
-def test_a_failed_append_fails_the_caller_and_stores_nothing(tmp_path: Path) -> None:
-    log = new_log(tmp_path)
+def test_entry_times_are_stored_as_comparable_instants(database_url: str) -> None:
+    """Appends write rows through the driver: a time given in China time is found by an
+    instant filter exactly as the statement compiler would have stored it."""
+    from audit_log.store import AuditRecord
+
+    log = new_log(database_url)
+    china = timezone(timedelta(hours=8))
+    at = datetime(2026, 6, 6, 23, 0, 0, 123_456, tzinfo=china)
+    log.append_many([event(0).model_copy(update={"at": at})])
+    column = AuditRecord.__table__.c.recorded_at  # type: ignore[attr-defined]
+    with log.engine.connect() as connection:
+        found = connection.execute(select(column).where(column >= at.astimezone(UTC))).scalars().all()
+        assert connection.execute(select(column).where(column > at)).scalars().all() == []
+    assert [moment.replace(tzinfo=moment.tzinfo or UTC) for moment in found] == [at]
+
+
+REFUSE_INSERTS = {  # the database starts refusing new entries
+    "sqlite": [
+        "CREATE TRIGGER refuse_inserts BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION disk_full() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER refuse_inserts BEFORE INSERT ON audit_entries FOR EACH ROW EXECUTE FUNCTION disk_full()",
+    ],
+}
+
+
+def test_a_failed_append_fails_the_caller_and_stores_nothing(database_url: str) -> None:
+    log = new_log(database_url)
     writer = writer_for(log)
     writer.append(event(1))
-    with log.engine.begin() as connection:  # the database starts refusing new entries
-        connection.execute(
-            text(
-                "CREATE TRIGGER refuse_inserts BEFORE INSERT ON audit_entries "
-                "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-            )
-        )
+    with log.engine.begin() as connection:
+        for statement in REFUSE_INSERTS[log.engine.dialect.name]:
+            connection.execute(text(statement))
     with pytest.raises(AuditUnavailable) as refused:
         writer.append(event(2))
     assert refused.value.status == 503
@@ -168,8 +215,8 @@ def test_a_failed_append_fails_the_caller_and_stores_nothing(tmp_path: Path) -> 
         writer.append(event(3))
 
 
-def test_proofs_from_the_stored_tree_match_proofs_from_the_leaves(tmp_path: Path) -> None:
-    log = new_log(tmp_path)
+def test_proofs_from_the_stored_tree_match_proofs_from_the_leaves(database_url: str) -> None:
+    log = new_log(database_url)
     log.append_many([event(n) for n in range(70_000)])  # levels 8 and 16 are stored
     leaves = [bytes(r.leaf_hash) for r in log.entries()]
     memory = LeafList(leaves)
@@ -182,8 +229,8 @@ def test_proofs_from_the_stored_tree_match_proofs_from_the_leaves(tmp_path: Path
     assert log.tail().tree.root() == root_of(leaves)
 
 
-def test_export_round_trips_through_the_verifier(tmp_path: Path) -> None:
-    log = new_log(tmp_path)
+def test_export_round_trips_through_the_verifier(database_url: str, tmp_path: Path) -> None:
+    log = new_log(database_url)
     writer = writer_for(log, every_entries=50)
     for n in range(333):
         writer.append(event(n))
@@ -197,6 +244,34 @@ def test_export_round_trips_through_the_verifier(tmp_path: Path) -> None:
     assert [leaf_hash(line) for line in lines] == [bytes(r.leaf_hash) for r in log.entries()]
     report = verify(ExportSource(tmp_path / "export"), LOG_KEY.verifier())
     assert report.ok and report.entries == 333 and report.checkpoints == checkpoints
+
+
+DROP_UPDATE_TRIGGER = {  # what someone with the database's owner rights can do
+    "sqlite": "DROP TRIGGER audit_entries_no_update",
+    "postgresql": "DROP TRIGGER audit_entries_no_change ON audit_entries",
+}
+
+
+def test_a_log_of_several_chunks_verifies_in_parallel_and_a_change_is_named(database_url: str) -> None:
+    """Workers re-open the database by its URL; a changed entry sends the check back to the
+    sequential pass, which names it."""
+    log = new_log(database_url)
+    signer = CheckpointSigner(log, LOG_KEY, lambda: AT)
+    for block in range(9):
+        log.append_many([event(n) for n in range(block * 4000, (block + 1) * 4000)])
+        signer.issue()
+    report = verify(DatabaseSource(log), LOG_KEY.verifier(), workers=2)
+    assert report.ok and report.entries == 36_000 and report.checkpoints == 9
+    entry = log.entry(20_001)
+    assert entry is not None
+    with log.engine.begin() as connection:
+        connection.execute(text(DROP_UPDATE_TRIGGER[log.engine.dialect.name]))
+        connection.execute(
+            text("UPDATE audit_entries SET entry = :entry WHERE seq = 20001"),
+            {"entry": bytes(entry.entry).replace(b'"ok"', b'"no"')},
+        )
+    changed = verify(DatabaseSource(log), LOG_KEY.verifier(), workers=2)
+    assert [(p.position, p.code) for p in changed.problems] == [(20001, "entry_altered")]
 
 
 def test_the_fast_canonical_form_is_rfc8785() -> None:

@@ -95,3 +95,38 @@ def test_notes_with_control_characters_or_no_signature_are_refused() -> None:
         split_note("text\n\n")
     with pytest.raises(NoteError):
         split_note("te\x07xt\n\n\u2014 a AAAAAAA=\n")
+
+
+def test_libsodiums_signature_check_agrees_with_openssls() -> None:
+    """Notes are checked with libsodium; it must accept and refuse exactly what OpenSSL does."""
+    import os
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    from xiezhi.crypto import ed25519_verify
+
+    def openssl(public: bytes, signature: bytes, message: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    for n in range(40):
+        key = Ed25519PrivateKey.generate()
+        public = key.public_key().public_bytes_raw()
+        message = os.urandom(n * 7)
+        signature = key.sign(message)
+        at = n % 64
+        flipped = signature[:at] + bytes([signature[at] ^ (1 << (n % 8))]) + signature[at + 1 :]
+        cases = [
+            (public, signature, message, True),
+            (public, flipped, message, False),
+            (public, signature, message + b"x", False),
+            (Ed25519PrivateKey.generate().public_key().public_bytes_raw(), signature, message, False),
+            (public, signature[:63], message, False),
+        ]
+        for pub, sig, msg, expected in cases:
+            assert ed25519_verify(pub, sig, msg) is expected
+            assert openssl(pub, sig, msg) is expected
