@@ -284,6 +284,9 @@ def _parallel(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...]
     if not hasattr(source, "reopen") or not hasattr(source, "count"):
         return None
     notes = source.checkpoint_notes()
+    signed = max((int(claim) for claim in map(_claimed_size, notes) if claim.isdigit()), default=0)
+    if signed >> CHUNK_LEVEL < 2:
+        return None  # too little signed to be worth the processes
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         # The workers check signatures while this process counts the entries and finds the chunks.
         opening = pool.map_async(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -136,6 +137,9 @@ def verify_command(
     log_key: LogKeyOption = None,
     witness: WitnessOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes hashing whole chunks of a large log (default: one per core)")
+    ] = os.cpu_count() or 1,
 ) -> None:
     """Recompute the tree, check every checkpoint and cosignature, name the first bad entry.
 
@@ -144,7 +148,7 @@ def verify_command(
     loaded = _settings(settings)
     key, witnesses = _trust(loaded, log_key, witness)
     try:
-        report = verify(_open(source, loaded), key, tuple(witnesses.values()))
+        report = verify(_open(source, loaded), key, tuple(witnesses.values()), workers=workers)
     except NoteError as exc:
         raise _error(str(exc)) from None
     _print(report, as_json)
