@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_index.py
 	$(BIN)/python bench/bench_e2e.py
 	$(BIN)/python bench/bench_authz.py
+	$(BIN)/python bench/bench_audit.py
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache
