@@ -2,6 +2,7 @@
 
 Only this module (and `xiezhi.group` for libsodium's ristretto255) imports
 `cryptography.hazmat`. Callers get small functions over bytes and PEM files.
+AES-256-GCM and RFC 3394 key wrap fail with one `CryptoError`, whatever went wrong.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ import hashlib
 import os
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from xiezhi import group
+from xiezhi.errors import XiezhiError
 
 TOKEN_BYTES = 16
 
@@ -127,3 +132,74 @@ def ed25519_public(key: SigningKey) -> bytes:
 def ed25519_verify(public: bytes, signature: bytes, message: bytes) -> bool:
     """True if `signature` is `public`'s Ed25519 signature on `message` (libsodium's check)."""
     return group.ed25519_verify(public, signature, message)
+
+
+# ---- AES-256-GCM and RFC 3394 key wrap (envelope encryption, `xiezhi.sealing`) -------------
+
+AES256_KEY_BYTES = 32
+GCM_NONCE_BYTES = 12
+
+
+class CryptoError(XiezhiError):
+    """An AEAD or key-wrap operation refused its input.
+
+    A wrong tag, a wrong key, a bad length and a tampered byte all fold into this one error
+    on purpose (pyca's `InvalidToken`); its message never carries key or plaintext bytes.
+    """
+
+    code = "crypto_error"
+
+
+def random_key() -> bytes:
+    """32 fresh bytes from the OS: an AES-256 data key or key-encryption key."""
+    return os.urandom(AES256_KEY_BYTES)
+
+
+def aes256gcm_seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """AES-256-GCM ciphertext || 16-byte tag. Raises CryptoError for a key or nonce of the wrong size.
+
+    The nonce must never repeat under one key; callers draw it at random (96 bits).
+    """
+    _check_sizes(key, nonce)
+    try:
+        return AESGCM(key).encrypt(nonce, plaintext, aad)
+    except (ValueError, OverflowError):
+        raise CryptoError("data could not be encrypted") from None
+
+
+def aes256gcm_open(key: bytes, nonce: bytes, ciphertext: bytes | memoryview, aad: bytes) -> bytes:
+    """The plaintext of `aes256gcm_seal`'s output (a view of it is fine, and saves a copy).
+
+    Raises CryptoError if anything fails to verify.
+    """
+    _check_sizes(key, nonce)
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, aad)
+    except (InvalidTag, ValueError, OverflowError):
+        raise CryptoError("data could not be decrypted") from None
+
+
+def wrap_key(kek: bytes, dek: bytes) -> bytes:
+    """RFC 3394 AES key wrap of `dek` under a 256-bit `kek`. Raises CryptoError on bad sizes."""
+    if len(kek) != AES256_KEY_BYTES:
+        raise CryptoError("a key-encryption key must be 32 bytes")
+    try:
+        return aes_key_wrap(kek, dek)
+    except ValueError:
+        raise CryptoError("key could not be wrapped") from None
+
+
+def unwrap_key(kek: bytes, wrapped: bytes) -> bytes:
+    """Undo `wrap_key`. Raises CryptoError if the integrity check fails or a size is wrong."""
+    if len(kek) != AES256_KEY_BYTES:
+        raise CryptoError("a key-encryption key must be 32 bytes")
+    try:
+        return aes_key_unwrap(kek, wrapped)
+    except (InvalidUnwrap, ValueError):
+        raise CryptoError("key could not be unwrapped") from None
+
+
+def _check_sizes(key: bytes, nonce: bytes) -> None:
+    # `AESGCM` would accept a 128- or 192-bit key and nonces of 8 to 128 bytes; we allow only one shape.
+    if len(key) != AES256_KEY_BYTES or len(nonce) != GCM_NONCE_BYTES:
+        raise CryptoError("AES-256-GCM needs a 32-byte key and a 12-byte nonce")
