@@ -9,15 +9,21 @@ import httpx
 
 from connectors.indexer import BuiltIndex, CapabilityIndex
 from xiezhi.errors import ConnectorError
+from xiezhi.tls import TLSFiles, check_scheme, client_context
 from xiezhi.wire import CapabilityDescriptor, StartPublication, b64encode
 
 CHUNK_TOKENS = 50_000
 
 
 class Publisher:
-    def __init__(self, gateway_url: str, token: str, *, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self, gateway_url: str, token: str, *, tls: TLSFiles | None = None, insecure_http: bool = False
+    ) -> None:
+        """Publish to `gateway_url` presenting the connector's certificate `tls` (mutual TLS)."""
+        check_scheme(gateway_url, insecure_http, "gateway")
         self._base = gateway_url.rstrip("/")
-        self._client = client or httpx.Client(timeout=120.0)
+        verify = client_context(tls.ca, tls) if tls is not None else True
+        self._client = httpx.Client(timeout=120.0, verify=verify)
         self._headers = {"authorization": f"Bearer {token}"}
 
     def publish(self, built: BuiltIndex, *, activate: bool = True) -> None:

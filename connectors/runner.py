@@ -12,6 +12,7 @@ from connectors.config import ConnectorConfig
 from connectors.indexer import BuiltIndex, build
 from connectors.keys import KeyStore
 from connectors.publisher import Publisher
+from xiezhi.tls import TLSFiles
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ def build_and_publish(
     rotate: bool = False,
     show_progress: bool = False,
     workers: int | None = None,
+    tls: TLSFiles | None = None,
+    insecure_http: bool = False,
 ) -> PublishReport:
     config = ConnectorConfig.from_file(config_path, database_url=database_url)
     keys = KeyStore(key_dir)
@@ -52,7 +55,7 @@ def build_and_publish(
         transient=True,
     ) as progress:
         built = build(config, keys.key_pair(epoch), epoch, workers=workers, progress=_bar(progress))
-    Publisher(gateway_url, token).publish(built)
+    Publisher(gateway_url, token, tls=tls, insecure_http=insecure_http).publish(built)
     return PublishReport(built)
 
 

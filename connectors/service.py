@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
@@ -25,8 +26,9 @@ from audit_log.witness import Witness, WitnessRefusal
 from connectors.keys import KeyStore
 from xiezhi import __version__, oprf, problems
 from xiezhi.crypto import VerifyKey, batch_digest, load_public_key
-from xiezhi.errors import InvalidInput, Unauthenticated
+from xiezhi.errors import Denied, InvalidInput, Unauthenticated
 from xiezhi.tickets import TicketClaims, verify_ticket
+from xiezhi.tls import ServerTLS, gateway_identity, peer_names
 from xiezhi.wire import EvaluationResult, TicketedBatch, b64encode
 
 log = logging.getLogger("xiezhi.connector")
@@ -41,6 +43,8 @@ class ConnectorSettings:
     max_batch: int = 5_000
     witness_key: Path | None = None  # this connector's cosignature key, to witness the gateway's audit log
     log_key: str | None = None  # the gateway log's verifier key (name+id+key), the log it witnesses
+    tls: ServerTLS | None = None  # this connector's certificate; it then accepts calls from the gateway only
+    insecure_http: bool = False  # development only: serve plain HTTP (warned at start)
 
 
 class ReplayGuard:
@@ -99,12 +103,29 @@ class Evaluator:
         )
 
 
+def _callers(settings: ConnectorSettings) -> Any:
+    """The dependency every route has: over TLS, only the gateway's certificate may call."""
+    if settings.tls is None:
+        if not settings.insecure_http:
+            raise InvalidInput("a connector needs tls (certificate, key, CA) or the development flag insecure_http")
+        return Depends(lambda: None)
+    expected = gateway_identity(settings.tls.domain)
+
+    def gateway_only(request: Request) -> None:
+        if expected not in peer_names(request.scope):
+            raise Denied("only the gateway may call this connector", code="caller_not_gateway")
+
+    return Depends(gateway_only)
+
+
 def create_connector_app(
     settings: ConnectorSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 ) -> FastAPI:
     keys = KeyStore(settings.key_dir)
     evaluator = Evaluator(settings, keys, load_public_key(settings.ticket_public_key), clock)
-    app = FastAPI(title=f"Xiezhi connector: {settings.connector}", version=__version__)
+    app = FastAPI(
+        title=f"Xiezhi connector: {settings.connector}", version=__version__, dependencies=[_callers(settings)]
+    )
     problems.install(app)
 
     @app.get("/healthz")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 
 from gateway.approvals import Approvals
-from gateway.auth import Authenticator, Principal
+from gateway.auth import Authenticator, Principal, check_channel
 from gateway.orgs import Organisation
 from gateway.pipeline import Pipeline
 from gateway.policy_admin import PolicyAdmin
@@ -17,6 +17,7 @@ from gateway.recorder import SignIns
 from gateway.system import SystemView
 from xiezhi.errors import InvalidInput, Unauthenticated
 from xiezhi.supervision import ModelCatalog
+from xiezhi.tls import peer_names
 from xiezhi.wire import (
     TOKEN_BYTES,
     ApprovalDecision,
@@ -47,6 +48,7 @@ def _principal(request: Request, authorization: Annotated[str | None, Header()] 
     sign_ins: SignIns = request.app.state.sign_ins
     try:
         principal = authenticator.authenticate(authorization)
+        check_channel(principal, peer_names(request.scope), request.app.state.tls_domain)
     except Unauthenticated as exc:
         sign_ins.refused(exc.code)
         raise

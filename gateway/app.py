@@ -16,6 +16,7 @@ from gateway.audit_proofs import AuditProofs
 from gateway.audit_review import AuditReview
 from gateway.auth import Authenticator
 from gateway.db import make_engine
+from gateway.links import ConnectorLinks
 from gateway.pipeline import Pipeline
 from gateway.policy_admin import PolicyAdmin
 from gateway.publishing import Publishing
@@ -35,9 +36,13 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
         engine = make_engine(settings.database_url)
         audit = AuditLog(engine)
         witnesses = parse_witnesses(settings.audit.witnesses)
-        witnessing = Witnessing(
-            audit, {name: (key, str(settings.connectors[name])) for name, key in witnesses.items()}, clock
+        links = ConnectorLinks(
+            {name: str(url) for name, url in settings.connectors.items()},
+            settings.tls,
+            timeout_seconds=settings.limits.connector_timeout_seconds,
+            insecure_http=settings.insecure_http,
         )
+        witnessing = Witnessing(audit, witnesses, links, clock)
         log_signer = load_signer(settings.audit.signing_key)
         writer = AuditWriter(
             audit,
@@ -54,10 +59,11 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
             engine, recorder, settings.policy_dir, catalog, reload_seconds=settings.policy_reload_seconds, clock=clock
         )
         authorizer = policy.authorizer
-        relay = ConnectorRelay({k: str(v) for k, v in settings.connectors.items()}, settings.limits)
+        relay = ConnectorRelay(links, settings.limits)
         app.state.authenticator = Authenticator(
             settings.identity_keys, issuer=settings.issuer, audience=settings.audience
         )
+        app.state.tls_domain = settings.tls.domain if settings.tls is not None else None
         app.state.catalog = catalog
         app.state.audit = audit
         app.state.pipeline = Pipeline(
@@ -77,10 +83,10 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
         try:
             yield
         finally:
-            relay.close()
             audit.batch_through(None)
             writer.close()  # signs a last checkpoint of everything committed
             witnessing.close()
+            links.close()
             engine.dispose()
 
     app = FastAPI(

@@ -18,6 +18,7 @@ import jwt
 
 from xiezhi.crypto import load_verification_key
 from xiezhi.errors import Unauthenticated
+from xiezhi.tls import connector_identity
 
 ALGORITHMS = ["EdDSA", "ES256"]
 _ORG = re.compile(r"^\d{6}$")
@@ -97,3 +98,16 @@ def _principal(claims: dict[str, object]) -> Principal:
     return Principal(
         subject=str(claims["sub"]), org=org, roles=frozenset(roles), connector=connector, clearance=clearance
     )
+
+
+def check_channel(principal: Principal, certificate_names: list[str], domain: str | None) -> None:
+    """A connector's token counts only over a connection made with that connector's own
+    certificate (mutual TLS): a token leaked to, or replayed by, another party is refused.
+    Raises Unauthenticated (certificate_mismatch). Without TLS (`domain` None) there is nothing
+    to check."""
+    if domain is None or principal.connector is None:
+        return
+    if connector_identity(principal.connector, domain) not in certificate_names:
+        raise Unauthenticated(
+            f"connector {principal.connector}'s token needs its own client certificate", code="certificate_mismatch"
+        )

@@ -10,31 +10,25 @@ from __future__ import annotations
 import httpx
 from pydantic import ValidationError
 
+from gateway.links import ConnectorLinks
 from gateway.settings import Limits
 from xiezhi.errors import ConnectorError, NotFound
 from xiezhi.wire import EvaluationResult, TicketedBatch
 
 
 class ConnectorRelay:
-    def __init__(
-        self, connectors: dict[str, str], limits: Limits, transport: httpx.BaseTransport | None = None
-    ) -> None:
-        self._urls = {name: url.rstrip("/") for name, url in connectors.items()}
+    def __init__(self, links: ConnectorLinks, limits: Limits) -> None:
+        self._links = links
         self._limits = limits
-        self._client = httpx.Client(timeout=limits.connector_timeout_seconds, transport=transport)
-
-    def close(self) -> None:
-        self._client.close()
 
     def known(self, connector: str) -> bool:
-        return connector in self._urls
+        return self._links.known(connector)
 
     def evaluate(self, connector: str, batch: TicketedBatch, traceparent: str | None = None) -> EvaluationResult:
         """Relay one ticketed batch; return the connector's evaluation or raise ConnectorError."""
-        url = self._urls.get(connector)
-        if url is None:
+        if not self._links.known(connector):
             raise NotFound(f"unknown connector {connector!r}", code="unknown_connector")
-        body = self._post(connector, f"{url}/v1/evaluate", batch.model_dump_json().encode())
+        body = self._post(connector, "/v1/evaluate", batch.model_dump_json().encode())
         try:
             result = EvaluationResult.model_validate_json(body)
         except ValidationError:
@@ -43,11 +37,13 @@ class ConnectorRelay:
             raise ConnectorError(f"connector {connector} answered for the wrong number of elements")
         return result
 
-    def _post(self, connector: str, url: str, content: bytes) -> bytes:
+    def _post(self, connector: str, path: str, content: bytes) -> bytes:
         cap = self._limits.max_connector_response_bytes
+        url = self._links.url(connector) + path
+        headers = {"content-type": "application/json"}
         try:
-            with self._client.stream(
-                "POST", url, content=content, headers={"content-type": "application/json"}
+            with self._links.client(connector).stream(
+                "POST", url, content=content, headers=headers, extensions=self._links.extensions(connector)
             ) as response:
                 body = bytearray()
                 for chunk in response.iter_bytes():

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from audit_log.note import NoteError, parse_witnesses
 from xiezhi.errors import InvalidInput
+from xiezhi.tls import ServerTLS
 
 
 class Limits(BaseModel):
@@ -86,6 +87,25 @@ class GatewaySettings(BaseModel):
     models_dir: Path
     audit: AuditSettings
     limits: Limits = Limits()
+    tls: ServerTLS | None = Field(
+        default=None, description="the gateway's certificate, key and CA; mutual TLS with the connectors"
+    )
+    insecure_http: bool = Field(
+        default=False, description="development only: serve and call connectors over plain HTTP (warned at start)"
+    )
+
+    @model_validator(mode="after")
+    def _tls_everywhere(self) -> GatewaySettings:
+        if self.insecure_http and self.environment == "production":
+            raise ValueError("insecure_http is refused in production")
+        if self.tls is None and not self.insecure_http:
+            raise ValueError("tls (cert, key, ca) is required; plain HTTP needs insecure_http: true (development)")
+        if self.tls is not None and self.tls.missing():
+            raise ValueError(f"tls: no file at {', '.join(str(getattr(self.tls, n)) for n in self.tls.missing())}")
+        plain = sorted(name for name, url in self.connectors.items() if url.scheme != "https")
+        if plain and not self.insecure_http:
+            raise ValueError(f"connectors {', '.join(plain)} have plain-HTTP URLs; use https://")
+        return self
 
     @model_validator(mode="after")
     def _witnesses_are_connectors(self) -> GatewaySettings:
@@ -108,6 +128,8 @@ class GatewaySettings(BaseModel):
         for field in ("ticket_key", "policy_dir", "models_dir"):
             if field in raw:
                 raw[field] = str(base / raw[field])
+        if isinstance(raw.get("tls"), dict):
+            raw["tls"] = {k: str(base / v) if k in ("cert", "key", "ca") else v for k, v in raw["tls"].items()}
         audit = raw.get("audit")
         if isinstance(audit, dict) and "signing_key" in audit:
             audit["signing_key"] = str(base / audit["signing_key"])

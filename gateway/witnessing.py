@@ -14,11 +14,10 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-import httpx
-
 from audit_log import AuditLog
 from audit_log.note import NoteError, Verifier, cosignature_time, split_note
 from audit_log.witness import add_checkpoint_body
+from gateway.links import ConnectorLinks
 
 log = logging.getLogger("xiezhi.gateway.witnessing")
 
@@ -27,14 +26,14 @@ class Witnessing:
     def __init__(
         self,
         audit: AuditLog,
-        witnesses: dict[str, tuple[Verifier, str]],  # connector → (cosignature key, base URL)
+        witnesses: dict[str, Verifier],  # connector → its cosignature key
+        links: ConnectorLinks,
         clock: Callable[[], datetime],
-        timeout_seconds: float = 10.0,
     ) -> None:
         self._audit = audit
         self._witnesses = witnesses
+        self._links = links
         self._clock = clock
-        self._client = httpx.Client(timeout=timeout_seconds)
         self._known: dict[str, int] = {name: 0 for name in witnesses}
         for cosignature in audit.cosignatures():
             if cosignature.witness in self._known:
@@ -54,7 +53,6 @@ class Witnessing:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=15)
-        self._client.close()
 
     def _run(self) -> None:
         stop = False
@@ -79,17 +77,18 @@ class Witnessing:
 
     def cosign(self, name: str, size: int) -> bool:
         """Get `name`'s cosignature on the checkpoint of `size`; True if one was kept."""
-        verifier, url = self._witnesses[name]
+        verifier = self._witnesses[name]
         checkpoint = self._audit.checkpoint(size)
         if checkpoint is None or self._known[name] >= size:
             return False
         for _ in range(2):  # a second try after the witness tells its own size
             old = self._known[name]
             proof = self._audit.consistency_proof(old, size) if old else []
-            response = self._client.post(
-                f"{url.rstrip('/')}/witness/add-checkpoint",
+            response = self._links.client(name).post(
+                f"{self._links.url(name)}/witness/add-checkpoint",
                 content=add_checkpoint_body(old, proof, checkpoint.note),
                 headers={"content-type": "text/plain; charset=utf-8"},
+                extensions=self._links.extensions(name),
             )
             if response.status_code == 409 and response.headers.get("content-type", "").startswith("text/x.tlog.size"):
                 self._known[name] = int(response.text.strip())

@@ -1,20 +1,28 @@
-"""A whole Xiezhi deployment on loopback for tests: real uvicorn servers, real HTTP, real SQLite.
+"""A whole Xiezhi deployment on loopback for tests: real uvicorn servers, real HTTPS, real SQLite.
 
 The gateway and the four connectors run as uvicorn servers on pre-bound loopback sockets
-in background threads; nothing is mocked between them. Tests talk to them with httpx
-exactly as the requester client, a connector or an attacker would.
+in background threads, over mutual TLS with certificates from one development PKI per test
+process (`session_pki`); nothing is mocked between them. Tests talk to them with httpx
+(`HTTP`, holding the requester system's certificate) exactly as the requester client, a
+connector or an attacker would. The PKI's requester certificate is also put in
+$XIEZHI_TLS_CERT/KEY/CA, where the client library and the CLI look for it.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import socket
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
+import jwt
 import uvicorn
 from fastapi import FastAPI
 
@@ -23,7 +31,9 @@ from connectors.runner import PublishReport, build_and_publish
 from connectors.service import ConnectorSettings, create_connector_app
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from xiezhi.devkit import DevEnvironment, init_dev, issue_token, witness_key
+from xiezhi.devkit import DevEnvironment, ensure_pki, init_dev, issue_token, witness_key
+from xiezhi.pki import DevPki, add_party
+from xiezhi.tls import ServerTLS, TLSFiles, client_context, uvicorn_tls
 
 CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
 ORG = "330803"  # 衢州市衢江区人民检察院
@@ -44,16 +54,87 @@ class Clock:
         self.now += timedelta(**delta)
 
 
-class LoopbackServer:
-    """One ASGI app served by uvicorn on 127.0.0.1 in a thread."""
+@functools.cache
+def session_pki() -> DevPki:
+    """This test process's development PKI (made once, in a temporary folder)."""
+    pki = ensure_pki(Path(tempfile.mkdtemp(prefix="xiezhi-test-pki-")))
+    requester = pki.client("requester")
+    os.environ.update(
+        XIEZHI_TLS_CERT=str(requester.cert), XIEZHI_TLS_KEY=str(requester.key), XIEZHI_TLS_CA=str(requester.ca)
+    )
+    return pki
 
-    def __init__(self, app: FastAPI) -> None:
+
+class _Https:
+    """httpx's module-level calls over TLS, presenting the certificate of the system that holds
+    the token: a connector's token goes out with that connector's certificate (as its system
+    would send it), any other with the requester system's."""
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return channel(self._files(kwargs.get("headers") or {})).request(method, url, **kwargs)
+
+    @staticmethod
+    def _files(headers: dict[str, str]) -> TLSFiles:
+        token = headers.get("authorization", "").removeprefix("Bearer ")
+        try:
+            connector = jwt.decode(token, options={"verify_signature": False}).get("connector")
+        except jwt.PyJWTError:
+            connector = None
+        pki = session_pki()
+        if not isinstance(connector, str):
+            return pki.client("requester")
+        if not pki.connector(connector).cert.exists():  # a connector a test made up
+            add_party(pki, "connector", connector, datetime.now(UTC))
+        return pki.connector(connector)
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PUT", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", url, **kwargs)
+
+
+HTTP = _Https()
+
+
+_CHANNELS: dict[TLSFiles, httpx.Client] = {}
+
+
+def channel(files: TLSFiles) -> httpx.Client:
+    """An HTTPS client presenting `files`' certificate (e.g. the gateway's, to call a connector)."""
+    if files not in _CHANNELS:
+        _CHANNELS[files] = httpx.Client(verify=client_context(files.ca, files), timeout=60.0)
+    return _CHANNELS[files]
+
+
+def close_channels() -> None:
+    """Close the clients' kept-alive connections (a server stops at once only without them)."""
+    while _CHANNELS:
+        _CHANNELS.popitem()[1].close()
+
+
+def server_tls(files: TLSFiles) -> ServerTLS:
+    return ServerTLS(cert=files.cert, key=files.key, ca=files.ca)
+
+
+class LoopbackServer:
+    """One ASGI app served by uvicorn on 127.0.0.1 in a thread, over TLS when `tls` is given."""
+
+    def __init__(self, app: FastAPI, tls: ServerTLS | None = None) -> None:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port = int(self._socket.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        options = uvicorn_tls(tls, tls.client_certificates) if tls else {}
+        config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=5, **options)
+        self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 
     def start(self) -> LoopbackServer:
@@ -101,7 +182,7 @@ class Stack:
         token = self.user_token(["dept_head"], subject=subject or f"dept-head-{org}-01", org=org)
 
         def approve(request_id: str) -> None:
-            response = httpx.post(
+            response = HTTP.post(
                 f"{self.gateway_url}/v1/approvals/{request_id}/approve",
                 headers={"authorization": f"Bearer {token}"},
                 json={"reason": "同意核查"},
@@ -119,11 +200,13 @@ class Stack:
                 self.connector_token(c),
                 database_url=f"sqlite:///{data_dir / 'agencies' / f'{c}.sqlite'}",
                 workers=1,
+                tls=session_pki().connector(c),
             )
             for c in connectors
         ]
 
     def stop(self) -> None:
+        close_channels()
         for server in reversed(self.servers):
             server.stop()
 
@@ -137,8 +220,9 @@ def start_stack(
     """
     connectors: dict[str, LoopbackServer] = {}
     database_url = f"sqlite:///{root / 'gateway' / 'gateway.sqlite'}"
+    pki = session_pki()
     # Keys first: the connectors need the gateway's ticket key and log key to start.
-    dev = init_dev(root, connectors={}, database_url=database_url)
+    dev = init_dev(root, connectors={}, database_url=database_url, pki=pki)
     witnesses = {}
     for name in CONNECTORS:
         key_dir = root / "connectors" / name / "keys"
@@ -149,9 +233,11 @@ def start_stack(
             ticket_public_key=dev.ticket_public_key,
             witness_key=witness_path,
             log_key=dev.audit_vkey,
+            tls=server_tls(pki.connector(name)),
         )
-        connectors[name] = LoopbackServer(create_connector_app(settings, clock)).start()
+        connectors[name] = LoopbackServer(create_connector_app(settings, clock), settings.tls).start()
     urls = {name: server.url for name, server in connectors.items()}
-    dev = init_dev(root, connectors=urls, database_url=database_url, witnesses=witnesses, audit=audit)
-    gateway = LoopbackServer(create_app(GatewaySettings.from_file(dev.gateway_config), clock)).start()
+    dev = init_dev(root, connectors=urls, database_url=database_url, witnesses=witnesses, audit=audit, pki=pki)
+    settings = GatewaySettings.from_file(dev.gateway_config)
+    gateway = LoopbackServer(create_app(settings, clock), settings.tls).start()
     return Stack(root, dev, gateway.url, urls, [*connectors.values(), gateway])

@@ -22,7 +22,7 @@ from gateway import anomalies
 from gateway.anomalies import Activity, Sighting, Window
 from gateway.quotas import CHINA
 from gateway.settings import AnomalyThresholds, WorkingHours
-from tests.stack import LEGAL_BASIS, PURPOSE, Clock, Stack, start_stack
+from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Clock, Stack, start_stack
 from xiezhi import oprf
 from xiezhi.client.job import match_file
 from xiezhi.client.protocol import MatchSpec
@@ -223,7 +223,7 @@ class Live:
     def flags(self, code: str, org: str = "330000") -> list[dict[str, Any]]:
         auditor = self.token(["security_auditor"], f"auditor-{org}-01", org)
         since = (self.clock.now - timedelta(days=2)).isoformat()
-        response = httpx.get(
+        response = HTTP.get(
             f"{self.stack.gateway_url}/v1/audit/anomalies",
             params={"since": since, "until": (self.clock.now + timedelta(seconds=1)).isoformat()},
             headers={"authorization": f"Bearer {auditor}"},
@@ -245,7 +245,7 @@ class Live:
         body = {"model": "repeated_debtor", "subject_count": subjects, "purpose": purpose, "legal_basis": LEGAL_BASIS}
         token = self.token(["prosecutor"], subject)
         headers = {"authorization": f"Bearer {token}"}
-        return httpx.post(f"{self.stack.gateway_url}/v1/requests", json=body, headers=headers)
+        return HTTP.post(f"{self.stack.gateway_url}/v1/requests", json=body, headers=headers)
 
 
 @pytest.fixture(scope="module")
@@ -337,7 +337,7 @@ def test_fast_approval_and_volume(live: Live) -> None:
 
 def test_every_export_is_flagged(live: Live) -> None:
     auditor = live.token(["security_auditor"], "auditor-330800-05", "330800")
-    response = httpx.get(
+    response = HTTP.get(
         f"{live.stack.gateway_url}/v1/audit/entries.csv",
         params={"kind": "request.created"},
         headers={"authorization": f"Bearer {auditor}"},
@@ -355,5 +355,5 @@ def test_bad_periods_are_refused(live: Live) -> None:
         ({"until": "soon"}, "bad_until"),
     ):
         headers = {"authorization": f"Bearer {auditor}"}
-        response = httpx.get(f"{live.stack.gateway_url}/v1/audit/anomalies", params=params, headers=headers)
+        response = HTTP.get(f"{live.stack.gateway_url}/v1/audit/anomalies", params=params, headers=headers)
         assert (response.status_code, response.json()["code"]) == (400, code)

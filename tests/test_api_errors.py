@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.stack import LEGAL_BASIS, Stack
+from tests.stack import HTTP, LEGAL_BASIS, Stack
 from tests.stack import PURPOSE as CASE
 from xiezhi import oprf
 from xiezhi.devkit import issue_token
@@ -21,7 +21,7 @@ def _call(stack: Stack, method: str, path: str, token: str | None = None, **kwar
     headers = dict(kwargs.pop("headers", {}))
     if token is not None:
         headers["authorization"] = f"Bearer {token}"
-    return httpx.request(method, stack.gateway_url + path, headers=headers, **kwargs)
+    return HTTP.request(method, stack.gateway_url + path, headers=headers, **kwargs)
 
 
 def _problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -318,9 +318,9 @@ def test_publication_digest_and_key_conflicts(stack: Stack) -> None:
 
 
 def test_openapi_docs_and_request_view(stack: Stack, prosecutor: str) -> None:
-    spec = httpx.get(f"{stack.gateway_url}/openapi.json").json()
+    spec = HTTP.get(f"{stack.gateway_url}/openapi.json").json()
     assert "/v1/requests/{request_id}/lookups" in spec["paths"]
-    assert httpx.get(f"{stack.gateway_url}/docs").status_code == 200
+    assert HTTP.get(f"{stack.gateway_url}/docs").status_code == 200
     request = _request(stack, prosecutor)
     view = _call(stack, "GET", f"/v1/requests/{request['request_id']}", prosecutor).json()
     assert view["status"] == "evaluating" and [c["connector"] for c in view["connectors"]] == ["housing_fund"]

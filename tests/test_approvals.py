@@ -8,6 +8,7 @@ commands drive the same flow as separate processes.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from tests.agreement import assert_report_agrees
-from tests.stack import LEGAL_BASIS, PURPOSE, Clock, Stack, start_stack
+from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Clock, Stack, start_stack
 from xiezhi.client.job import match_file
 from xiezhi.client.protocol import MatchSpec
 from xiezhi.client.subjects import read_subjects
@@ -44,7 +45,7 @@ def clocked(tmp_path: Path, generated: Path) -> Iterator[tuple[Stack, Clock]]:
 
 
 def _call(stack: Stack, method: str, path: str, token: str, json: Any = None) -> httpx.Response:
-    return httpx.request(method, stack.gateway_url + path, json=json, headers={"authorization": f"Bearer {token}"})
+    return HTTP.request(method, stack.gateway_url + path, json=json, headers={"authorization": f"Bearer {token}"})
 
 
 def _pending(stack: Stack, generated: Path, model: str = "spouse_property") -> str:
@@ -176,7 +177,12 @@ def _xiezhi(*args: str, token: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
-        env={"XIEZHI_TOKEN": token, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+        env={
+            "XIEZHI_TOKEN": token,
+            "PATH": "/usr/bin:/bin",
+            "COLUMNS": "200",
+            **{name: value for name, value in os.environ.items() if name.startswith("XIEZHI_TLS_")},
+        },
         timeout=300,
     )
 

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.stack import LEGAL_BASIS, PURPOSE, Clock, Stack, start_stack
+from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Clock, Stack, start_stack
 
 START = datetime(2026, 6, 1, 1, 30, tzinfo=UTC)  # Monday 09:30 in China
 PURPOSE_B = "（2025）浙0802执监7号"
@@ -39,12 +39,12 @@ class World:
 
 
 def _get(stack: Stack, path: str, token: str, **params: Any) -> httpx.Response:
-    return httpx.get(stack.gateway_url + path, params=params, headers={"authorization": f"Bearer {token}"})
+    return HTTP.get(stack.gateway_url + path, params=params, headers={"authorization": f"Bearer {token}"})
 
 
 def _create(stack: Stack, token: str, purpose: str = PURPOSE) -> httpx.Response:
     body = {"model": "repeated_debtor", "subject_count": 5, "purpose": purpose, "legal_basis": LEGAL_BASIS}
-    return httpx.post(f"{stack.gateway_url}/v1/requests", json=body, headers={"authorization": f"Bearer {token}"})
+    return HTTP.post(f"{stack.gateway_url}/v1/requests", json=body, headers={"authorization": f"Bearer {token}"})
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, generated: Path) -> Iterator
         bob = stack.user_token(["prosecutor"], subject=BOB, org="330802")
         alice_requests = [_create(stack, alice).json()["request_id"] for _ in range(3)]
         bad = {"model": "repeated_debtor", "subject_count": 5, "purpose": "查一下", "legal_basis": LEGAL_BASIS}
-        refused = httpx.post(f"{stack.gateway_url}/v1/requests", json=bad, headers={"authorization": f"Bearer {alice}"})
+        refused = HTTP.post(f"{stack.gateway_url}/v1/requests", json=bad, headers={"authorization": f"Bearer {alice}"})
         assert refused.status_code == 403
         clock.advance(hours=2)
         bob_at = clock.now

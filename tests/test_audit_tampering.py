@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DatabaseError
@@ -30,7 +29,7 @@ from audit_log.merkle import leaf_hash
 from audit_log.note import generate_signer
 from audit_log.store import append_events
 from tests.agreement import subjects_file
-from tests.stack import LEGAL_BASIS, PURPOSE, start_stack
+from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, start_stack
 from xiezhi.client.job import match_file
 from xiezhi.client.protocol import MatchSpec
 from xiezhi.devkit import REPO_ROOT
@@ -76,7 +75,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory, generated: Path) -> dict[
         )  # fmt: skip
         sizes = [
             c["size"]
-            for c in httpx.get(
+            for c in HTTP.get(
                 f"{stack.gateway_url}/v1/audit/checkpoints", headers={"authorization": f"Bearer {auditor.read_text()}"}
             ).json()
         ]

@@ -14,12 +14,11 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from gateway.authz.tables import Row, read_tables
 from gateway.quotas import CHINA
-from tests.stack import Clock, Stack, start_stack
+from tests.stack import HTTP, Clock, Stack, start_stack
 from xiezhi.devkit import REPO_ROOT, issue_token
 
 TABLES = list(read_tables(REPO_ROOT / "policies" / "tests"))
@@ -81,7 +80,7 @@ def test_run_row_over_http(dated: tuple[Stack, Clock], row: Row) -> None:
     clock.now = datetime.combine(date.fromisoformat(row.values["on"]), time(10), CHINA).astimezone(UTC)
     # One user per row, so the rows do not share a quota.
     token = _token(stack, row, subject=f"{row.values['user']}~{row.case}")
-    response = httpx.post(f"{stack.gateway_url}/v1/requests", json=_body(row), headers=_auth(token))
+    response = HTTP.post(f"{stack.gateway_url}/v1/requests", json=_body(row), headers=_auth(token))
     expect, reason = row.values["expect"], row.values["reason"]
     body = response.json()
     if expect == "allow":
@@ -102,7 +101,7 @@ def test_access_denial_over_http(dated: tuple[Stack, Clock], row: Row) -> None:
     method, path, body = ENDPOINTS[(row.values["object"], row.values["action"])]
     payload = {"policy": (REPO_ROOT / "policies" / "policy.csv").read_text(encoding="utf-8")} if body else None
     token = _token(stack, row, subject=row.values["user"])
-    response = httpx.request(method, stack.gateway_url + path, json=payload, headers=_auth(token))
+    response = HTTP.request(method, stack.gateway_url + path, json=payload, headers=_auth(token))
     assert (response.status_code, response.json()["code"]) == (403, row.values["reason"]), response.text
 
 

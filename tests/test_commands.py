@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from openpyxl import Workbook
 
 from tests import handmade
@@ -48,6 +49,12 @@ def test_demo_on_foreign_data_exits_0_and_prints_its_summary(demo_on_handmade) -
     reports = {p.name for p in (work / "reports").glob("*.csv")}
     assert reports == {f"{m.id}.csv" for m in CATALOG} | {f"{m.id}.csv.errors.csv" for m in CATALOG}
     assert (work / "gateway" / "gateway.log").is_file()
+    # Every service ran over mutual TLS with the demo's PKI, and nothing warned of plain HTTP.
+    settings = yaml.safe_load((work / "gateway" / "gateway.yaml").read_text(encoding="utf-8"))
+    assert settings["tls"]["ca"] == str((work / "pki" / "ca.pem").resolve()) and "insecure_http" not in settings
+    assert all(url.startswith("https://") for url in settings["connectors"].values())
+    logs = [work / "gateway" / "gateway.log", *(work / "connectors").glob("*/connector.log")]
+    assert len(logs) == 5 and not any("INSECURE" in log.read_text(encoding="utf-8") for log in logs)
 
 
 @pytest.mark.parametrize("model", [m.id for m in CATALOG])

@@ -32,7 +32,7 @@ import pytest
 from audit_log.merkle import LeafList, inclusion_proof, leaf_hash, root_of
 from audit_log.note import generate_signer
 from gateway.quotas import CHINA
-from tests.stack import LEGAL_BASIS, PURPOSE, Clock, Stack, start_stack
+from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Clock, Stack, session_pki, start_stack
 from xiezhi.client.job import match_file
 from xiezhi.client.protocol import MatchSpec
 
@@ -97,7 +97,7 @@ def stack(tmp_path: Path, generated: Path) -> Iterator[Stack]:
                    show_progress=False, workers=1)  # fmt: skip
         bad = {"model": "repeated_debtor", "subject_count": 5, "purpose": "查一下", "legal_basis": LEGAL_BASIS}
         headers = {"authorization": f"Bearer {token}"}
-        denied = httpx.post(f"{running.gateway_url}/v1/requests", json=bad, headers=headers)
+        denied = HTTP.post(f"{running.gateway_url}/v1/requests", json=bad, headers=headers)
         assert denied.status_code == 403
         yield running
     finally:
@@ -105,7 +105,7 @@ def stack(tmp_path: Path, generated: Path) -> Iterator[Stack]:
 
 
 def _api(stack: Stack, path: str, token: str, **params: Any) -> httpx.Response:
-    return httpx.get(stack.gateway_url + path, params=params, headers={"authorization": f"Bearer {token}"})
+    return HTTP.get(stack.gateway_url + path, params=params, headers={"authorization": f"Bearer {token}"})
 
 
 def _checkpointed(stack: Stack, token: str, seq: int) -> None:
@@ -114,6 +114,30 @@ def _checkpointed(stack: Stack, token: str, seq: int) -> None:
     while _api(stack, "/v1/audit/checkpoint", token).json().get("size", 0) <= seq:
         assert time.monotonic() < deadline, f"no checkpoint covers entry {seq}"
         time.sleep(0.1)
+
+
+def _page(browser: Any, stack: Stack, **options: Any) -> Any:
+    """A page whose browser presents the auditor system's client certificate to the gateway.
+
+    The development CA is not in Chromium's trust store, so certificate errors are ignored for
+    this page: the connection is still TLS, and the gateway still requires and checks the
+    client certificate (without it the handshake fails: see the test below)."""
+    files = session_pki().client("auditor")
+    certificate = {"origin": stack.gateway_url, "certPath": str(files.cert), "keyPath": str(files.key)}
+    context = browser.new_context(client_certificates=[certificate], ignore_https_errors=True, **options)
+    return context.new_page()
+
+
+def test_the_console_is_served_only_over_tls_with_a_client_certificate(browser: Any, stack: Stack) -> None:
+    assert stack.gateway_url.startswith("https://")
+    bare = browser.new_context(ignore_https_errors=True).new_page()
+    with pytest.raises(Exception, match="ERR_"):
+        bare.goto(f"{stack.gateway_url}/console/", timeout=TIMEOUT_MS)
+    bare.context.close()
+    page = _page(browser, stack)
+    assert page.goto(f"{stack.gateway_url}/console/", timeout=TIMEOUT_MS).status == 200
+    assert page.evaluate("window.isSecureContext") is True
+    page.context.close()
 
 
 def _sign_in(page: Any, stack: Stack, token: str) -> None:
@@ -177,7 +201,7 @@ def test_a_prosecutor_cannot_use_the_console(browser: Any, stack: Stack) -> None
 
     prosecutor = stack.user_token(["prosecutor"], subject=PROSECUTOR)
     assert _api(stack, "/v1/audit/entries", prosecutor).status_code == 403
-    page = browser.new_page()
+    page = _page(browser, stack)
     _sign_in(page, stack, prosecutor)
     expect(page.locator("#login-message")).to_contain_text("for security auditors", timeout=TIMEOUT_MS)
     expect(page.locator("#app")).to_be_hidden()
@@ -187,7 +211,7 @@ def test_a_prosecutor_cannot_use_the_console(browser: Any, stack: Stack) -> None
     page.click("#login-button")
     expect(page.locator("#login-message")).to_contain_text("sign in again", timeout=TIMEOUT_MS)
     expect(page.locator("#app")).to_be_hidden()
-    page.close()
+    page.context.close()
 
 
 def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Path) -> None:
@@ -197,7 +221,7 @@ def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Pa
     created = _api(stack, "/v1/audit/entries", auditor, kind="request.created", user=PROSECUTOR).json()["entries"]
     target = created[0]["seq"]
     _checkpointed(stack, auditor, target)
-    page = browser.new_page(accept_downloads=True)
+    page = _page(browser, stack, accept_downloads=True)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     _sign_in(page, stack, auditor)
@@ -289,4 +313,4 @@ def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Pa
     expect(proof).to_contain_text("Inclusion proof FAILED", timeout=TIMEOUT_MS)
     expect(proof).to_have_class("proof bad")
     assert errors == []
-    page.close()
+    page.context.close()

@@ -17,7 +17,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from tests.stack import LEGAL_BASIS, PURPOSE, Clock, LoopbackServer, Stack, start_stack
+from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Clock, LoopbackServer, Stack, start_stack
 from xiezhi.devkit import REPO_ROOT
 
 POLICY = (REPO_ROOT / "policies" / "policy.csv").read_text(encoding="utf-8")
@@ -35,7 +35,7 @@ def clocked(tmp_path: Path, generated: Path) -> Iterator[tuple[Stack, Clock]]:
 
 
 def _call(url: str, method: str, path: str, token: str, json: Any = None) -> httpx.Response:
-    return httpx.request(method, url + path, json=json, headers={"authorization": f"Bearer {token}"})
+    return HTTP.request(method, url + path, json=json, headers={"authorization": f"Bearer {token}"})
 
 
 def _create(stack: Stack, token: str, subjects: int) -> httpx.Response:

@@ -11,10 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.stack import Stack
+from tests.stack import Stack, channel, session_pki
 from xiezhi import oprf
 from xiezhi.crypto import batch_digest, generate_signing_key, load_private_key
 from xiezhi.tickets import issue_ticket
+from xiezhi.tls import client_context
 from xiezhi.wire import b64encode
 
 
@@ -47,8 +48,10 @@ def _ticket(
 
 
 def _send(stack: Stack, ticket: str, elements: list[bytes], connector: str = "court") -> httpx.Response:
+    """Post a batch to a connector over the gateway's own channel (its client certificate), so
+    that only the ticket decides."""
     body = {"ticket": ticket, "blinded_elements": [b64encode(e) for e in elements]}
-    return httpx.post(f"{stack.connector_urls[connector]}/v1/evaluate", json=body)
+    return channel(session_pki().gateway()).post(f"{stack.connector_urls[connector]}/v1/evaluate", json=body)
 
 
 def _problem(response: httpx.Response, status: int, code: str) -> None:
@@ -104,9 +107,25 @@ def test_garbage_ticket_and_bodies(stack: Stack) -> None:
     elements = _elements()
     _problem(_send(stack, "not-a-jwt", elements), 401, "ticket_invalid")
     url = f"{stack.connector_urls['court']}/v1/evaluate"
-    _problem(httpx.post(url, content=b"{", headers={"content-type": "application/json"}), 400, "invalid_body")
-    _problem(httpx.post(url, json={"blinded_elements": [b64encode(elements[0])]}), 400, "invalid_body")
-    _problem(httpx.post(url, json={"ticket": "x", "blinded_elements": ["***"]}), 400, "invalid_body")
+    gateway = channel(session_pki().gateway())
+    _problem(gateway.post(url, content=b"{", headers={"content-type": "application/json"}), 400, "invalid_body")
+    _problem(gateway.post(url, json={"blinded_elements": [b64encode(elements[0])]}), 400, "invalid_body")
+    _problem(gateway.post(url, json={"ticket": "x", "blinded_elements": ["***"]}), 400, "invalid_body")
+
+
+def test_only_the_gateways_certificate_may_call_a_connector(stack: Stack) -> None:
+    """A requester's or another connector's certificate is refused before any ticket is read;
+    no certificate at all fails the handshake."""
+    elements = _elements()
+    body = {"ticket": _ticket(stack, elements), "blinded_elements": [b64encode(e) for e in elements]}
+    url = f"{stack.connector_urls['court']}/v1/evaluate"
+    pki = session_pki()
+    for files in (pki.client("requester"), pki.connector("tax"), pki.connector("court")):
+        _problem(channel(files).post(url, json=body), 403, "caller_not_gateway")
+    with pytest.raises(httpx.HTTPError):
+        httpx.post(url, json=body, verify=client_context(pki.ca))
+    response = channel(pki.gateway()).post(url, json=body)
+    assert response.status_code == 200 and len(response.json()["evaluated_elements"]) == len(elements)
 
 
 @pytest.mark.parametrize("bad", [bytes(32), b"\xff" * 32])

@@ -190,9 +190,9 @@ def export_command(
 
 
 def _client(gateway: str, token_file: Path | None) -> GatewayClient:
-    from xiezhi.cli import _token
+    from xiezhi.cli import _gateway_client
 
-    return GatewayClient(gateway, _token(token_file))
+    return _gateway_client(gateway, token_file)
 
 
 @contextmanager

@@ -6,12 +6,16 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from xiezhi.audit_cli import audit_app
 from xiezhi.errors import ApprovalRequired, XiezhiError
+
+if TYPE_CHECKING:
+    from xiezhi.client.gateway_client import GatewayClient
+    from xiezhi.tls import TLSFiles
 
 app = typer.Typer(
     help="Xiezhi (獬豸): privacy-preserving data-sharing gateway for enforcement supervision.",
@@ -25,15 +29,23 @@ connector_app = typer.Typer(
 token_app = typer.Typer(help="Development identity provider: sign caller tokens.", no_args_is_help=True)
 approvals_app = typer.Typer(help="Department heads: list, approve and reject waiting requests.", no_args_is_help=True)
 policy_app = typer.Typer(help="The authorization policy: test it, push it to a gateway.", no_args_is_help=True)
+pki_app = typer.Typer(help="Development PKI: a CA and certificates for mutual TLS.", no_args_is_help=True)
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(connector_app, name="connector")
 app.add_typer(token_app, name="token")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
+app.add_typer(pki_app, name="pki")
 
 DEFAULT_LEGAL_BASIS = "《人民检察院民事诉讼监督规则》第一百零四条"
 WAITING = 3  # exit status of `match` when the request waits for approval
+TlsCert = Annotated[Path | None, typer.Option(help="This party's certificate (PEM)")]
+TlsKey = Annotated[Path | None, typer.Option(help="Its private key (PEM)")]
+TlsCa = Annotated[Path | None, typer.Option(help="The CA that issued the other parties' certificates (PEM)")]
+InsecureHttp = Annotated[
+    bool, typer.Option("--insecure-http", help="Development only: plain HTTP, no TLS (warned loudly)")
+]
 TokenFile = Annotated[Path | None, typer.Option(help="File holding the caller's bearer token (default: $XIEZHI_TOKEN)")]
 
 
@@ -49,6 +61,16 @@ def _token(token_file: Path | None) -> str:
         typer.echo("error: no bearer token: pass --token-file or set XIEZHI_TOKEN", err=True)
         raise typer.Exit(2)
     return token
+
+
+def _gateway_client(gateway: str, token_file: Path | None) -> GatewayClient:
+    """A client for `gateway` over TLS with $XIEZHI_TLS_* (plain HTTP only with $XIEZHI_INSECURE_HTTP)."""
+    from xiezhi.client.gateway_client import GatewayClient
+
+    try:
+        return GatewayClient(gateway, _token(token_file))
+    except XiezhiError as exc:
+        raise _fail(exc) from None
 
 
 def _logging(log_file: Path | None) -> None:
@@ -133,14 +155,19 @@ def gateway_serve(
     port: int = 8000,
     log_file: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
-    """Run the gateway."""
+    """Run the gateway: HTTPS with the settings' `tls`, or plain HTTP under `insecure_http`."""
     import uvicorn
 
     from gateway.app import create_app
     from gateway.settings import GatewaySettings
+    from xiezhi.tls import uvicorn_tls, warn_plain_http
 
     _logging(log_file)
-    uvicorn.run(create_app(GatewaySettings.from_file(config)), host=host, port=port, log_config=None)
+    settings = GatewaySettings.from_file(config)
+    if settings.tls is None:
+        warn_plain_http("the gateway")
+    options = uvicorn_tls(settings.tls, settings.tls.client_certificates) if settings.tls else {}
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, **options)
 
 
 @connector_app.command("serve")
@@ -157,19 +184,51 @@ def connector_serve(
     log_key: Annotated[
         str | None, typer.Option(help="The gateway audit log's verifier key (or a file holding it)")
     ] = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_ca: TlsCa = None,
+    insecure_http: InsecureHttp = False,
 ) -> None:
-    """Serve OPRF evaluation for ticketed batches, and witness the gateway's audit log."""
+    """Serve OPRF evaluation for ticketed batches (to the gateway only, over mutual TLS), and
+    witness the gateway's audit log."""
     import uvicorn
 
     from connectors.service import ConnectorSettings, create_connector_app
+    from xiezhi.tls import ServerTLS, uvicorn_tls, warn_plain_http
 
     _logging(log_file)
     if (witness_key is None) != (log_key is None):
         raise typer.BadParameter("--witness-key and --log-key go together")
+    tls = _tls_files(tls_cert, tls_key, tls_ca, insecure_http)
+    server = ServerTLS(cert=tls.cert, key=tls.key, ca=tls.ca) if tls else None
     settings = ConnectorSettings(
-        connector=connector, key_dir=key_dir, ticket_public_key=ticket_key, witness_key=witness_key, log_key=log_key
+        connector=connector,
+        key_dir=key_dir,
+        ticket_public_key=ticket_key,
+        witness_key=witness_key,
+        log_key=log_key,
+        tls=server,
+        insecure_http=insecure_http,
     )
-    uvicorn.run(create_connector_app(settings), host=host, port=port, log_config=None)
+    if server is None:
+        warn_plain_http(f"connector {connector}")
+    options = uvicorn_tls(server) if server else {}
+    uvicorn.run(create_connector_app(settings), host=host, port=port, log_config=None, **options)
+
+
+def _tls_files(cert: Path | None, key: Path | None, ca: Path | None, insecure_http: bool) -> TLSFiles | None:
+    """The --tls-* options (all three, else $XIEZHI_TLS_*), or None under --insecure-http."""
+    from xiezhi.tls import TLSFiles, client_tls_from_env
+
+    given = [cert, key, ca]
+    if any(given) and not all(given):
+        raise typer.BadParameter("--tls-cert, --tls-key and --tls-ca go together")
+    files = TLSFiles(cert=cert, key=key, ca=ca) if cert and key and ca else client_tls_from_env()
+    if files is None and not insecure_http:
+        raise typer.BadParameter("give --tls-cert, --tls-key and --tls-ca (or $XIEZHI_TLS_*), or --insecure-http")
+    if files is not None and files.missing():
+        raise typer.BadParameter(f"no file for --tls-{', --tls-'.join(files.missing())}")
+    return files
 
 
 @connector_app.command("publish")
@@ -180,8 +239,13 @@ def connector_publish(
     token_file: Annotated[Path, typer.Option(help="File holding the connector's bearer token")],
     database_url: Annotated[str | None, typer.Option(help="Override the config's database URL")] = None,
     rotate: Annotated[bool, typer.Option(help="Start a new key epoch first")] = False,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_ca: TlsCa = None,
+    insecure_http: InsecureHttp = False,
 ) -> None:
-    """Build every capability index from the agency database and publish it."""
+    """Build every capability index from the agency database and publish it (mutual TLS with
+    this connector's certificate)."""
     from connectors.runner import build_and_publish
 
     try:
@@ -193,11 +257,42 @@ def connector_publish(
             database_url=database_url,
             rotate=rotate,
             show_progress=True,
+            tls=_tls_files(tls_cert, tls_key, tls_ca, insecure_http),
+            insecure_http=insecure_http,
         )
     except XiezhiError as exc:
         raise _fail(exc) from None
     for line in report.lines():
         typer.echo(line)
+
+
+@pki_app.command("init")
+def pki_init(
+    out: Annotated[Path, typer.Option(help="Folder for the CA and the certificates (must not hold a CA yet)")],
+    connector: Annotated[list[str] | None, typer.Option(help="Connector id; repeat (default: the four)")] = None,
+    client: Annotated[list[str] | None, typer.Option(help="Client system name; repeat")] = None,
+    days: Annotated[int, typer.Option(min=1, help="Validity of every certificate")] = 365,
+) -> None:
+    """Create a development CA and certificates for the gateway, the connectors and clients."""
+    from datetime import UTC, datetime
+
+    from xiezhi.devkit import DEV_CLIENTS, DEV_CONNECTORS
+    from xiezhi.pki import init_pki
+    from xiezhi.tls import client_identity, connector_identity, gateway_identity
+
+    connectors, clients = connector or list(DEV_CONNECTORS), client or list(DEV_CLIENTS)
+    try:
+        pki = init_pki(out, connectors, clients, datetime.now(UTC), days=days)
+    except FileExistsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"CA              {pki.ca}")
+    typer.echo(f"gateway         {pki.gateway().cert}  ({gateway_identity()})")
+    for name in connectors:
+        typer.echo(f"connector       {pki.connector(name).cert}  ({connector_identity(name)})")
+    for name in clients:
+        typer.echo(f"client          {pki.client(name).cert}  ({client_identity(name)})")
+    typer.echo("private keys (.key) are readable by their owner only; production uses its own CA")
 
 
 @token_app.command("issue")
@@ -229,9 +324,8 @@ def approvals_list(
     from rich.console import Console
     from rich.table import Table
 
-    from xiezhi.client.gateway_client import GatewayClient
 
-    client = GatewayClient(gateway, _token(token_file))
+    client = _gateway_client(gateway, token_file)
     try:
         views = client.approvals(status)
     except XiezhiError as exc:
@@ -250,9 +344,8 @@ def approvals_list(
 
 
 def _decide(gateway: str, request_id: str, reason: str, token_file: Path | None, *, approve: bool) -> None:
-    from xiezhi.client.gateway_client import GatewayClient
 
-    client = GatewayClient(gateway, _token(token_file))
+    client = _gateway_client(gateway, token_file)
     try:
         view = client.decide(request_id, approve=approve, reason=reason)
     except XiezhiError as exc:
@@ -332,9 +425,8 @@ def policy_push(
     token_file: TokenFile = None,
 ) -> None:
     """Replace the gateway's rules (security admin); the gateway runs its decision tables first."""
-    from xiezhi.client.gateway_client import GatewayClient
 
-    client = GatewayClient(gateway, _token(token_file))
+    client = _gateway_client(gateway, token_file)
     try:
         view = client.push_policy(policy_file.read_text(encoding="utf-8"))
     except XiezhiError as exc:

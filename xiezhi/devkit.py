@@ -2,7 +2,8 @@
 
 Production takes its identity provider's public keys and its own ticket key from
 configuration; this module only makes local stand-ins: an Ed25519 identity-provider key
-that signs caller JWTs, and the gateway's ticket-signing key.
+that signs caller JWTs, the gateway's ticket-signing key, and a development PKI
+(`xiezhi.pki`) for mutual TLS between every party.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jwt
@@ -17,12 +19,22 @@ import yaml
 
 from audit_log.note import COSIGNATURE_V1, ensure_signer
 from xiezhi.crypto import generate_signing_key, load_private_key, public_path
+from xiezhi.pki import DevPki, init_pki
 
 DEV_KID = "dev-idp-1"
 DEV_ISSUER = "xiezhi-dev-idp"
 DEV_AUDIENCE = "xiezhi-gateway"
 DEV_LOG_ORIGIN = "xiezhi.dev/audit"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
+DEV_CLIENTS = ("requester", "auditor")  # a procuratorate's system, a security auditor's
+
+
+def ensure_pki(folder: Path) -> DevPki:
+    """The development PKI in `folder`, created (CA, gateway, the four connectors, clients) if absent."""
+    if (folder / "ca.pem").exists():
+        return DevPki(folder)
+    return init_pki(folder, DEV_CONNECTORS, DEV_CLIENTS, datetime.now(UTC))
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,7 @@ class DevEnvironment:
     gateway_config: Path
     models_dir: Path
     audit_key: Path
+    pki: DevPki | None = None  # the development PKI, when the services speak mutual TLS
 
     @property
     def ticket_public_key(self) -> Path:
@@ -59,11 +72,14 @@ def init_dev(
     policy_dir: Path | None = None,
     witnesses: dict[str, str] | None = None,
     audit: dict[str, object] | None = None,
+    pki: DevPki | None = None,
 ) -> DevEnvironment:
     """Create keys under `root/keys` (once) and write `root/gateway/gateway.yaml`.
 
     `witnesses` maps connector ids to the cosignature keys the gateway trusts them by;
     `audit` overrides other audit settings (checkpoint intervals, anomaly thresholds).
+    With `pki` the gateway serves and calls over mutual TLS with its certificate; without,
+    it runs on plain HTTP under the development flag `insecure_http`.
     """
     keys = root / "keys"
     idp_key, ticket_key, audit_key = keys / "idp.key", keys / "gateway-ticket.key", keys / "audit-log.key"
@@ -72,7 +88,7 @@ def init_dev(
             generate_signing_key(key)
     ensure_signer(audit_key, DEV_LOG_ORIGIN)
     policies = (policy_dir or REPO_ROOT / "policies").resolve()
-    config = {
+    config: dict[str, object] = {
         "environment": "development",
         "database_url": database_url,
         "issuer": DEV_ISSUER,
@@ -84,10 +100,15 @@ def init_dev(
         "models_dir": str(policies / "models"),
         "audit": {"signing_key": str(audit_key.resolve()), "witnesses": witnesses or {}, **(audit or {})},
     }
+    if pki is not None:
+        files = pki.gateway()
+        config["tls"] = {name: str(getattr(files, name).resolve()) for name in ("cert", "key", "ca")}
+    else:
+        config["insecure_http"] = True
     gateway_config = root / "gateway" / "gateway.yaml"
     gateway_config.parent.mkdir(parents=True, exist_ok=True)
     gateway_config.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return DevEnvironment(root, idp_key, ticket_key, gateway_config, policies / "models", audit_key)
+    return DevEnvironment(root, idp_key, ticket_key, gateway_config, policies / "models", audit_key, pki)
 
 
 def issue_token(

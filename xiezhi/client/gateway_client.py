@@ -11,6 +11,7 @@ from typing import Any, BinaryIO, NoReturn
 import httpx
 
 from xiezhi import errors
+from xiezhi.tls import TLSFiles, check_scheme, client_context, client_tls_from_env, insecure_http_from_env
 from xiezhi.wire import (
     ApprovalDecision,
     ApprovalView,
@@ -46,10 +47,22 @@ _EXTENSIONS = ("request_id", "approver_org", "reasons", "limit", "resets_at")
 
 class GatewayClient:
     def __init__(
-        self, base_url: str, token: str, *, timeout: float = 300.0, client: httpx.Client | None = None
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 300.0,
+        tls: TLSFiles | None = None,
+        insecure_http: bool | None = None,
     ) -> None:
+        """Call the gateway at `base_url`, presenting the requester system's certificate `tls`
+        (default: $XIEZHI_TLS_CERT/KEY/CA). Plain HTTP is refused unless `insecure_http`
+        (default: $XIEZHI_INSECURE_HTTP) allows it."""
+        check_scheme(base_url, insecure_http_from_env() if insecure_http is None else insecure_http, "gateway")
+        tls = tls if tls is not None else client_tls_from_env()
         self._base = base_url.rstrip("/")
-        self._client = client or httpx.Client(timeout=timeout)
+        verify = client_context(tls.ca, tls) if tls is not None else True
+        self._client = httpx.Client(timeout=timeout, verify=verify)
         self._headers = {"authorization": f"Bearer {token}"}
 
     def close(self) -> None:

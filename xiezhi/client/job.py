@@ -12,6 +12,7 @@ from xiezhi.client.protocol import MatchSpec, OnPending, run_match
 from xiezhi.client.report import ReportRow, write_errors, write_report
 from xiezhi.client.subjects import read_subjects
 from xiezhi.errors import InvalidInput
+from xiezhi.tls import TLSFiles
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ def match_file(
     show_progress: bool = True,
     workers: int | None = None,
     on_pending: OnPending | None = None,
+    tls: TLSFiles | None = None,
 ) -> MatchSummary:
     """Validate `subjects`, run `spec` over the valid rows, write `out` and `<out>.errors.csv`.
 
@@ -46,7 +48,7 @@ def match_file(
     errors = write_errors(out, rejected)
     if not valid:
         raise InvalidInput(f"{subjects.name}: no valid row to match; see {errors.name}")
-    client = GatewayClient(gateway_url, token)
+    client = GatewayClient(gateway_url, token, tls=tls)
     try:
         with _progress(show_progress, spec.model) as (on_total, advance):
             result = run_match(

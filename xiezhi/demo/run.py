@@ -33,9 +33,11 @@ from xiezhi.client.job import MatchSummary, match_file
 from xiezhi.client.protocol import MatchSpec
 from xiezhi.demo.generate import generate
 from xiezhi.demo.services import Services, free_port
-from xiezhi.devkit import DevEnvironment, init_dev, issue_token, witness_key
+from xiezhi.devkit import DevEnvironment, ensure_pki, init_dev, issue_token, witness_key
 from xiezhi.errors import InvalidInput
+from xiezhi.pki import DevPki
 from xiezhi.supervision import ModelCatalog, SubjectKind
+from xiezhi.tls import TLSFiles
 
 CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
 DEMO_ORG = "330803"  # 衢州市衢江区人民检察院
@@ -124,14 +126,15 @@ def deployment(workdir: Path, policy_dir: Path | None = None) -> Iterator[tuple[
     ports = {name: free_port() for name in ("gateway", *CONNECTORS)}
     dev = init_dev(
         workdir,
-        connectors={c: f"http://127.0.0.1:{ports[c]}" for c in CONNECTORS},
+        connectors={c: f"https://127.0.0.1:{ports[c]}" for c in CONNECTORS},
         database_url=f"sqlite:///{gateway_db}",
         policy_dir=policy_dir,
         witnesses=witnesses,
+        pki=ensure_pki(workdir / "pki"),
     )
     with Services() as services:
         start_all(services, dev, workdir, ports)
-        yield dev, f"http://127.0.0.1:{ports['gateway']}"
+        yield dev, f"https://127.0.0.1:{ports['gateway']}"
 
 
 def _data(workdir: Path, data: Path | None, seed: int, debtors: int, phases: Phases) -> Path:
@@ -148,36 +151,38 @@ def _data(workdir: Path, data: Path | None, seed: int, debtors: int, phases: Pha
 
 
 def start_all(services: Services, dev: DevEnvironment, workdir: Path, ports: dict[str, int]) -> None:
-    """Start the four connectors, then the gateway, each as a process on its loopback port."""
+    """Start the four connectors, then the gateway, each as a process on its loopback port,
+    all over mutual TLS with certificates from the demo's PKI."""
+    pki = _pki(dev)
     for connector in CONNECTORS:
         state = workdir / "connectors" / connector
+        files = pki.connector(connector)
+        args = [
+            "connector", "serve", "--connector", connector, "--key-dir", str(state / "keys"),
+            "--ticket-key", str(dev.ticket_public_key), "--witness-key", str(state / "keys" / "witness.key"),
+            "--log-key", dev.audit_vkey, "--port", str(ports[connector]),
+            "--tls-cert", str(files.cert), "--tls-key", str(files.key), "--tls-ca", str(files.ca),
+        ]  # fmt: skip
         services.start(
             connector,
-            [
-                "connector",
-                "serve",
-                "--connector",
-                connector,
-                "--key-dir",
-                str(state / "keys"),
-                "--ticket-key",
-                str(dev.ticket_public_key),
-                "--witness-key",
-                str(state / "keys" / "witness.key"),
-                "--log-key",
-                dev.audit_vkey,
-                "--port",
-                str(ports[connector]),
-            ],
+            args,
             state / "connector.log",
-            f"http://127.0.0.1:{ports[connector]}/healthz",
+            f"https://127.0.0.1:{ports[connector]}/healthz",
+            pki.gateway(),  # a connector answers the gateway only
         )
     services.start(
         "gateway",
         ["gateway", "serve", "--config", str(dev.gateway_config), "--port", str(ports["gateway"])],
         workdir / "gateway" / "gateway.log",
-        f"http://127.0.0.1:{ports['gateway']}/healthz",
+        f"https://127.0.0.1:{ports['gateway']}/healthz",
+        pki.client("requester"),
     )
+
+
+def _pki(dev: DevEnvironment) -> DevPki:
+    if dev.pki is None:
+        raise InvalidInput("the demo runs over mutual TLS and needs the development PKI")
+    return dev.pki
 
 
 def publish_connector(
@@ -192,6 +197,7 @@ def publish_connector(
         token,
         database_url=f"sqlite:///{data_dir / 'agencies' / f'{connector}.sqlite'}",
         show_progress=show_progress,
+        tls=_pki(dev).connector(connector),
     )
 
 
@@ -199,7 +205,10 @@ def _run_models(
     dev: DevEnvironment, data_dir: Path, workdir: Path, gateway_url: str, phases: Phases, *, show_progress: bool
 ) -> tuple[list[MatchSummary], dict[str, tuple[str, ...]]]:
     token = issue_token(dev.idp_key, subject=DEMO_PROSECUTOR, roles=["prosecutor"], org=DEMO_ORG, clearance=3)
-    approver = Approver(gateway_url, issue_token(dev.idp_key, subject=DEMO_APPROVER, roles=["dept_head"], org=DEMO_ORG))
+    requester = _pki(dev).client("requester")
+    approver = Approver(
+        gateway_url, issue_token(dev.idp_key, subject=DEMO_APPROVER, roles=["dept_head"], org=DEMO_ORG), requester
+    )
     summaries = []
     for model in ModelCatalog.load(dev.models_dir):
         subjects = data_dir / ("applicants.csv" if model.subjects is SubjectKind.APPLICANTS else "subjects.csv")
@@ -213,6 +222,7 @@ def _run_models(
                     workdir / "reports" / f"{model.id}.csv",
                     show_progress=show_progress,
                     on_pending=approver,
+                    tls=requester,
                 )
             )
     approver.close()
@@ -222,8 +232,8 @@ def _run_models(
 class Approver:
     """The department head's side of the demo: approve each waiting request, with a reason."""
 
-    def __init__(self, gateway_url: str, token: str) -> None:
-        self._client = GatewayClient(gateway_url, token)
+    def __init__(self, gateway_url: str, token: str, tls: TLSFiles) -> None:
+        self._client = GatewayClient(gateway_url, token, tls=tls)
         self.approved: dict[str, tuple[str, ...]] = {}  # model → the reasons it needed approval
 
     def __call__(self, request_id: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from xiezhi.errors import Unavailable
+from xiezhi.tls import TLSFiles, client_context
 
 
 def free_port() -> int:
@@ -26,7 +27,10 @@ class Services:
 
     processes: list[tuple[str, subprocess.Popen[bytes], Path]] = field(default_factory=list)
 
-    def start(self, name: str, args: list[str], log: Path, health_url: str, timeout: float = 60.0) -> None:
+    def start(
+        self, name: str, args: list[str], log: Path, health_url: str, tls: TLSFiles, timeout: float = 60.0
+    ) -> None:
+        """Start `xiezhi <args>` and wait until `health_url` answers a caller presenting `tls`."""
         log.parent.mkdir(parents=True, exist_ok=True)
         handle = log.open("ab")
         process = subprocess.Popen(
@@ -37,7 +41,7 @@ class Services:
         )
         handle.close()
         self.processes.append((name, process, log))
-        self._wait_healthy(name, process, log, health_url, timeout)
+        self._wait_healthy(name, process, log, health_url, tls, timeout)
 
     def stop(self) -> None:
         """Stop in reverse order of starting: the gateway goes first, so the checkpoint it signs
@@ -57,14 +61,17 @@ class Services:
         self.stop()
 
     @staticmethod
-    def _wait_healthy(name: str, process: subprocess.Popen[bytes], log: Path, url: str, timeout: float) -> None:
+    def _wait_healthy(
+        name: str, process: subprocess.Popen[bytes], log: Path, url: str, tls: TLSFiles, timeout: float
+    ) -> None:
         deadline = time.monotonic() + timeout
+        context = client_context(tls.ca, tls)
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
                 raise Unavailable(f"{name} exited during start-up (code {process.returncode}); log tail:\n{tail}")
             try:
-                if httpx.get(url, timeout=1.0).status_code == 200:
+                if httpx.get(url, timeout=1.0, verify=context).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
