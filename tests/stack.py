@@ -132,7 +132,7 @@ class LoopbackServer:
         self._socket.bind(("127.0.0.1", 0))
         self.port = int(self._socket.getsockname()[1])
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
-        options = uvicorn_tls(tls, tls.client_certificates) if tls else {}
+        options = uvicorn_tls(tls) if tls else {}
         config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=5, **options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)

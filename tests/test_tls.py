@@ -176,3 +176,16 @@ def test_certificates_expire(tmp_path: Path) -> None:
             client.get(server.url, extensions={"sni_hostname": connector_identity("court")})
     finally:
         server.stop()
+
+
+def test_client_tls_from_the_environment_is_all_or_nothing(tmp_path: Path) -> None:
+    from xiezhi.tls import client_tls_from_env
+
+    files = session_pki().client("requester")
+    complete = {"XIEZHI_TLS_CERT": str(files.cert), "XIEZHI_TLS_KEY": str(files.key), "XIEZHI_TLS_CA": str(files.ca)}
+    assert client_tls_from_env(complete) == files
+    assert client_tls_from_env({}) is None
+    with pytest.raises(InvalidInput, match="set XIEZHI_TLS_CA as well"):
+        client_tls_from_env({k: v for k, v in complete.items() if k != "XIEZHI_TLS_CA"})
+    with pytest.raises(InvalidInput, match="no file at XIEZHI_TLS_KEY"):
+        client_tls_from_env({**complete, "XIEZHI_TLS_KEY": str(tmp_path / "absent.key")})

@@ -166,7 +166,7 @@ def gateway_serve(
     settings = GatewaySettings.from_file(config)
     if settings.tls is None:
         warn_plain_http("the gateway")
-    options = uvicorn_tls(settings.tls, settings.tls.client_certificates) if settings.tls else {}
+    options = uvicorn_tls(settings.tls) if settings.tls else {}
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, **options)
 
 

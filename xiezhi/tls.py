@@ -98,7 +98,10 @@ def client_tls_from_env(environ: Mapping[str, str] | None = None) -> TLSFiles | 
     missing = [f"XIEZHI_TLS_{name.upper()}" for name, value in given.items() if not value]
     if missing:
         raise InvalidInput(f"set {', '.join(missing)} as well (client TLS needs a certificate, its key and a CA)")
-    return TLSFiles(cert=Path(given["cert"] or ""), key=Path(given["key"] or ""), ca=Path(given["ca"] or ""))
+    files = TLSFiles(cert=Path(given["cert"] or ""), key=Path(given["key"] or ""), ca=Path(given["ca"] or ""))
+    if files.missing():
+        raise InvalidInput(f"no file at {', '.join(f'XIEZHI_TLS_{name.upper()}' for name in files.missing())}")
+    return files
 
 
 def insecure_http_from_env(environ: Mapping[str, str] | None = None) -> bool:
@@ -107,13 +110,13 @@ def insecure_http_from_env(environ: Mapping[str, str] | None = None) -> bool:
     return env.get("XIEZHI_INSECURE_HTTP", "") in ("1", "true", "yes")
 
 
-def server_context(files: TLSFiles, client_certificates: ClientCertificates = "required") -> ssl.SSLContext:
-    """TLS 1.2+ server context presenting `files.cert`, verifying clients against `files.ca`."""
+def server_context(tls: ServerTLS) -> ssl.SSLContext:
+    """TLS 1.2+ server context presenting `tls.cert`, verifying clients against `tls.ca`."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(files.cert, files.key)
-    context.load_verify_locations(cafile=files.ca)
-    context.verify_mode = ssl.CERT_REQUIRED if client_certificates == "required" else ssl.CERT_OPTIONAL
+    context.load_cert_chain(tls.cert, tls.key)
+    context.load_verify_locations(cafile=tls.ca)
+    context.verify_mode = ssl.CERT_REQUIRED if tls.client_certificates == "required" else ssl.CERT_OPTIONAL
     return context
 
 
@@ -176,9 +179,9 @@ def _tls_extension(ssl_object: ssl.SSLObject | None) -> dict[str, Any] | None:
     }
 
 
-def uvicorn_tls(files: TLSFiles, client_certificates: ClientCertificates = "required") -> dict[str, Any]:
-    """uvicorn.Config keyword arguments serving HTTPS with `files` and the TLS extension."""
-    context = server_context(files, client_certificates)
+def uvicorn_tls(tls: ServerTLS) -> dict[str, Any]:
+    """uvicorn.Config keyword arguments serving HTTPS with `tls` and the TLS extension."""
+    context = server_context(tls)
     return {"ssl_context_factory": lambda _config, _default: context, "http": TLSH11Protocol}
 
 
