@@ -44,7 +44,7 @@ def demo_on_handmade(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
 def test_demo_on_foreign_data_exits_0_and_prints_its_summary(demo_on_handmade) -> None:  # type: ignore[no-untyped-def]
     _, work, done = demo_on_handmade
     assert done.returncode == 0, done.stderr[-3000:]
-    for heading in ("Indexes published", "Supervision models run", "Time per phase"):
+    for heading in ("Indexes published", "Supervision models run", "Time per phase", "over mutual TLS"):
         assert heading in done.stdout
     reports = {p.name for p in (work / "reports").glob("*.csv")}
     assert reports == {f"{m.id}.csv" for m in CATALOG} | {f"{m.id}.csv.errors.csv" for m in CATALOG}

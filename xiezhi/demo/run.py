@@ -281,3 +281,4 @@ def _print_summary(
     console.print(indexes, models, timing)
     console.print(f"Reports: {workdir / 'reports'}/<model>.csv (invalid rows in <model>.csv.errors.csv)")
     console.print(f"Gateway database and logs: {workdir / 'gateway'}")
+    console.print(f"Every link ran over mutual TLS with the development PKI in {workdir / 'pki'}")
