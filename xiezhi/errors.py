@@ -11,7 +11,12 @@
     ├── TooManyRequests         429  a quota is spent; says the limit and when it resets
     ├── ProofError              422  a VOPRF proof or encoding that does not verify
     ├── ConnectorError          502  a connector failed, timed out or answered badly
-    └── Unavailable             503  a dependency (index, audit log) is not ready
+    ├── Unavailable             503  a dependency (index, audit log) is not ready
+    ├── AuditUnavailable        503  the audit log could not make an event durable (audit_log.writer)
+    ├── UnsafeAuditEntry        500  an event carried an ID-like value; never logged (audit_log.entries)
+    ├── CryptoError             500  an AEAD or key-wrap operation refused its input (xiezhi.crypto)
+    ├── KeyringError            500  a keyring file or KEK id is missing, malformed or exposed (xiezhi.keyring)
+    └── SealError               500  a sealed blob did not open; one message for every cause (xiezhi.sealing)
 
 `public_message` is safe to show a caller: it never carries an ID number, name, token or
 key. `extensions` are further problem-detail members (a request id, a limit, a reset
