@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_e2e.py
 	$(BIN)/python bench/bench_authz.py
 	$(BIN)/python bench/bench_audit.py
+	$(BIN)/python bench/bench_sealing.py
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache
