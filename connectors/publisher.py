@@ -9,7 +9,7 @@ import httpx
 
 from connectors.indexer import BuiltIndex, CapabilityIndex
 from xiezhi.errors import ConnectorError
-from xiezhi.tls import TLSFiles, check_scheme, client_context
+from xiezhi.tls import TLSFiles, check_scheme, verification
 from xiezhi.wire import CapabilityDescriptor, StartPublication, b64encode
 
 CHUNK_TOKENS = 50_000
@@ -22,7 +22,7 @@ class Publisher:
         """Publish to `gateway_url` presenting the connector's certificate `tls` (mutual TLS)."""
         check_scheme(gateway_url, insecure_http, "gateway")
         self._base = gateway_url.rstrip("/")
-        verify = client_context(tls.ca, tls) if tls is not None else True
+        verify = verification(tls)
         self._client = httpx.Client(timeout=120.0, verify=verify)
         self._headers = {"authorization": f"Bearer {token}"}
 

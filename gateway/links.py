@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from xiezhi.tls import ServerTLS, check_scheme, client_context, connector_identity, pinned
+from xiezhi.tls import ServerTLS, check_scheme, connector_identity, pinned, verification
 
 
 class ConnectorLinks:
@@ -28,7 +28,7 @@ class ConnectorLinks:
         for name, url in urls.items():
             check_scheme(url, insecure_http, f"connector {name}")
         self._urls = {name: url.rstrip("/") for name, url in urls.items()}
-        verify = client_context(tls.ca, tls) if tls is not None else True
+        verify = verification(tls)
         self._pins = {name: pinned(connector_identity(name, tls.domain)) if tls else {} for name in urls}
         self._clients = {
             name: httpx.Client(timeout=timeout_seconds, verify=verify, transport=transport) for name in urls

@@ -119,10 +119,6 @@ def close_channels() -> None:
         _CHANNELS.popitem()[1].close()
 
 
-def server_tls(files: TLSFiles) -> ServerTLS:
-    return ServerTLS(cert=files.cert, key=files.key, ca=files.ca)
-
-
 class LoopbackServer:
     """One ASGI app served by uvicorn on 127.0.0.1 in a thread, over TLS when `tls` is given."""
 
@@ -233,7 +229,7 @@ def start_stack(
             ticket_public_key=dev.ticket_public_key,
             witness_key=witness_path,
             log_key=dev.audit_vkey,
-            tls=server_tls(pki.connector(name)),
+            tls=ServerTLS.serving(pki.connector(name)),
         )
         connectors[name] = LoopbackServer(create_connector_app(settings, clock), settings.tls).start()
     urls = {name: server.url for name, server in connectors.items()}

@@ -25,12 +25,12 @@ from pydantic import ValidationError
 
 from gateway.links import ConnectorLinks
 from gateway.settings import GatewaySettings
-from tests.stack import HTTP, LoopbackServer, Stack, channel, server_tls, session_pki
+from tests.stack import HTTP, LoopbackServer, Stack, channel, session_pki
 from xiezhi.client.gateway_client import GatewayClient
 from xiezhi.devkit import REPO_ROOT
 from xiezhi.errors import InvalidInput
 from xiezhi.pki import init_pki
-from xiezhi.tls import client_context, connector_identity, gateway_identity, peer_names
+from xiezhi.tls import ServerTLS, client_context, connector_identity, gateway_identity, peer_names
 
 
 def _xiezhi(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -73,7 +73,7 @@ def test_pki_init_makes_a_ca_and_certificates_that_name_their_holders(tmp_path: 
 def test_a_certificate_from_another_ca_is_not_trusted(tmp_path: Path) -> None:
     stranger = init_pki(tmp_path / "other", ["court"], [], datetime.now(UTC))
     app = FastAPI()
-    server = LoopbackServer(app, server_tls(stranger.connector("court"))).start()
+    server = LoopbackServer(app, ServerTLS.serving(stranger.connector("court"))).start()
     try:
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             channel(session_pki().gateway()).get(server.url)
@@ -90,14 +90,14 @@ def impostor() -> Any:
     def who(request: Request) -> dict[str, list[str]]:
         return {"names": peer_names(request.scope)}
 
-    server = LoopbackServer(app, server_tls(session_pki().connector("tax"))).start()
+    server = LoopbackServer(app, ServerTLS.serving(session_pki().connector("tax"))).start()
     yield server
     server.stop()
 
 
 def test_the_gateway_pins_each_connector_to_its_own_certificate(impostor: LoopbackServer) -> None:
     gateway = session_pki().gateway()
-    tls = server_tls(gateway)
+    tls = ServerTLS.serving(gateway)
     # The tax connector's certificate at the address the gateway has for the court: refused.
     links = ConnectorLinks({"court": impostor.url, "tax": impostor.url}, tls, timeout_seconds=5)
     try:
@@ -169,7 +169,7 @@ def test_certificates_expire(tmp_path: Path) -> None:
     """A certificate past its validity is refused by the handshake (the PKI's dates are real)."""
     old = init_pki(tmp_path / "old", ["court"], [], datetime.now(UTC) - timedelta(days=400), days=30)
     app = FastAPI()
-    server = LoopbackServer(app, server_tls(old.connector("court"))).start()
+    server = LoopbackServer(app, ServerTLS.serving(old.connector("court"))).start()
     try:
         context = client_context(old.ca, old.gateway())
         with httpx.Client(verify=context) as client, pytest.raises(httpx.ConnectError, match="expired"):

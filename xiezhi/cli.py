@@ -200,7 +200,7 @@ def connector_serve(
     if (witness_key is None) != (log_key is None):
         raise typer.BadParameter("--witness-key and --log-key go together")
     tls = _tls_files(tls_cert, tls_key, tls_ca, insecure_http)
-    server = ServerTLS(cert=tls.cert, key=tls.key, ca=tls.ca) if tls else None
+    server = ServerTLS.serving(tls) if tls else None
     settings = ConnectorSettings(
         connector=connector,
         key_dir=key_dir,
@@ -323,7 +323,6 @@ def approvals_list(
     """List the requests you may decide, with why each needs approval."""
     from rich.console import Console
     from rich.table import Table
-
 
     client = _gateway_client(gateway, token_file)
     try:

@@ -87,9 +87,9 @@ def init_pki(
     issue = _Issuer(ca, ca_key, now, days)
     issue(pki.gateway(), gateway_identity(domain), server=True)
     for connector in connectors:
-        issue(pki.connector(connector), connector_identity(connector, domain), server=True)
+        issue.party(pki, "connector", connector, domain)
     for client in clients:
-        issue(pki.client(client), client_identity(client, domain), server=False)
+        issue.party(pki, "client", client, domain)
     return pki
 
 
@@ -99,15 +99,7 @@ def add_party(pki: DevPki, kind: Literal["connector", "client"], name: str, now:
     ca_key = serialization.load_pem_private_key((pki.folder / "ca.key").read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ValueError(f"{pki.folder / 'ca.key'} is not the development CA's EC key")
-    domain = _domain(pki)
-    issue = _Issuer(ca, ca_key, now, days)
-    if kind == "connector":
-        files = pki.connector(name)
-        issue(files, connector_identity(name, domain), server=True)
-    else:
-        files = pki.client(name)
-        issue(files, client_identity(name, domain), server=False)
-    return files
+    return _Issuer(ca, ca_key, now, days).party(pki, kind, name, _domain(pki))
 
 
 def _domain(pki: DevPki) -> str:
@@ -126,6 +118,16 @@ class _Issuer:
     ca_key: ec.EllipticCurvePrivateKey
     now: datetime
     days: int
+
+    def party(self, pki: DevPki, kind: Literal["connector", "client"], name: str, domain: str) -> TLSFiles:
+        """Issue a connector's (server and client) or a client system's certificate into `pki`."""
+        if kind == "connector":
+            files = pki.connector(name)
+            self(files, connector_identity(name, domain), server=True)
+        else:
+            files = pki.client(name)
+            self(files, client_identity(name, domain), server=False)
+        return files
 
     def __call__(self, files: TLSFiles, identity: str, *, server: bool) -> None:
         key = ec.generate_private_key(ec.SECP256R1())

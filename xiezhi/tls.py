@@ -74,6 +74,11 @@ class ServerTLS(TLSFiles):
     client_certificates: ClientCertificates = "required"
     domain: str = TRUST_DOMAIN
 
+    @classmethod
+    def serving(cls, files: TLSFiles) -> ServerTLS:
+        """`files` served with the defaults: client certificates required, the default domain."""
+        return cls(cert=files.cert, key=files.key, ca=files.ca)
+
 
 def check_scheme(url: str, insecure_http: bool, what: str) -> None:
     """Refuse an http:// URL unless the development flag allows it (then warn, loudly)."""
@@ -128,6 +133,11 @@ def client_context(ca: Path | None, files: TLSFiles | None = None) -> ssl.SSLCon
     if files is not None:
         context.load_cert_chain(files.cert, files.key)
     return context
+
+
+def verification(files: TLSFiles | None) -> ssl.SSLContext | bool:
+    """httpx's `verify` for a caller: mutual TLS with `files`, or the system's CAs without them."""
+    return client_context(files.ca, files) if files is not None else True
 
 
 def pinned(identity: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any, BinaryIO, NoReturn
 import httpx
 
 from xiezhi import errors
-from xiezhi.tls import TLSFiles, check_scheme, client_context, client_tls_from_env, insecure_http_from_env
+from xiezhi.tls import TLSFiles, check_scheme, client_tls_from_env, insecure_http_from_env, verification
 from xiezhi.wire import (
     ApprovalDecision,
     ApprovalView,
@@ -61,7 +61,7 @@ class GatewayClient:
         check_scheme(base_url, insecure_http_from_env() if insecure_http is None else insecure_http, "gateway")
         tls = tls if tls is not None else client_tls_from_env()
         self._base = base_url.rstrip("/")
-        verify = client_context(tls.ca, tls) if tls is not None else True
+        verify = verification(tls)
         self._client = httpx.Client(timeout=timeout, verify=verify)
         self._headers = {"authorization": f"Bearer {token}"}
 
