@@ -37,6 +37,7 @@ class EventKind(StrEnum):
     RELAY = "relay"
     LOOKUP = "lookup"
     RESULT_READ = "result.read"
+    RESULT_DELETED = "result.deleted"
     INDEX_PUBLICATION = "index.publication"
     EPOCH_ACTIVATED = "epoch.activated"
     KEY_ROTATION = "key.rotation"

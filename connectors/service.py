@@ -1,8 +1,9 @@
 """The connector's evaluation endpoint: ticketed batches in, evaluations with proofs out.
 
-Before it evaluates anything the connector checks the gateway's ticket: signature,
-issuer, audience (this connector), expiry, that it was never used before, and that its
-count and digest match the batch exactly. It evaluates only under epochs it holds a key
+Before it evaluates anything the connector checks the gateway's ticket: signature (by the
+key its kid names in the gateway's JWK Set, `connectors.gateway_keys`), issuer, audience
+(this connector), expiry, that it was never used before, and that its count and digest
+match the batch exactly. It evaluates only under epochs it holds a key
 for. It sees random-looking points, the request id and the requester's organisation —
 nothing that identifies a person — and logs counts only.
 """
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,14 @@ from fastapi.responses import PlainTextResponse
 
 from audit_log.note import load_signer, read_verifier
 from audit_log.witness import Witness, WitnessRefusal
+from connectors.gateway_keys import gateway_keys
 from connectors.keys import KeyStore
 from xiezhi import __version__, oprf, problems
-from xiezhi.crypto import VerifyKey, batch_digest, load_public_key
+from xiezhi.crypto import batch_digest
 from xiezhi.errors import Denied, InvalidInput, Unauthenticated
-from xiezhi.tickets import TicketClaims, verify_ticket
-from xiezhi.tls import ServerTLS, gateway_identity, peer_names
+from xiezhi.telemetry import ActiveTelemetry, Telemetry, TelemetrySettings, annotate, record_batch, traced
+from xiezhi.tickets import KeyLookup, TicketClaims, verify_ticket
+from xiezhi.tls import TRUST_DOMAIN, ServerTLS, gateway_identity, peer_names
 from xiezhi.wire import EvaluationResult, TicketedBatch, b64encode
 
 log = logging.getLogger("xiezhi.connector")
@@ -38,13 +42,17 @@ log = logging.getLogger("xiezhi.connector")
 class ConnectorSettings:
     connector: str
     key_dir: Path
-    ticket_public_key: Path
+    ticket_jwks: Path | None = None  # the gateway's ticket keys as a JWK Set file …
+    ticket_jwks_url: str | None = None  # … or its https://<gateway>/.well-known/jwks.json (one of the two)
+    ticket_jwks_refresh_seconds: float = 5.0  # an unknown kid refetches the set at most this often
+    ticket_jwks_max_age_seconds: float = 300.0  # an older set is refetched before use
     ticket_issuer: str = "xiezhi-gateway"
     max_batch: int = 5_000
     witness_key: Path | None = None  # this connector's cosignature key, to witness the gateway's audit log
     log_key: str | None = None  # the gateway log's verifier key (name+id+key), the log it witnesses
     tls: ServerTLS | None = None  # this connector's certificate; it then accepts calls from the gateway only
     insecure_http: bool = False  # development only: serve plain HTTP (warned at start)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)  # where traces, metrics, logs go
 
 
 class ReplayGuard:
@@ -65,19 +73,20 @@ class ReplayGuard:
 
 class Evaluator:
     def __init__(
-        self, settings: ConnectorSettings, keys: KeyStore, ticket_key: VerifyKey, clock: Callable[[], datetime]
+        self, settings: ConnectorSettings, keys: KeyStore, ticket_keys: KeyLookup, clock: Callable[[], datetime]
     ) -> None:
         self._settings = settings
         self._keys = keys
-        self._ticket_key = ticket_key
+        self._ticket_keys = ticket_keys
         self._clock = clock
         self._replays = ReplayGuard()
 
+    @traced("connector.evaluate", counted=True)
     def evaluate(self, batch: TicketedBatch) -> EvaluationResult:
         now = self._clock()
         claims = verify_ticket(
             batch.ticket,
-            self._ticket_key,
+            self._ticket_keys,
             issuer=self._settings.ticket_issuer,
             connector=self._settings.connector,
             now=now,
@@ -88,6 +97,8 @@ class Evaluator:
         if count > self._settings.max_batch:
             raise InvalidInput(f"a batch holds at most {self._settings.max_batch} elements", code="batch_too_large")
         self._replays.check(claims, now)
+        annotate({"xiezhi.request_id": claims.request_id, "xiezhi.epoch": claims.epoch, "xiezhi.batch_size": count})
+        record_batch("connector.evaluate", count)
         key = self._keys.key_pair(claims.epoch)
         evaluation = oprf.blind_evaluate(key.sk, batch.blinded_elements, oprf.Mode.VOPRF)
         assert evaluation.proof is not None
@@ -122,11 +133,37 @@ def create_connector_app(
     settings: ConnectorSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 ) -> FastAPI:
     keys = KeyStore(settings.key_dir)
-    evaluator = Evaluator(settings, keys, load_public_key(settings.ticket_public_key), clock)
+    ticket_keys = gateway_keys(
+        jwks_file=settings.ticket_jwks,
+        jwks_url=settings.ticket_jwks_url,
+        tls=settings.tls,
+        domain=settings.tls.domain if settings.tls is not None else TRUST_DOMAIN,
+        insecure_http=settings.insecure_http,
+        clock=clock,
+        refresh_seconds=settings.ticket_jwks_refresh_seconds,
+        max_age_seconds=settings.ticket_jwks_max_age_seconds,
+    )
+    evaluator = Evaluator(settings, keys, ticket_keys.lookup, clock)
+    telemetry = Telemetry(settings.telemetry, f"xiezhi-connector-{settings.connector}")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            ticket_keys.close()
+            telemetry.shutdown()  # exports what is pending, metrics one last time
+
     app = FastAPI(
-        title=f"Xiezhi connector: {settings.connector}", version=__version__, dependencies=[_callers(settings)]
+        title=f"Xiezhi connector: {settings.connector}",
+        version=__version__,
+        dependencies=[_callers(settings)],
+        lifespan=lifespan,
+        telemetry=telemetry.fastapi_options(),
     )
     problems.install(app)
+    app.add_middleware(ActiveTelemetry, telemetry=telemetry)
+    app.state.telemetry = telemetry
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

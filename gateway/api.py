@@ -6,9 +6,11 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
 
 from gateway.approvals import Approvals
 from gateway.auth import Authenticator, Principal, check_channel
+from gateway.key_admin import KeyAdmin
 from gateway.orgs import Organisation
 from gateway.pipeline import Pipeline
 from gateway.policy_admin import PolicyAdmin
@@ -16,6 +18,7 @@ from gateway.publishing import Publishing
 from gateway.recorder import SignIns
 from gateway.system import SystemView
 from xiezhi.errors import InvalidInput, Unauthenticated
+from xiezhi.jwks import TicketKeys
 from xiezhi.supervision import ModelCatalog
 from xiezhi.tls import peer_names
 from xiezhi.wire import (
@@ -26,6 +29,8 @@ from xiezhi.wire import (
     EpochView,
     EvaluationBatch,
     EvaluationResult,
+    KeyRotation,
+    KeyStatus,
     LookupBatch,
     LookupResult,
     MatchRequestView,
@@ -73,6 +78,7 @@ Publisher = Annotated[Publishing, Depends(_state("publishing"))]
 Approvers = Annotated[Approvals, Depends(_state("approvals"))]
 Policies = Annotated[PolicyAdmin, Depends(_state("policy"))]
 System = Annotated[SystemView, Depends(_state("system"))]
+Keys = Annotated[KeyAdmin, Depends(_state("keys"))]
 
 
 @router.get("/healthz", tags=["service"])
@@ -80,9 +86,32 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@router.get("/.well-known/jwks.json", tags=["service"], response_class=JSONResponse)
+def ticket_jwks(request: Request) -> JSONResponse:
+    """The public keys that verify relay tickets (RFC 7517 JWK Set), for the connectors.
+
+    No caller token: it holds public keys only. It is still served over the gateway's
+    mutual TLS, so only holders of a certificate from the deployment's CA reach it.
+    """
+    keys: TicketKeys = request.app.state.ticket_keys
+    return JSONResponse(keys.jwks(), media_type="application/jwk-set+json", headers={"cache-control": "no-cache"})
+
+
 @router.get("/v1/system/status", tags=["service"])
 def system_status(caller: Caller, system: System) -> SystemStatus:
     return system.status(caller)
+
+
+@router.get("/v1/keys", tags=["keys"])
+def key_status(caller: Caller, keys: Keys) -> KeyStatus:
+    """Ids and counts of the keys sealing stored data (security administrator)."""
+    return keys.status(caller)
+
+
+@router.post("/v1/keys/rotate", tags=["keys"])
+def rotate_keys(caller: Caller, keys: Keys, body: KeyRotation) -> KeyStatus:
+    """Rotate the key-encryption key and/or the data key; rewrapping follows in the background."""
+    return keys.rotate(caller, body)
 
 
 @router.get("/v1/models", tags=["models"])

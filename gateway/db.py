@@ -1,7 +1,10 @@
 """Gateway storage: SQLModel tables and the engine. SQLite by default, PostgreSQL in production.
 
-Nothing here holds an ID number or a name: requests hold metadata and counts, indexes hold
-pseudonymous tokens, results hold flags by row position.
+Nothing here holds an ID number or a name, and what derives from agency data or subject
+lists is sealed (`xiezhi.sealing`, AES-256-GCM under wrapped data keys): published tokens
+are kept only in sealed chunks, with a keyed digest per token for lookups under a
+per-publication key that is itself sealed; results are sealed per lookup batch. Relayed
+batches of blinded elements are never kept. Requests hold metadata and counts in the clear.
 """
 
 from __future__ import annotations
@@ -44,13 +47,26 @@ class Publication(SQLModel, table=True):
     committed: bool = False
     created_at: datetime
     committed_at: datetime | None = None
+    lookup_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # sealed; keys the digests
 
 
-class IndexToken(SQLModel, table=True):
-    __tablename__ = "index_tokens"
+class IndexDigest(SQLModel, table=True):
+    """One published token, known only by HMAC-SHA256 under its publication's lookup key (16 bytes)."""
+
+    __tablename__ = "index_digests"
 
     publication_id: str = Field(primary_key=True, foreign_key="publications.id")
-    token: bytes = Field(sa_column=Column(LargeBinary(16), primary_key=True))
+    digest: bytes = Field(sa_column=Column(LargeBinary(16), primary_key=True))
+
+
+class IndexChunk(SQLModel, table=True):
+    """One uploaded chunk of a publication's tokens, sealed: what the commit's digest check reads."""
+
+    __tablename__ = "index_chunks"
+
+    publication_id: str = Field(primary_key=True, foreign_key="publications.id")
+    number: int = Field(primary_key=True)
+    sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class MatchRequest(SQLModel, table=True):
@@ -71,6 +87,7 @@ class MatchRequest(SQLModel, table=True):
     rows_looked_up: int = 0
     created_at: datetime
     completed_at: datetime | None = None
+    results_deleted_at: datetime | None = None  # set when retention deleted the sealed results
 
 
 class Approval(SQLModel, table=True):
@@ -115,13 +132,15 @@ class EvaluationCount(SQLModel, table=True):
     evaluated: int = 0
 
 
-class ResultRow(SQLModel, table=True):
-    __tablename__ = "result_rows"
+class ResultBatch(SQLModel, table=True):
+    """The flags of one lookup batch, sealed: rows first_row … first_row + rows − 1."""
+
+    __tablename__ = "result_batches"
 
     request_id: str = Field(primary_key=True, foreign_key="match_requests.id")
-    row: int = Field(primary_key=True)
-    clue: bool
-    flags: str  # JSON: revealed capability → bool
+    first_row: int = Field(primary_key=True)
+    rows: int
+    sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 def make_engine(database_url: str) -> Engine:

@@ -4,11 +4,16 @@ A connector publishes one capability's token set for one epoch in three steps â€
 (announcing count and digest), chunks in order, commit (the gateway recounts and
 re-digests before accepting) â€” then activates the epoch once every capability is in.
 A newer committed publication of the same capability and epoch replaces the older one.
+
+Tokens are never stored as such (`gateway.vault`): each chunk is kept sealed for the
+commit's check, and each token as a keyed digest under its publication's lookup key, which
+is what lookups compare.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from datetime import datetime
 
@@ -16,14 +21,15 @@ from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from gateway.db import ConnectorEpoch, IndexToken, Publication
+from gateway.db import ConnectorEpoch, IndexChunk, IndexDigest, MatchRequest, Publication
+from gateway.vault import Vault
 from xiezhi.errors import Conflict, InvalidInput, NotFound, Unavailable
-from xiezhi.wire import TOKEN_BYTES, StartPublication
+from xiezhi.wire import TOKEN_BYTES, RequestStatus, StartPublication
 
 _LOOKUP_CHUNK = 500
 
 
-def start(session: Session, connector: str, body: StartPublication, now: datetime) -> Publication:
+def start(session: Session, vault: Vault, connector: str, body: StartPublication, now: datetime) -> Publication:
     """Register the epoch's public key (or check it is unchanged) and open a publication."""
     if body.capability.id.split(".", 1)[0] != connector:
         raise InvalidInput(f"capability {body.capability.id} does not belong to connector {connector}")
@@ -32,8 +38,9 @@ def start(session: Session, connector: str, body: StartPublication, now: datetim
         session.add(ConnectorEpoch(connector=connector, epoch=body.epoch, public_key=body.public_key))
     elif epoch.public_key != body.public_key:
         raise Conflict(f"epoch {body.epoch} of {connector} already has a different public key")
+    publication_id = str(uuid.uuid4())
     publication = Publication(
-        id=str(uuid.uuid4()),
+        id=publication_id,
         connector=connector,
         capability=body.capability.id,
         title=body.capability.title,
@@ -42,12 +49,13 @@ def start(session: Session, connector: str, body: StartPublication, now: datetim
         token_count=body.token_count,
         digest=body.digest,
         created_at=now,
+        lookup_key=vault.new_lookup_key(publication_id, connector),
     )
     session.add(publication)
     return publication
 
 
-def add_chunk(session: Session, publication: Publication, number: int, data: bytes) -> None:
+def add_chunk(session: Session, vault: Vault, publication: Publication, number: int, data: bytes) -> None:
     """Store chunk `number` (0-based, in order) of concatenated 16-byte tokens."""
     if publication.committed:
         raise Conflict("publication is already committed")
@@ -58,16 +66,19 @@ def add_chunk(session: Session, publication: Publication, number: int, data: byt
     tokens = [data[i : i + TOKEN_BYTES] for i in range(0, len(data), TOKEN_BYTES)]
     if publication.received + len(tokens) > publication.token_count:
         raise InvalidInput("chunk would exceed the announced token count")
+    rows = [{"publication_id": publication.id, "digest": d} for d in vault.digests(publication, tokens)]
     try:
-        session.execute(insert(IndexToken), [{"publication_id": publication.id, "token": t} for t in tokens])
+        session.execute(insert(IndexDigest), rows)
     except IntegrityError:
         raise InvalidInput("chunk repeats a token already published") from None
+    sealed = vault.seal_chunk(publication, number, data)
+    session.add(IndexChunk(publication_id=publication.id, number=number, sealed=sealed))
     publication.received += len(tokens)
     publication.chunks += 1
     session.add(publication)
 
 
-def commit(session: Session, publication: Publication, now: datetime) -> int:
+def commit(session: Session, vault: Vault, publication: Publication, now: datetime) -> int:
     """Check count and digest, mark committed, drop older publications it replaces.
 
     Returns the number of superseded publications removed.
@@ -76,17 +87,16 @@ def commit(session: Session, publication: Publication, now: datetime) -> int:
         raise Conflict("publication is already committed")
     if publication.received != publication.token_count:
         raise InvalidInput(f"received {publication.received} of {publication.token_count} tokens")
-    digest = hashlib.sha256()
-    for token in session.exec(
-        select(IndexToken.token).where(IndexToken.publication_id == publication.id).order_by(col(IndexToken.token))
-    ):
-        digest.update(token)
-    if digest.hexdigest() != publication.digest:
+    chunks = session.exec(
+        select(IndexChunk).where(IndexChunk.publication_id == publication.id).order_by(col(IndexChunk.number))
+    )
+    tokens = [t for chunk in chunks for t in vault.open_chunk(publication, chunk.number, chunk.sealed)]
+    tokens.sort()
+    if hashlib.sha256(b"".join(tokens)).hexdigest() != publication.digest:
         raise InvalidInput("token digest does not match the announced digest")
     superseded = _committed(session, publication.connector, publication.capability, publication.epoch)
     for old in superseded:
-        session.execute(delete(IndexToken).where(col(IndexToken.publication_id) == old.id))
-        session.delete(old)
+        drop_publication(session, vault, old)
     publication.committed = True
     publication.committed_at = now
     session.add(publication)
@@ -139,19 +149,33 @@ def tier_of(session: Session, publication_id: str) -> int:
     return publication.tier
 
 
-def present(session: Session, publication_id: str, tokens: list[bytes]) -> set[bytes]:
-    """Return which of `tokens` are in the publication's token set."""
+def present(session: Session, vault: Vault, publication_id: str, tokens: list[bytes]) -> set[bytes]:
+    """Return which of `tokens` are in the publication's token set, comparing keyed digests."""
+    publication = session.get(Publication, publication_id)
+    if publication is None:
+        raise Unavailable("a pinned index has been withdrawn", code="index_unavailable")
+    by_digest = dict(zip(vault.digests(publication, tokens), tokens, strict=True))
+    digests = list(by_digest)
     found: set[bytes] = set()
-    for start_at in range(0, len(tokens), _LOOKUP_CHUNK):
-        part = tokens[start_at : start_at + _LOOKUP_CHUNK]
+    for start_at in range(0, len(digests), _LOOKUP_CHUNK):
+        part = digests[start_at : start_at + _LOOKUP_CHUNK]
         found.update(
-            session.exec(
-                select(IndexToken.token).where(
-                    IndexToken.publication_id == publication_id, col(IndexToken.token).in_(part)
+            by_digest[bytes(d)]
+            for d in session.exec(
+                select(IndexDigest.digest).where(
+                    IndexDigest.publication_id == publication_id, col(IndexDigest.digest).in_(part)
                 )
             )
         )
     return found
+
+
+def drop_publication(session: Session, vault: Vault, publication: Publication) -> None:
+    """Delete a publication with its digests and sealed chunks."""
+    session.execute(delete(IndexDigest).where(col(IndexDigest.publication_id) == publication.id))
+    session.execute(delete(IndexChunk).where(col(IndexChunk.publication_id) == publication.id))
+    session.delete(publication)
+    vault.forget(publication.id)
 
 
 def get_publication(session: Session, connector: str, publication_id: str) -> Publication:
@@ -174,3 +198,40 @@ def _committed(session: Session, connector: str, capability: str | None, epoch: 
     if capability is not None:
         query = query.where(Publication.capability == capability)
     return list(session.exec(query.order_by(col(Publication.committed_at).desc())))
+
+
+# Requests in these states will never look anything up again; any other state may.
+_FINISHED = (RequestStatus.COMPLETED.value, RequestStatus.REJECTED.value, RequestStatus.EXPIRED.value)
+
+
+def prune_superseded(session: Session, vault: Vault, connector: str) -> int:
+    """Drop `connector`'s publications of epochs older than its active one, except those an
+    unfinished request pins; returns how many were dropped.
+
+    A request pins its publications in its plan when it starts and looks tokens up in them
+    until it completes, so they stay until then; a later activation drops them. A status
+    this function does not know counts as unfinished: when unsure, keep.
+    """
+    active = session.exec(
+        select(ConnectorEpoch).where(ConnectorEpoch.connector == connector, ConnectorEpoch.active)
+    ).first()
+    if active is None:
+        return 0
+    pinned = _pinned_publications(session)
+    older = session.exec(
+        select(Publication).where(Publication.connector == connector, Publication.epoch < active.epoch)
+    ).all()
+    dropped = [publication for publication in older if publication.id not in pinned]
+    for publication in dropped:
+        drop_publication(session, vault, publication)
+    return len(dropped)
+
+
+def _pinned_publications(session: Session) -> set[str]:
+    plans = session.exec(select(MatchRequest.plan).where(col(MatchRequest.status).not_in(_FINISHED)))
+    return {
+        publication_id
+        for plan in plans
+        for entry in json.loads(plan).values()
+        for publication_id in entry["publications"].values()
+    }

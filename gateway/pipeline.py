@@ -22,16 +22,19 @@ from gateway import indexes, quotas
 from gateway.approvals import check_runnable, new_approval
 from gateway.auth import Principal
 from gateway.authz import AuthorizedRequest, Authorizer, Decision, Outcome, RunAsk
-from gateway.db import EvaluationCount, MatchRequest, ResultRow
+from gateway.db import EvaluationCount, MatchRequest, ResultBatch
 from gateway.quotas import china_day
 from gateway.recorder import Recorder
 from gateway.relay import ConnectorRelay
 from gateway.settings import GatewaySettings
 from gateway.sightings import TokenSightings
+from gateway.vault import Vault
 from xiezhi import group
-from xiezhi.crypto import SigningKey, batch_digest
-from xiezhi.errors import ApprovalRequired, Conflict, Denied, InvalidInput, NotFound, XiezhiError
+from xiezhi.crypto import batch_digest
+from xiezhi.errors import ApprovalRequired, Conflict, Denied, Gone, InvalidInput, NotFound, XiezhiError
+from xiezhi.jwks import TicketKeys
 from xiezhi.supervision import ModelCatalog, SupervisionModel
+from xiezhi.telemetry import annotate, observe_lookup, traced
 from xiezhi.tickets import issue_ticket
 from xiezhi.wire import (
     ConnectorPlan,
@@ -57,21 +60,24 @@ class Pipeline:
         authorizer: Authorizer,
         catalog: ModelCatalog,
         relay: ConnectorRelay,
-        ticket_key: SigningKey,
+        ticket_keys: TicketKeys,
+        vault: Vault,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._settings = settings
         self._engine = engine
+        self._vault = vault
         self._recorder = Recorder(audit, clock)
         self._authorizer = authorizer
         self._catalog = catalog
         self._relay = relay
-        self._ticket_key = ticket_key
+        self._ticket_keys = ticket_keys
         self._clock = clock
         self._sightings = TokenSightings(engine, settings.audit.anomalies.token_repeat_days)
 
     # ---- create -----------------------------------------------------------------------
 
+    @traced("gateway.create", counted=True)
     def create(self, principal: Principal, body: CreateMatchRequest) -> MatchRequestView:
         """Decide a model run; start it, or record it as waiting for approval (ApprovalRequired).
 
@@ -171,6 +177,7 @@ class Pipeline:
 
     # ---- blind evaluation -------------------------------------------------------------
 
+    @traced("gateway.evaluate", counted=True)
     def evaluate(
         self, principal: Principal, request_id: str, connector: str, batch: EvaluationBatch
     ) -> EvaluationResult:
@@ -245,8 +252,10 @@ class Pipeline:
     def _relay_batch(
         self, permit: AuthorizedRequest, org: str, connector: str, epoch: int, batch: EvaluationBatch
     ) -> EvaluationResult:
+        kid, key = self._ticket_keys.current()  # re-reads the folder if a rotation changed it
         ticket = issue_ticket(
-            self._ticket_key,
+            key,
+            kid=kid,
             issuer=self._settings.ticket_issuer,
             connector=connector,
             request_id=permit.request_id,
@@ -279,6 +288,7 @@ class Pipeline:
 
     # ---- lookup -----------------------------------------------------------------------
 
+    @traced("gateway.lookup", counted=True)
     def lookup(self, principal: Principal, request_id: str, batch: LookupBatch) -> LookupResult:
         """Look tokens up in the pinned indexes, apply the model's rule, store the flags."""
         with Session(self._engine) as session:
@@ -291,7 +301,7 @@ class Pipeline:
             plan = json.loads(request.plan)
             hits = {
                 capability: indexes.present(
-                    session, plan[capability.split(".", 1)[0]]["publications"][capability], tokens
+                    session, self._vault, plan[capability.split(".", 1)[0]]["publications"][capability], tokens
                 )
                 for capability, tokens in batch.tokens.items()
             }
@@ -326,6 +336,7 @@ class Pipeline:
                 **{f"matches.{c}": len(hits[c]) for c in model.looks_up},
             )
             session.commit()
+        observe_lookup(model.id, rows, sum(r.clue for r in result_rows), {c: len(hits[c]) for c in model.looks_up})
         return LookupResult(rows=result_rows)
 
     def _check_lookup(self, request: MatchRequest, model: SupervisionModel, batch: LookupBatch) -> int:
@@ -352,10 +363,19 @@ class Pipeline:
             return list(session.exec(select(EvaluationCount.evaluated).where(EvaluationCount.request_id == request_id)))
 
     def _store(self, session: Session, request: MatchRequest, rows: list[RowFlags]) -> None:
+        """Seal the batch's flags as one row; a second batch at the same first row conflicts."""
+        first = rows[0].row  # never empty: LookupBatch needs a token per row and at least one row
         try:
             session.execute(
-                insert(ResultRow),
-                [{"request_id": request.id, "row": r.row, "clue": r.clue, "flags": json.dumps(r.flags)} for r in rows],
+                insert(ResultBatch),
+                [
+                    {
+                        "request_id": request.id,
+                        "first_row": first,
+                        "rows": len(rows),
+                        "sealed": self._vault.seal_results(request.id, first, rows),
+                    }
+                ],
             )
         except IntegrityError:
             # A concurrent lookup stored these rows first.
@@ -374,10 +394,17 @@ class Pipeline:
             self._authorize(principal, f"request:{request_id}", "read", request_id)
             if request.status != RequestStatus.COMPLETED.value:
                 raise Conflict("the request has not completed", code="not_completed")
+            if request.results_deleted_at is not None:
+                raise Gone(
+                    "the result was deleted at the end of its retention period",
+                    code="result_deleted",
+                    extensions={"deleted_at": request.results_deleted_at},
+                )
             model = self._catalog.get(request.model)
-            rows = session.exec(
-                select(ResultRow).where(ResultRow.request_id == request_id).order_by(col(ResultRow.row))
+            batches = session.exec(
+                select(ResultBatch).where(ResultBatch.request_id == request_id).order_by(col(ResultBatch.first_row))
             ).all()
+            rows = [r for b in batches for r in self._vault.open_results(request_id, b.first_row, b.sealed)]
             self._recorder.record(
                 session,
                 principal,
@@ -394,7 +421,7 @@ class Pipeline:
                 request_id=request_id,
                 model=model.id,
                 reveals=model.reveals,
-                rows=[RowFlags(row=r.row, clue=r.clue, flags=json.loads(r.flags)) for r in rows],
+                rows=rows,
             )
 
     # ---- helpers ----------------------------------------------------------------------
@@ -414,6 +441,7 @@ class Pipeline:
                 principal, EventKind.DECISION, "access", "deny", request_id, rule="owner-only", reason="not_owner"
             )
             raise NotFound("unknown match request", code="unknown_request")
+        annotate({"xiezhi.request_id": request.id})
         return request
 
     def _view(self, request: MatchRequest, model: SupervisionModel) -> MatchRequestView:

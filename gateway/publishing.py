@@ -19,6 +19,7 @@ from gateway.auth import Principal
 from gateway.authz import Authorizer, Outcome
 from gateway.db import Publication
 from gateway.recorder import Recorder
+from gateway.vault import Vault
 from xiezhi.errors import Conflict
 from xiezhi.wire import EpochView, PublicationView, StartPublication
 
@@ -29,10 +30,12 @@ class Publishing:
         engine: Engine,
         audit: AuditLog,
         authorizer: Authorizer,
+        vault: Vault,
         max_chunk_tokens: int,
         clock: Callable[[], datetime],
     ) -> None:
         self._engine = engine
+        self._vault = vault
         self._recorder = Recorder(audit, clock)
         self._authorizer = authorizer
         self._max_chunk_tokens = max_chunk_tokens
@@ -41,7 +44,7 @@ class Publishing:
     def start(self, principal: Principal, connector: str, body: StartPublication) -> PublicationView:
         self._authorize(principal, connector)
         with Session(self._engine) as session:
-            publication = indexes.start(session, connector, body, self._clock())
+            publication = indexes.start(session, self._vault, connector, body, self._clock())
             self._check_tier(body)  # after start's own checks; nothing is committed if it refuses
             session.commit()
             return _view(publication)
@@ -52,7 +55,7 @@ class Publishing:
         self._authorize(principal, connector)
         with Session(self._engine) as session:
             publication = indexes.get_publication(session, connector, publication_id)
-            indexes.add_chunk(session, publication, number, data)
+            indexes.add_chunk(session, self._vault, publication, number, data)
             session.commit()
             return _view(publication)
 
@@ -60,7 +63,7 @@ class Publishing:
         self._authorize(principal, connector)
         with Session(self._engine) as session:
             publication = indexes.get_publication(session, connector, publication_id)
-            replaced = indexes.commit(session, publication, self._clock())
+            replaced = indexes.commit(session, self._vault, publication, self._clock())
             self._recorder.record(
                 session,
                 principal,
@@ -80,6 +83,8 @@ class Publishing:
         self._authorize(principal, connector)
         with Session(self._engine) as session:
             capabilities = indexes.activate(session, connector, epoch, self._clock())
+            # Older epochs' indexes go once no running request pins them (in this transaction).
+            pruned = indexes.prune_superseded(session, self._vault, connector)
             self._recorder.record(
                 session,
                 principal,
@@ -89,6 +94,7 @@ class Publishing:
                 connector=connector,
                 epoch=epoch,
                 capabilities=len(capabilities),
+                pruned_publications=pruned,
             )
             session.commit()
         return EpochView(connector=connector, epoch=epoch, active=True, capabilities=tuple(capabilities))

@@ -20,6 +20,7 @@ from sqlmodel import Session
 from audit_log import AuditEvent, AuditLog, EventKind
 from gateway.auth import Principal
 from gateway.authz import AuthorizedRequest, Decision, permit
+from xiezhi.telemetry import count_decision, span
 
 Detail = str | int | bool | None
 SYSTEM = Principal(subject="gateway", org=None, roles=frozenset())
@@ -57,13 +58,18 @@ class Recorder:
         request_id: str | None = None,
         **detail: Detail,
     ) -> None:
-        self._audit.append(session, self.event(principal, kind, action, outcome, request_id, **detail))
+        with span("audit.append", {"xiezhi.event_kind": kind.value}):
+            self._audit.append(session, self.event(principal, kind, action, outcome, request_id, **detail))
 
     def record_system(
         self, session: Session, kind: EventKind, action: str, outcome: str, request_id: str | None, **detail: Detail
     ) -> None:
         """An event the gateway causes itself (an expiry, a policy seeded at first start)."""
         self.record(session, SYSTEM, kind, action, outcome, request_id, **detail)
+
+    def record_system_alone(self, kind: EventKind, action: str, outcome: str, **detail: Detail) -> None:
+        """An event the gateway causes itself outside any transaction (a background rewrap)."""
+        self.record_alone(SYSTEM, kind, action, outcome, None, **detail)
 
     def record_alone(
         self,
@@ -74,7 +80,8 @@ class Recorder:
         request_id: str | None = None,
         **detail: Detail,
     ) -> None:
-        self._audit.append_now(self.event(principal, kind, action, outcome, request_id, **detail))
+        with span("audit.append", {"xiezhi.event_kind": kind.value}):
+            self._audit.append_now(self.event(principal, kind, action, outcome, request_id, **detail))
 
     def decision(
         self, principal: Principal, obj: str, action: str, request_id: str | None, decision: Decision, **ask: Detail
@@ -83,6 +90,7 @@ class Recorder:
         purpose = decision.purpose
         if obj.startswith("model:") and "model" not in ask:
             ask["model"] = obj.removeprefix("model:")
+        count_decision(action, obj.split(":", 1)[0], decision.outcome.value, decision.reason)
         self.record_alone(
             principal,
             EventKind.DECISION,

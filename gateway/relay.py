@@ -2,7 +2,8 @@
 
 Each call has a timeout and a cap on the response size; any transport error, refusal,
 oversized or malformed answer becomes a `ConnectorError` naming the connector and never
-the batch contents.
+the batch contents. Each call is a client span (`relay.evaluate`) whose W3C trace context
+goes with the request, so the connector's evaluation joins the requester's trace.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from gateway.links import ConnectorLinks
 from gateway.settings import Limits
 from xiezhi.errors import ConnectorError, NotFound
+from xiezhi.telemetry import record_batch, span, trace_headers
 from xiezhi.wire import EvaluationResult, TicketedBatch
 
 
@@ -24,11 +26,14 @@ class ConnectorRelay:
     def known(self, connector: str) -> bool:
         return self._links.known(connector)
 
-    def evaluate(self, connector: str, batch: TicketedBatch, traceparent: str | None = None) -> EvaluationResult:
+    def evaluate(self, connector: str, batch: TicketedBatch) -> EvaluationResult:
         """Relay one ticketed batch; return the connector's evaluation or raise ConnectorError."""
         if not self._links.known(connector):
             raise NotFound(f"unknown connector {connector!r}", code="unknown_connector")
-        body = self._post(connector, "/v1/evaluate", batch.model_dump_json().encode())
+        count = len(batch.blinded_elements)
+        record_batch("relay.evaluate", count)
+        with span("relay.evaluate", {"xiezhi.connector": connector, "xiezhi.batch_size": count}, kind="client"):
+            body = self._post(connector, "/v1/evaluate", batch.model_dump_json().encode())
         try:
             result = EvaluationResult.model_validate_json(body)
         except ValidationError:
@@ -40,7 +45,7 @@ class ConnectorRelay:
     def _post(self, connector: str, path: str, content: bytes) -> bytes:
         cap = self._limits.max_connector_response_bytes
         url = self._links.url(connector) + path
-        headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json", **trace_headers()}
         try:
             with self._links.client(connector).stream(
                 "POST", url, content=content, headers=headers, extensions=self._links.extensions(connector)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from audit_log.note import NoteError, parse_witnesses
 from xiezhi.errors import InvalidInput
+from xiezhi.telemetry import TelemetrySettings
 from xiezhi.tls import ServerTLS
 
 
@@ -69,6 +70,29 @@ class AuditSettings(BaseModel):
     export_max_rows: Annotated[int, Field(ge=1)] = 100_000
 
 
+class KeySettings(BaseModel):
+    """Where the key-encryption keys are: the provider behind `xiezhi.keyring.KeyProvider`.
+
+    `local` is a keyring file (`xiezhi keys init`) for development and CI; a KMS or HSM
+    adapter implements the same interface (see KeyProvider's contract)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: Literal["local"] = "local"
+    keyring: Path = Field(description="the local keyring file (mode 0600)")
+    rewrap_batch: Annotated[int, Field(ge=1)] = 100  # data keys rewrapped per step after a KEK rotation
+    rewrap_every_seconds: Annotated[float, Field(gt=0)] = 60.0  # how often the background rewrap looks
+
+
+class RetentionSettings(BaseModel):
+    """How long sealed results are kept; then they are deleted and the deletion is audited."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    result_days: Annotated[float, Field(gt=0)] = 30.0  # after completion (or creation, if never completed)
+    sweep_every_seconds: Annotated[float, Field(gt=0)] = 3600.0
+
+
 class GatewaySettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -78,7 +102,10 @@ class GatewaySettings(BaseModel):
     audience: str = Field(description="aud expected in caller JWTs")
     identity_keys: dict[str, Path] = Field(description="kid → PEM public key of the identity provider")
     ticket_issuer: str = "xiezhi-gateway"
-    ticket_key: Path = Field(description="Ed25519 private key that signs relay tickets")
+    ticket_keys: Path = Field(
+        description="folder of the Ed25519 keys that sign relay tickets (created at first start, rotated by "
+        "`xiezhi keys rotate-tickets`); their public set is served at /.well-known/jwks.json"
+    )
     connectors: dict[str, HttpUrl] = Field(description="connector id → base URL")
     policy_dir: Path = Field(description="Casbin model, seed rules and organisations, limits, special actions, tests")
     policy_reload_seconds: Annotated[float, Field(ge=0)] = Field(
@@ -86,7 +113,12 @@ class GatewaySettings(BaseModel):
     )
     models_dir: Path
     audit: AuditSettings
+    keys: KeySettings = Field(description="the key provider that wraps the data keys sealing stored data")
+    retention: RetentionSettings = RetentionSettings()
     limits: Limits = Limits()
+    telemetry: TelemetrySettings = Field(
+        default=TelemetrySettings(), description="where traces, metrics and logs go (none, console, otlp, file)"
+    )
     tls: ServerTLS | None = Field(
         default=None, description="the gateway's certificate, key and CA; mutual TLS with the connectors"
     )
@@ -125,7 +157,9 @@ class GatewaySettings(BaseModel):
         if not isinstance(raw, dict):
             raise InvalidInput(f"{path}: settings file must hold a mapping")
         base = path.parent
-        for field in ("ticket_key", "policy_dir", "models_dir"):
+        if "ticket_key" in raw:
+            raise InvalidInput(f"{path}: ticket_key was replaced by ticket_keys, a folder of ticket signing keys")
+        for field in ("ticket_keys", "policy_dir", "models_dir"):
             if field in raw:
                 raw[field] = str(base / raw[field])
         if isinstance(raw.get("tls"), dict):
@@ -133,6 +167,12 @@ class GatewaySettings(BaseModel):
         audit = raw.get("audit")
         if isinstance(audit, dict) and "signing_key" in audit:
             audit["signing_key"] = str(base / audit["signing_key"])
+        keys = raw.get("keys")
+        if isinstance(keys, dict) and "keyring" in keys:
+            keys["keyring"] = str(base / keys["keyring"])
+        telemetry = raw.get("telemetry")
+        if isinstance(telemetry, dict) and isinstance(telemetry.get("path"), str):
+            telemetry["path"] = str(base / telemetry["path"])
         if isinstance(raw.get("identity_keys"), dict):
             raw["identity_keys"] = {kid: str(base / p) for kid, p in raw["identity_keys"].items()}
         if isinstance(raw.get("database_url"), str):

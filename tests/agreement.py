@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import csv
+import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
 
 from tests import reference
+from xiezhi import oprf
+from xiezhi.crypto import derive_token
 from xiezhi.errors import InvalidIdentifier
-from xiezhi.ids import IdType, normalise_subject_id
+from xiezhi.ids import IdType, SubjectId, normalise_subject_id
 from xiezhi.supervision import SubjectKind, SupervisionModel
 
 
@@ -116,3 +120,50 @@ def find_leaks(folder: Path, needles: set[str]) -> list[tuple[str, str]]:
         data = path.read_bytes()
         found += [(str(path), n) for n, forms in encoded.items() if any(f in data for f in forms)]
     return found
+
+
+def subject_tokens(data_dir: Path, keys: dict[str, bytes], capabilities: set[str]) -> set[bytes]:
+    """Every token any valid ID in the data could have, per capability, under each connector's key.
+
+    `keys` maps a connector to its OPRF secret key; a capability belongs to the connector
+    its id starts with. This is what an index or a lookup could carry, computed here
+    without the gateway."""
+    inputs = sorted({s.oprf_input() for s in _valid_subjects(data_dir)})
+    tokens: set[bytes] = set()
+    for connector, key in keys.items():
+        outputs = oprf.evaluate_batch(key, inputs, oprf.Mode.VOPRF)
+        for capability in (c for c in capabilities if c.split(".", 1)[0] == connector):
+            tokens |= {derive_token(output, capability) for output in outputs}
+    return tokens
+
+
+def find_token_leaks(folder: Path, tokens: set[bytes]) -> list[tuple[str, str]]:
+    """(file, form) for every token found under `folder`: raw bytes, hex, base64 or base64url."""
+    width = len(next(iter(tokens)))
+    encoded = {t.hex().encode(): "hex" for t in tokens} | {t.hex().upper().encode(): "HEX" for t in tokens}
+    for token in tokens:
+        encoded[base64.b64encode(token).rstrip(b"=")] = "base64"
+        encoded[base64.urlsafe_b64encode(token).rstrip(b"=")] = "base64url"
+    sizes = {len(e) for e in encoded}
+    found = []
+    for path in (p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if any(data[i : i + width] in tokens for i in range(len(data) - width + 1)):
+            found.append((str(path), "raw"))
+        for run in re.finditer(rb"[0-9A-Za-z+/_-]{%d,}" % min(sizes), data):
+            text = run.group()
+            hits = {
+                encoded[text[i : i + n]] for n in sizes for i in range(len(text) - n + 1) if text[i : i + n] in encoded
+            }
+            found += [(str(path), form) for form in sorted(hits)]
+    return found
+
+
+def _valid_subjects(data_dir: Path) -> list[SubjectId]:
+    subjects = []
+    for raw in _raw_ids(data_dir):
+        try:
+            subjects.append(normalise_subject_id(raw))
+        except InvalidIdentifier:
+            continue
+    return subjects

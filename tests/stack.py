@@ -33,6 +33,7 @@ from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from xiezhi.devkit import DevEnvironment, ensure_pki, init_dev, issue_token, witness_key
 from xiezhi.pki import DevPki, add_party
+from xiezhi.telemetry import TelemetrySettings
 from xiezhi.tls import ServerTLS, TLSFiles, client_context, uvicorn_tls
 
 CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
@@ -119,13 +120,20 @@ def close_channels() -> None:
         _CHANNELS.popitem()[1].close()
 
 
+def loopback_socket() -> socket.socket:
+    """A socket bound to a free loopback port, so a server's URL is known before it starts."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 class LoopbackServer:
     """One ASGI app served by uvicorn on 127.0.0.1 in a thread, over TLS when `tls` is given."""
 
-    def __init__(self, app: FastAPI, tls: ServerTLS | None = None) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
+    def __init__(self, app: FastAPI, tls: ServerTLS | None = None, sock: socket.socket | None = None) -> None:
+        self.app = app  # its state holds the services the lifespan built
+        self._socket = sock or loopback_socket()
         self.port = int(self._socket.getsockname()[1])
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         options = uvicorn_tls(tls) if tls else {}
@@ -187,7 +195,10 @@ class Stack:
 
         return approve
 
-    def publish(self, data_dir: Path, connectors: tuple[str, ...] = CONNECTORS) -> list[PublishReport]:
+    def publish(
+        self, data_dir: Path, connectors: tuple[str, ...] = CONNECTORS, *, rotate: bool = False
+    ) -> list[PublishReport]:
+        """Build and publish each connector's indexes (with `rotate`, under a new key epoch)."""
         return [
             build_and_publish(
                 reference_config(c),
@@ -195,6 +206,7 @@ class Stack:
                 self.gateway_url,
                 self.connector_token(c),
                 database_url=f"sqlite:///{data_dir / 'agencies' / f'{c}.sqlite'}",
+                rotate=rotate,
                 workers=1,
                 tls=session_pki().connector(c),
             )
@@ -207,18 +219,34 @@ class Stack:
             server.stop()
 
 
+def telemetry_file(folder: Path | None, service: str) -> TelemetrySettings:
+    """`service`'s telemetry to `<folder>/<service>.jsonl`, or none without a folder."""
+    if folder is None:
+        return TelemetrySettings()
+    return TelemetrySettings(exporter="file", path=folder / f"{service}.jsonl")
+
+
 def start_stack(
-    root: Path, clock: Callable[[], datetime] = lambda: datetime.now(UTC), audit: dict[str, object] | None = None
+    root: Path,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    audit: dict[str, object] | None = None,
+    prepare_connector: Callable[[str, FastAPI], None] | None = None,
+    telemetry: Path | None = None,
 ) -> Stack:
     """Start four connectors and a gateway under `root`; the caller must call `stop()`.
 
-    Every connector witnesses the gateway's audit log. `audit` overrides audit settings.
+    Every connector witnesses the gateway's audit log. `audit` overrides audit settings;
+    `prepare_connector(name, app)` may add middleware to a connector's app before it starts.
+    With `telemetry`, each service writes its telemetry to `<telemetry>/<service>.jsonl`.
     """
     connectors: dict[str, LoopbackServer] = {}
     database_url = f"sqlite:///{root / 'gateway' / 'gateway.sqlite'}"
     pki = session_pki()
-    # Keys first: the connectors need the gateway's ticket key and log key to start.
+    # Keys first: the connectors need the gateway's log key to start, and its URL, where
+    # they fetch its ticket keys (/.well-known/jwks.json) when the first ticket arrives.
     dev = init_dev(root, connectors={}, database_url=database_url, pki=pki)
+    gateway_socket = loopback_socket()
+    jwks_url = f"https://127.0.0.1:{gateway_socket.getsockname()[1]}/.well-known/jwks.json"
     witnesses = {}
     for name in CONNECTORS:
         key_dir = root / "connectors" / name / "keys"
@@ -226,14 +254,26 @@ def start_stack(
         settings = ConnectorSettings(
             connector=name,
             key_dir=key_dir,
-            ticket_public_key=dev.ticket_public_key,
+            ticket_jwks_url=jwks_url,
             witness_key=witness_path,
             log_key=dev.audit_vkey,
             tls=ServerTLS.serving(pki.connector(name)),
+            telemetry=telemetry_file(telemetry, name),
         )
-        connectors[name] = LoopbackServer(create_connector_app(settings, clock), settings.tls).start()
+        connector_app = create_connector_app(settings, clock)
+        if prepare_connector is not None:
+            prepare_connector(name, connector_app)
+        connectors[name] = LoopbackServer(connector_app, settings.tls).start()
     urls = {name: server.url for name, server in connectors.items()}
-    dev = init_dev(root, connectors=urls, database_url=database_url, witnesses=witnesses, audit=audit, pki=pki)
+    dev = init_dev(
+        root,
+        connectors=urls,
+        database_url=database_url,
+        witnesses=witnesses,
+        audit=audit,
+        pki=pki,
+        telemetry=telemetry_file(telemetry, "gateway").model_dump(mode="json", exclude_none=True),
+    )
     settings = GatewaySettings.from_file(dev.gateway_config)
-    gateway = LoopbackServer(create_app(settings, clock), settings.tls).start()
+    gateway = LoopbackServer(create_app(settings, clock), settings.tls, gateway_socket).start()
     return Stack(root, dev, gateway.url, urls, [*connectors.values(), gateway])

@@ -7,6 +7,7 @@ any subject's ID in any normal form.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -15,7 +16,15 @@ from sqlmodel import Session, select
 
 from audit_log import AuditRecord
 from gateway.db import make_engine
-from tests.agreement import assert_report_agrees, find_leaks, subject_id_forms, subject_names, subjects_file
+from tests.agreement import (
+    assert_report_agrees,
+    find_leaks,
+    find_token_leaks,
+    subject_id_forms,
+    subject_names,
+    subject_tokens,
+    subjects_file,
+)
 from tests.stack import LEGAL_BASIS, PURPOSE, Stack
 from xiezhi.client.job import match_file
 from xiezhi.client.protocol import MatchSpec
@@ -61,6 +70,22 @@ def test_gateway_stores_no_name(reports: dict[str, Path], stack: Stack, generate
     names = subject_names(generated)
     assert len(names) > 300
     assert find_leaks(stack.root / "gateway", names) == []
+
+
+def test_gateway_keeps_no_token_in_the_clear(reports: dict[str, Path], stack: Stack, generated: Path) -> None:
+    """Indexes and lookups are sealed or keyed digests: no published or looked-up token is stored."""
+    keys = {c: (stack.key_dir(c) / "epoch-0001.key").read_bytes() for c in stack.connector_urls}
+    tokens = subject_tokens(generated, keys, {c for m in CATALOG for c in m.looks_up})
+    assert len(tokens) > 1000
+    gateway_dir = stack.root / "gateway"
+    assert find_token_leaks(gateway_dir, tokens) == []
+    # The scan finds what it looks for: a token planted in a file, raw and in base64url.
+    planted = gateway_dir.parent / "planted"
+    planted.mkdir(exist_ok=True)
+    token = next(iter(tokens))
+    (planted / "raw.bin").write_bytes(b"x" * 7 + token + b"y")
+    (planted / "text.log").write_text(f"token={base64.urlsafe_b64encode(token).decode().rstrip('=')}!")
+    assert sorted(form for _, form in find_token_leaks(planted, tokens)) == ["base64url", "raw"]
 
 
 def test_every_request_is_audited_from_creation_to_result(reports: dict[str, Path], stack: Stack) -> None:

@@ -13,7 +13,8 @@ import pytest
 
 from tests.stack import Stack, channel, session_pki
 from xiezhi import oprf
-from xiezhi.crypto import batch_digest, generate_signing_key, load_private_key
+from xiezhi.crypto import SigningKey, batch_digest
+from xiezhi.jwks import TicketKeys
 from xiezhi.tickets import issue_ticket
 from xiezhi.tls import client_context
 from xiezhi.wire import b64encode
@@ -28,13 +29,15 @@ def _ticket(
     elements: list[bytes],
     *,
     connector: str = "court",
-    key_path: Path | None = None,
+    key: tuple[str, SigningKey] | None = None,
     now: datetime | None = None,
     epoch: int = 1,
     count: int | None = None,
 ) -> str:
+    kid, signing = key or TicketKeys(stack.dev.ticket_keys).current()
     return issue_ticket(
-        load_private_key(key_path or stack.dev.ticket_key),
+        signing,
+        kid=kid,
         issuer="xiezhi-gateway",
         connector=connector,
         request_id="r-test",
@@ -69,9 +72,15 @@ def test_valid_ticket_is_evaluated_with_a_proof(stack: Stack) -> None:
 
 
 def test_forged_ticket_is_refused(stack: Stack, tmp_path: Path) -> None:
-    generate_signing_key(tmp_path / "mallory.key")
+    """Signed by a key outside the gateway's set: under its own kid the connector finds no
+    such key; under the gateway's current kid the signature fails."""
+    mallory = TicketKeys(tmp_path / "mallory")
+    mallory_kid = mallory.ensure(datetime.now(UTC))
+    gateway_kid = TicketKeys(stack.dev.ticket_keys).current()[0]
     elements = _elements()
-    _problem(_send(stack, _ticket(stack, elements, key_path=tmp_path / "mallory.key"), elements), 401, "ticket_invalid")
+    for kid, code in ((mallory_kid, "ticket_key_unknown"), (gateway_kid, "ticket_invalid")):
+        ticket = _ticket(stack, elements, key=(kid, mallory.current()[1]))
+        _problem(_send(stack, ticket, elements), 401, code)
 
 
 def test_expired_ticket_is_refused(stack: Stack) -> None:

@@ -151,7 +151,7 @@ def test_plain_http_is_refused_without_the_development_flag(tmp_path: Path, stac
     assert refused.value.code == "plain_http_refused"
 
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    serve = ["connector", "serve", "--connector", "court", "--key-dir", str(tmp_path), "--ticket-key", "x.pem"]
+    serve = ["connector", "serve", "--connector", "court", "--key-dir", str(tmp_path), "--ticket-jwks", "x.json"]
     done = _xiezhi(*serve, env=env)
     assert done.returncode == 2 and "--insecure-http" in done.stderr
     token = tmp_path / "token"

@@ -15,7 +15,9 @@ from xiezhi.errors import ApprovalRequired, XiezhiError
 
 if TYPE_CHECKING:
     from xiezhi.client.gateway_client import GatewayClient
+    from xiezhi.telemetry import TelemetrySettings
     from xiezhi.tls import TLSFiles
+    from xiezhi.wire import KeyStatus
 
 app = typer.Typer(
     help="Xiezhi (獬豸): privacy-preserving data-sharing gateway for enforcement supervision.",
@@ -30,6 +32,10 @@ token_app = typer.Typer(help="Development identity provider: sign caller tokens.
 approvals_app = typer.Typer(help="Department heads: list, approve and reject waiting requests.", no_args_is_help=True)
 policy_app = typer.Typer(help="The authorization policy: test it, push it to a gateway.", no_args_is_help=True)
 pki_app = typer.Typer(help="Development PKI: a CA and certificates for mutual TLS.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="The gateway's keys: those sealing its stored data (init, status, rotate) and its ticket signing keys.",
+    no_args_is_help=True,
+)
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(connector_app, name="connector")
 app.add_typer(token_app, name="token")
@@ -37,6 +43,7 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 app.add_typer(pki_app, name="pki")
+app.add_typer(keys_app, name="keys")
 
 DEFAULT_LEGAL_BASIS = "《人民检察院民事诉讼监督规则》第一百零四条"
 WAITING = 3  # exit status of `match` when the request waits for approval
@@ -47,6 +54,18 @@ InsecureHttp = Annotated[
     bool, typer.Option("--insecure-http", help="Development only: plain HTTP, no TLS (warned loudly)")
 ]
 TokenFile = Annotated[Path | None, typer.Option(help="File holding the caller's bearer token (default: $XIEZHI_TOKEN)")]
+TelemetryOption = Annotated[
+    str, typer.Option(help="Where traces, metrics and logs go: none, console, otlp[:URL] or file:PATH")
+]
+
+
+def _telemetry(spec: str) -> TelemetrySettings:
+    from xiezhi.telemetry import TelemetrySettings
+
+    try:
+        return TelemetrySettings.parse(spec)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _fail(exc: XiezhiError) -> typer.Exit:
@@ -74,7 +93,10 @@ def _gateway_client(gateway: str, token_file: Path | None) -> GatewayClient:
 
 
 def _logging(log_file: Path | None) -> None:
+    from xiezhi.redaction import RedactingFilter
+
     handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())  # messages scrubbed, tracebacks reduced to the exception's type
     logging.basicConfig(level=logging.INFO, handlers=[handler], format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
@@ -95,6 +117,7 @@ def match(
     token_file: TokenFile = None,
     batch_size: Annotated[int, typer.Option(min=1, max=5000)] = 2000,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+    telemetry: TelemetryOption = "none",
 ) -> None:
     """Run a supervision model over a subject list and write the clue report.
 
@@ -103,11 +126,14 @@ def match(
     """
     from xiezhi.client.job import match_file
     from xiezhi.client.protocol import MatchSpec
+    from xiezhi.telemetry import Telemetry
 
     token = _token(token_file)
     spec = MatchSpec(model, purpose, legal_basis, batch_size, scope=scope, request_id=request_id)
+    traces = Telemetry(_telemetry(telemetry), "xiezhi-requester")
     try:
-        summary = match_file(gateway, token, spec, subjects, out, show_progress=progress)
+        with traces.activate():
+            summary = match_file(gateway, token, spec, subjects, out, show_progress=progress)
     except ApprovalRequired as exc:
         reasons = ", ".join(exc.extensions.get("reasons") or ())  # type: ignore[arg-type]
         typer.echo(
@@ -119,6 +145,8 @@ def match(
         raise typer.Exit(WAITING) from None
     except XiezhiError as exc:
         raise _fail(exc) from None
+    finally:
+        traces.shutdown()
     typer.echo(
         f"{summary.model}: {summary.rows} rows matched, {summary.clues} clues, "
         f"{summary.invalid_rows} invalid rows → {summary.report} (errors: {summary.errors})"
@@ -167,14 +195,22 @@ def gateway_serve(
     if settings.tls is None:
         warn_plain_http("the gateway")
     options = uvicorn_tls(settings.tls) if settings.tls else {}
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, **options)
+    application = create_app(settings)
+    application.state.telemetry.bridge_logging()  # its log records go out with its traces, redacted
+    uvicorn.run(application, host=host, port=port, log_config=None, **options)
 
 
 @connector_app.command("serve")
 def connector_serve(
     connector: Annotated[str, typer.Option(help="Connector id, e.g. court")],
     key_dir: Annotated[Path, typer.Option(help="Folder of this connector's epoch keys")],
-    ticket_key: Annotated[Path, typer.Option(help="The gateway's ticket public key (PEM)")],
+    ticket_jwks: Annotated[
+        Path | None, typer.Option(help="The gateway's ticket keys: a copy of its JWK Set (JSON file)")
+    ] = None,
+    ticket_jwks_url: Annotated[
+        str | None,
+        typer.Option(help="… or the gateway's https://…/.well-known/jwks.json, fetched over mutual TLS"),
+    ] = None,
     host: str = "127.0.0.1",
     port: int = 8100,
     log_file: Annotated[Path | None, typer.Option()] = None,
@@ -188,6 +224,7 @@ def connector_serve(
     tls_key: TlsKey = None,
     tls_ca: TlsCa = None,
     insecure_http: InsecureHttp = False,
+    telemetry: TelemetryOption = "none",
 ) -> None:
     """Serve OPRF evaluation for ticketed batches (to the gateway only, over mutual TLS), and
     witness the gateway's audit log."""
@@ -199,21 +236,27 @@ def connector_serve(
     _logging(log_file)
     if (witness_key is None) != (log_key is None):
         raise typer.BadParameter("--witness-key and --log-key go together")
+    if (ticket_jwks is None) == (ticket_jwks_url is None):
+        raise typer.BadParameter("give one of --ticket-jwks and --ticket-jwks-url (the gateway's ticket keys)")
     tls = _tls_files(tls_cert, tls_key, tls_ca, insecure_http)
     server = ServerTLS.serving(tls) if tls else None
     settings = ConnectorSettings(
         connector=connector,
         key_dir=key_dir,
-        ticket_public_key=ticket_key,
+        ticket_jwks=ticket_jwks,
+        ticket_jwks_url=ticket_jwks_url,
         witness_key=witness_key,
         log_key=log_key,
         tls=server,
         insecure_http=insecure_http,
+        telemetry=_telemetry(telemetry),
     )
     if server is None:
         warn_plain_http(f"connector {connector}")
     options = uvicorn_tls(server) if server else {}
-    uvicorn.run(create_connector_app(settings), host=host, port=port, log_config=None, **options)
+    application = create_connector_app(settings)
+    application.state.telemetry.bridge_logging()  # its log records go out with its traces, redacted
+    uvicorn.run(application, host=host, port=port, log_config=None, **options)
 
 
 def _tls_files(cert: Path | None, key: Path | None, ca: Path | None, insecure_http: bool) -> TLSFiles | None:
@@ -264,6 +307,88 @@ def connector_publish(
         raise _fail(exc) from None
     for line in report.lines():
         typer.echo(line)
+
+
+@connector_app.command("rotate")
+def connector_rotate(
+    config: Annotated[Path, typer.Option(help="Connector config (YAML), e.g. connectors/court.yaml")],
+    key_dir: Annotated[Path, typer.Option(help="Folder of this connector's epoch keys")],
+    gateway: Annotated[str, typer.Option(help="Gateway base URL")],
+    token_file: Annotated[Path, typer.Option(help="File holding the connector's bearer token")],
+    database_url: Annotated[str | None, typer.Option(help="Override the config's database URL")] = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_ca: TlsCa = None,
+    insecure_http: InsecureHttp = False,
+) -> None:
+    """Start a new OPRF key epoch: new key, every index rebuilt under it, published beside the
+    old epoch's and activated. Requests already running finish on the old epoch; retire its
+    key later with `connector retire-epoch`."""
+    from connectors.keys import KeyStore
+    from connectors.runner import build_and_publish
+
+    before = KeyStore(key_dir).epochs()
+    try:
+        report = build_and_publish(
+            config,
+            key_dir,
+            gateway,
+            token_file.read_text().strip(),
+            database_url=database_url,
+            rotate=True,
+            show_progress=True,
+            tls=_tls_files(tls_cert, tls_key, tls_ca, insecure_http),
+            insecure_http=insecure_http,
+        )
+    except XiezhiError as exc:
+        raise _fail(exc) from None
+    old = str(before[-1]) if before else "none"
+    typer.echo(f"{report.built.connector}: epoch {old} → {report.built.epoch} (published and active)")
+    for line in report.lines():
+        typer.echo(line)
+
+
+@connector_app.command("retire-epoch")
+def connector_retire_epoch(
+    key_dir: Annotated[Path, typer.Option(help="Folder of this connector's epoch keys")],
+    epoch: Annotated[int, typer.Option(min=1, help="The old epoch whose key to delete")],
+) -> None:
+    """Delete an old epoch's OPRF key for good; the connector then refuses tickets for it.
+
+    Retire an epoch only once the gateway holds no running request pinned to it (the
+    gateway drops an epoch's indexes when no such request is left). The newest epoch is refused.
+    """
+    from connectors.keys import KeyStore
+
+    try:
+        KeyStore(key_dir).retire(epoch)
+    except XiezhiError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"epoch {epoch} retired: its key is deleted and its tickets are refused")
+
+
+@keys_app.command("rotate-tickets")
+def keys_rotate_tickets(config: Annotated[Path, typer.Option(help="Gateway settings (YAML)")]) -> None:
+    """Make a new relay-ticket signing key current (a running gateway signs with it within a
+    second), keep the previous ones published, and prune keys superseded more than twice the
+    ticket lifetime ago. Prints the new key's id (its public RFC 7638 thumbprint)."""
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.settings import GatewaySettings
+    from xiezhi.jwks import TicketKeys
+
+    try:
+        settings = GatewaySettings.from_file(config)
+        keys = TicketKeys(settings.ticket_keys)
+        now = datetime.now(UTC)
+        previous = keys.kids()[:1]
+        kid = keys.rotate(now)
+        pruned = keys.prune(now - timedelta(seconds=2 * settings.limits.ticket_ttl_seconds))
+    except XiezhiError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"ticket key {kid} is current (was {previous[0] if previous else 'none'})")
+    for old in pruned:
+        typer.echo(f"pruned ticket key {old}")
 
 
 @pki_app.command("init")
@@ -433,6 +558,64 @@ def policy_push(
     finally:
         client.close()
     typer.echo(f"policy version {view.version} (revision {view.revision}) in force")
+
+
+@keys_app.command("init")
+def keys_init(
+    keyring: Annotated[Path, typer.Option(help="Where to write the local keyring file (0600); never overwritten")],
+) -> None:
+    """Create a local keyring with one key-encryption key (development and CI; production uses a KMS)."""
+    from datetime import UTC, datetime
+
+    from xiezhi.keyring import LocalKeyring
+
+    try:
+        created = LocalKeyring.create(keyring, datetime.now(UTC))
+    except XiezhiError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"keyring {keyring} created; key-encryption key {created.current_kek_id()}")
+
+
+@keys_app.command("status")
+def keys_status(
+    gateway: Annotated[str, typer.Option(help="Gateway base URL")],
+    token_file: TokenFile = None,
+) -> None:
+    """Show the ids of the keys sealing the gateway's data and how many data keys await rewrapping."""
+    client = _gateway_client(gateway, token_file)
+    try:
+        status = client.key_status()
+    except XiezhiError as exc:
+        raise _fail(exc) from None
+    finally:
+        client.close()
+    _print_keys(status)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    gateway: Annotated[str, typer.Option(help="Gateway base URL")],
+    kek: Annotated[bool, typer.Option(help="Rotate the key-encryption key")] = True,
+    data_key: Annotated[bool, typer.Option(help="Start a new data key for new seals")] = True,
+    token_file: TokenFile = None,
+) -> None:
+    """Rotate the gateway's keys while it serves (security admin); rewrapping follows in the background."""
+    from xiezhi.wire import KeyRotation
+
+    client = _gateway_client(gateway, token_file)
+    try:
+        status = client.rotate_keys(KeyRotation(kek=kek, data_key=data_key))
+    except XiezhiError as exc:
+        raise _fail(exc) from None
+    finally:
+        client.close()
+    _print_keys(status)
+
+
+def _print_keys(status: KeyStatus) -> None:
+    typer.echo(f"key-encryption key {status.kek} ({status.provider}; {len(status.keks)} held)")
+    typer.echo(f"data key {status.data_key or '(none yet)'}; {status.data_keys} stored")
+    typer.echo(f"{status.awaiting_rewrap} data keys await rewrapping under {status.kek}")
 
 
 if __name__ == "__main__":

@@ -129,6 +129,13 @@ def ed25519_public(key: SigningKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def ed25519_verify_key(public: bytes) -> VerifyKey:
+    """The Ed25519 public key of 32 raw bytes (a JWK's `x`); raises ValueError for another size."""
+    if len(public) != 32:
+        raise ValueError("an Ed25519 public key is 32 bytes")
+    return Ed25519PublicKey.from_public_bytes(public)
+
+
 def ed25519_verify(public: bytes, signature: bytes, message: bytes) -> bool:
     """True if `signature` is `public`'s Ed25519 signature on `message` (libsodium's check)."""
     return group.ed25519_verify(public, signature, message)

@@ -2,12 +2,13 @@
 
 Production takes its identity provider's public keys and its own ticket key from
 configuration; this module only makes local stand-ins: an Ed25519 identity-provider key
-that signs caller JWTs, the gateway's ticket-signing key, and a development PKI
-(`xiezhi.pki`) for mutual TLS between every party.
+that signs caller JWTs, the gateway's ticket-signing key folder (`xiezhi.jwks`) with a copy
+of its public JWK Set, and a development PKI (`xiezhi.pki`) for mutual TLS between every party.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import yaml
 
 from audit_log.note import COSIGNATURE_V1, ensure_signer
 from xiezhi.crypto import generate_signing_key, load_private_key, public_path
+from xiezhi.jwks import TicketKeys
+from xiezhi.keyring import LocalKeyring
 from xiezhi.pki import DevPki, init_pki
 
 DEV_KID = "dev-idp-1"
@@ -41,15 +44,16 @@ def ensure_pki(folder: Path) -> DevPki:
 class DevEnvironment:
     root: Path
     idp_key: Path
-    ticket_key: Path
+    ticket_keys: Path  # the gateway's ticket-signing key folder (`xiezhi.jwks.TicketKeys`)
     gateway_config: Path
     models_dir: Path
     audit_key: Path
     pki: DevPki | None = None  # the development PKI, when the services speak mutual TLS
 
     @property
-    def ticket_public_key(self) -> Path:
-        return public_path(self.ticket_key)
+    def ticket_jwks(self) -> Path:
+        """A copy of the gateway's ticket JWK Set as init_dev found it (a connector's --ticket-jwks)."""
+        return self.ticket_keys.parent / "ticket-jwks.json"
 
     @property
     def audit_vkey(self) -> str:
@@ -73,8 +77,11 @@ def init_dev(
     witnesses: dict[str, str] | None = None,
     audit: dict[str, object] | None = None,
     pki: DevPki | None = None,
+    telemetry: dict[str, object] | None = None,
 ) -> DevEnvironment:
     """Create keys under `root/keys` (once) and write `root/gateway/gateway.yaml`.
+
+    `telemetry` is the gateway's telemetry section (`xiezhi.telemetry.TelemetrySettings`).
 
     `witnesses` maps connector ids to the cosignature keys the gateway trusts them by;
     `audit` overrides other audit settings (checkpoint intervals, anomaly thresholds).
@@ -82,11 +89,16 @@ def init_dev(
     it runs on plain HTTP under the development flag `insecure_http`.
     """
     keys = root / "keys"
-    idp_key, ticket_key, audit_key = keys / "idp.key", keys / "gateway-ticket.key", keys / "audit-log.key"
-    for key in (idp_key, ticket_key):
-        if not key.exists():
-            generate_signing_key(key)
+    idp_key, ticket_keys, audit_key = keys / "idp.key", keys / "ticket-keys", keys / "audit-log.key"
+    if not idp_key.exists():
+        generate_signing_key(idp_key)
+    tickets = TicketKeys(ticket_keys)
+    tickets.ensure(datetime.now(UTC))
+    (keys / "ticket-jwks.json").write_text(json.dumps(tickets.jwks(), indent=2), encoding="utf-8")
     ensure_signer(audit_key, DEV_LOG_ORIGIN)
+    keyring = keys / "keyring.json"
+    if not keyring.exists():
+        LocalKeyring.create(keyring, datetime.now(UTC))
     policies = (policy_dir or REPO_ROOT / "policies").resolve()
     config: dict[str, object] = {
         "environment": "development",
@@ -94,12 +106,15 @@ def init_dev(
         "issuer": DEV_ISSUER,
         "audience": DEV_AUDIENCE,
         "identity_keys": {DEV_KID: str(public_path(idp_key).resolve())},
-        "ticket_key": str(ticket_key.resolve()),
+        "ticket_keys": str(ticket_keys.resolve()),
         "connectors": connectors,
         "policy_dir": str(policies),
         "models_dir": str(policies / "models"),
         "audit": {"signing_key": str(audit_key.resolve()), "witnesses": witnesses or {}, **(audit or {})},
+        "keys": {"provider": "local", "keyring": str(keyring.resolve())},
     }
+    if telemetry is not None:
+        config["telemetry"] = telemetry
     if pki is not None:
         files = pki.gateway()
         config["tls"] = {name: str(getattr(files, name).resolve()) for name in ("cert", "key", "ca")}
@@ -108,7 +123,7 @@ def init_dev(
     gateway_config = root / "gateway" / "gateway.yaml"
     gateway_config.parent.mkdir(parents=True, exist_ok=True)
     gateway_config.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return DevEnvironment(root, idp_key, ticket_key, gateway_config, policies / "models", audit_key, pki)
+    return DevEnvironment(root, idp_key, ticket_keys, gateway_config, policies / "models", audit_key, pki)
 
 
 def issue_token(

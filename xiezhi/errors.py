@@ -8,6 +8,7 @@
     ├── NotFound                404  unknown request, model, capability or connector
     ├── Conflict                409  state does not allow the operation (yet)
     │   └── ApprovalRequired    409  the request waits for a department head's approval
+    ├── Gone                    410  a result deleted after its retention period
     ├── TooManyRequests         429  a quota is spent; says the limit and when it resets
     ├── ProofError              422  a VOPRF proof or encoding that does not verify
     ├── ConnectorError          502  a connector failed, timed out or answered badly
@@ -16,6 +17,7 @@
     ├── UnsafeAuditEntry        500  an event carried an ID-like value; never logged (audit_log.entries)
     ├── CryptoError             500  an AEAD or key-wrap operation refused its input (xiezhi.crypto)
     ├── KeyringError            500  a keyring file or KEK id is missing, malformed or exposed (xiezhi.keyring)
+    ├── TicketKeysError         500  the ticket key folder's state or a key file is unreadable (xiezhi.jwks)
     └── SealError               500  a sealed blob did not open; one message for every cause (xiezhi.sealing)
 
 `public_message` is safe to show a caller: it never carries an ID number, name, token or
@@ -87,6 +89,13 @@ class ApprovalRequired(Conflict):
     """The request was recorded and waits in `pending_approval`; extensions say for whom."""
 
     code = "approval_required"
+
+
+class Gone(XiezhiError):
+    """Something that existed and was deleted on purpose (a result past its retention)."""
+
+    status = 410
+    code = "gone"
 
 
 class TooManyRequests(XiezhiError):

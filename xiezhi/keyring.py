@@ -21,9 +21,10 @@ import secrets
 import stat
 import tempfile
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -63,6 +64,14 @@ class KeyProvider(Protocol):
     def kek_ids(self) -> list[str]: ...
 
 
+@runtime_checkable
+class RotatableKeyProvider(KeyProvider, Protocol):
+    """A provider the gateway can rotate itself (`LocalKeyring`). A KMS rotates its own keys;
+    its adapter then reports the new id from `current_kek_id`."""
+
+    def rotate(self, now: datetime) -> str: ...
+
+
 class _KekEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -82,10 +91,12 @@ class _KeyringFile(BaseModel):
 class LocalKeyring:
     """A KeyProvider over a local JSON file (mode 0600) for development and CI; not for production.
 
-    Thread-safe within one process. Another process's `rotate` is seen only after reloading.
+    Thread-safe. Another process's `rotate` (the `xiezhi keys` command, another gateway
+    instance) is picked up when the file changes: every call checks the file's modification
+    time and size, at most once per `recheck_seconds`, and reloads it if they changed.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, recheck_seconds: float = 1.0) -> None:
         """Load the keyring at `path`.
 
         Raises KeyringError if the file is missing, unreadable, readable by group or others,
@@ -94,6 +105,9 @@ class LocalKeyring:
         """
         self._path = path
         self._lock = threading.Lock()
+        self._recheck = recheck_seconds
+        self._stamp = _stamp(path)
+        self._checked = time.monotonic()
         self._current, self._entries = _load(path)
 
     @classmethod
@@ -113,9 +127,11 @@ class LocalKeyring:
         return self._path
 
     def current_kek_id(self) -> str:
+        self._refresh()
         return self._current
 
     def kek_ids(self) -> list[str]:
+        self._refresh()
         return [entry.id for entry in self._entries]
 
     def wrap(self, kek_id: str, dek: bytes) -> bytes:
@@ -138,18 +154,44 @@ class LocalKeyring:
         The file is rewritten atomically before the change is visible in memory, so a failed
         write leaves both as they were.
         """
+        self._refresh(force=True)
         with self._lock:
-            entry = _new_entry(now, taken=set(self.kek_ids()))
+            entry = _new_entry(now, taken={e.id for e in self._entries})
             entries = [*self._entries, entry]
             _write(self._path, entry.id, entries)
             self._entries, self._current = entries, entry.id
+            self._stamp = _stamp(self._path)
         return entry.id
 
+    def _refresh(self, force: bool = False) -> None:
+        """Reload the file if another process changed it since it was read."""
+        now = time.monotonic()
+        with self._lock:
+            if not force and now - self._checked < self._recheck:
+                return
+            self._checked = now
+            stamp = _stamp(self._path)
+            if stamp == self._stamp:
+                return
+            self._current, self._entries = _load(self._path)
+            self._stamp = stamp
+
     def _kek(self, kek_id: str) -> bytes:
+        if kek_id not in {entry.id for entry in self._entries}:
+            self._refresh(force=True)  # a KEK another process added since
         for entry in self._entries:
             if entry.id == kek_id:
                 return _key_bytes(entry)
         raise KeyringError("unknown key-encryption key", extensions={"kek_id": kek_id})
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """What changes when the file is replaced: inode, modification time, size."""
+    try:
+        info = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
 
 
 def _new_entry(now: datetime, taken: set[str]) -> _KekEntry:

@@ -31,9 +31,10 @@ def problem(
     headers: dict[str, str] | None = None,
     extensions: Mapping[str, Extension] | None = None,
 ) -> JSONResponse:
-    body = Problem.model_validate(
-        {"title": title, "status": status, "detail": detail, "code": code, **(extensions or {})}
-    )
+    # Only the extension members a problem declares leave the service; others (an internal
+    # error's key id, say) are for the server's own handling, never the caller.
+    members = {k: v for k, v in (extensions or {}).items() if k in Problem.model_fields}
+    body = Problem.model_validate({"title": title, "status": status, "detail": detail, "code": code, **members})
     return JSONResponse(
         body.model_dump(mode="json", exclude_none=True),
         status_code=status,

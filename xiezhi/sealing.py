@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, LargeBinary, RowMapping, false, insert, select, update
+from sqlalchemy import Engine, LargeBinary, RowMapping, false, func, insert, select, update
 from sqlmodel import Column, Field, SQLModel
 
 from xiezhi import crypto
@@ -73,6 +73,9 @@ class DataKeyStore(Protocol):
     def set_wrapping(self, key_id: str, was_kek_id: str, kek_id: str, wrapped: bytes) -> bool:
         """Replace a key's wrapping if it is still under `was_kek_id`; True if it changed."""
 
+    def count(self, not_under: str | None = None) -> int:
+        """How many keys are stored; with `not_under`, how many are wrapped under another KEK."""
+
 
 class SealingDataKey(SQLModel, table=True):
     __tablename__ = "sealing_data_keys"
@@ -116,6 +119,13 @@ class SqlDataKeys:
         with self._engine.begin() as connection:
             return connection.execute(update(_TABLE).where(where).values(kek_id=kek_id, wrapped=wrapped)).rowcount == 1
 
+    def count(self, not_under: str | None = None) -> int:
+        query = select(func.count()).select_from(_TABLE)
+        if not_under is not None:
+            query = query.where(_TABLE.c.kek_id != not_under)
+        with self._engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
     def _first(self, query: Any) -> StoredKey | None:
         with self._engine.connect() as connection:
             row = connection.execute(query).first()
@@ -158,6 +168,10 @@ class MemoryDataKeys:
                 return False
             self._keys[key_id] = replace(key, kek_id=kek_id, wrapped=wrapped)
             return True
+
+    def count(self, not_under: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for k in self._keys.values() if not_under is None or k.kek_id != not_under)
 
 
 def canonical_context(context: Mapping[str, str]) -> bytes:
@@ -234,6 +248,19 @@ class Sealer:
 
         NOTE: read from the header without authenticating it; only `open` proves it."""
         return _split(blob)[1]
+
+    @property
+    def provider(self) -> KeyProvider:
+        return self._provider
+
+    @property
+    def store(self) -> DataKeyStore:
+        return self._store
+
+    def current_data_key_id(self) -> str | None:
+        """The id of the data key new seals use, or None before the first seal."""
+        row = self._store.current()
+        return None if row is None else row.id
 
     def rotate_data_key(self) -> str:
         """Make a new current data key and return its id. New seals use it; older blobs still open."""

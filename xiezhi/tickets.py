@@ -4,11 +4,15 @@ A ticket is an EdDSA JWT the gateway signs for exactly one batch it relays to on
 connector. It names the request, the requester's organisation, the connector (as
 audience), the epoch, the element count and a digest of the batch, and lives for seconds.
 The connector checks all of it before it evaluates anything.
+
+The JWT header names the signing key (`kid`, its RFC 7638 thumbprint, see `xiezhi.jwks`), so
+the gateway can rotate keys while tickets signed by the previous key are still in flight.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +22,10 @@ from xiezhi.crypto import SigningKey, VerifyKey
 from xiezhi.errors import Unauthenticated
 
 ALGORITHM = "EdDSA"
+MAX_KID_LENGTH = 128
+
+# kid → the verification key, or None for a key the verifier does not know (it may refresh first).
+KeyLookup = Callable[[str], VerifyKey | None]
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class TicketClaims:
 def issue_ticket(
     key: SigningKey,
     *,
+    kid: str,
     issuer: str,
     connector: str,
     request_id: str,
@@ -59,15 +68,23 @@ def issue_ticket(
         "iat": issued,
         "exp": issued + ttl_seconds,
     }
-    return jwt.encode(claims, key, algorithm=ALGORITHM)
+    return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
 
 
-def verify_ticket(ticket: str, key: VerifyKey, *, issuer: str, connector: str, now: datetime) -> TicketClaims:
-    """Check signature, issuer, audience and expiry at `now`; raise Unauthenticated if any fails.
+def verify_ticket(
+    ticket: str, keys: Mapping[str, VerifyKey] | KeyLookup, *, issuer: str, connector: str, now: datetime
+) -> TicketClaims:
+    """Check the key, signature, issuer, audience and expiry at `now`; raise Unauthenticated if any fails.
 
-    Expiry is checked against the given `now` rather than the library's clock so the check
-    is testable; the count and digest are the caller's to compare with the batch.
+    `keys` finds the verification key by the header's kid. A ticket without a kid is
+    `ticket_invalid`; one whose kid `keys` does not know is `ticket_key_unknown`. Expiry is
+    checked against the given `now` rather than the library's clock so the check is
+    testable; the count and digest are the caller's to compare with the batch.
     """
+    kid = _kid(ticket)
+    key = keys.get(kid) if isinstance(keys, Mapping) else keys(kid)
+    if key is None:
+        raise Unauthenticated("relay ticket is signed by a key this connector does not know", code="ticket_key_unknown")
     try:
         claims = jwt.decode(
             ticket,
@@ -96,3 +113,14 @@ def verify_ticket(ticket: str, key: VerifyKey, *, issuer: str, connector: str, n
         ticket_id=str(claims["jti"]),
         expires_at=int(claims["exp"]),
     )
+
+
+def _kid(ticket: str) -> str:
+    try:
+        header = jwt.get_unverified_header(ticket)
+    except jwt.PyJWTError:
+        raise Unauthenticated("relay ticket is not valid", code="ticket_invalid") from None
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH:
+        raise Unauthenticated("relay ticket names no signing key (kid)", code="ticket_invalid")
+    return kid

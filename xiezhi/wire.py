@@ -224,6 +224,7 @@ class Problem(Wire):
     reasons: tuple[str, ...] | None = None
     limit: int | None = None
     resets_at: datetime | None = None
+    deleted_at: datetime | None = None
 
 
 class PolicyView(Wire):
@@ -307,6 +308,24 @@ class SystemStatus(Wire):
     policy_version: str
     active_epochs: dict[str, int]
     requests_by_status: dict[str, int]
+
+
+class KeyRotation(Wire):
+    """What `POST /v1/keys/rotate` rotates: the key-encryption key, the data key, or both."""
+
+    kek: bool = True
+    data_key: bool = True
+
+
+class KeyStatus(Wire):
+    """Key ids and counts only, never key material."""
+
+    provider: str
+    kek: str  # the current key-encryption key's id
+    keks: tuple[str, ...]
+    data_key: str | None  # the data key new seals use
+    data_keys: int
+    awaiting_rewrap: int  # data keys still wrapped under an older KEK
 
 
 # ---- the audit log's proofs (auditor ↔ gateway) -----------------------------------------

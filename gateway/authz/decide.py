@@ -23,6 +23,7 @@ from gateway.authz.policy import ROLES, Policy
 from xiezhi.errors import InvalidInput
 from xiezhi.purpose import Purpose, PurposeKind, check_legal_basis, classify_purpose
 from xiezhi.supervision import SupervisionModel
+from xiezhi.telemetry import annotate, span
 
 NO_ORG = "-"
 
@@ -92,7 +93,8 @@ class Authorizer:
 
     def decide(self, principal: Principal, obj: str, act: str, target: str | None = None) -> Decision:
         """May `principal` perform `act` on `obj`, touching `target` (default: its own org)?"""
-        return self._decide(self._state, principal, obj, act, target)
+        with span("authz.decide", {"xiezhi.action": act}):
+            return _observed(self._decide(self._state, principal, obj, act, target))
 
     def _decide(self, state: _State, principal: Principal, obj: str, act: str, target: str | None) -> Decision:
         refusal = _check_roles(state, principal)
@@ -111,6 +113,10 @@ class Authorizer:
     # ---- running a model -----------------------------------------------------------------
 
     def decide_run(self, principal: Principal, ask: RunAsk) -> Decision:
+        with span("authz.decide", {"xiezhi.action": "run", "xiezhi.model": ask.model.id}):
+            return _observed(self._decide_run(principal, ask))
+
+    def _decide_run(self, principal: Principal, ask: RunAsk) -> Decision:
         state = self._state
         org = principal.org or NO_ORG
         base = self._decide(state, principal, f"model:{ask.model.id}", "run", org)
@@ -173,6 +179,12 @@ class Authorizer:
         if own.allowed:
             return state.deny("approver_out_of_scope", f"{approver.org} does not reach {approver_org}")
         return decision
+
+
+def _observed(decision: Decision) -> Decision:
+    """The decision, with its outcome and reason code on the current span (never its rule)."""
+    annotate({"xiezhi.outcome": decision.outcome.value, "xiezhi.reason": decision.reason})
+    return decision
 
 
 def _check_roles(state: _State, principal: Principal) -> Decision | None:

@@ -6,11 +6,13 @@ reason code, so the CLI can print "denied (run_not_granted)" rather than a trace
 
 from __future__ import annotations
 
+import re
 from typing import Any, BinaryIO, NoReturn
 
 import httpx
 
 from xiezhi import errors
+from xiezhi.telemetry import annotate, span, trace_headers
 from xiezhi.tls import TLSFiles, check_scheme, client_tls_from_env, insecure_http_from_env, verification
 from xiezhi.wire import (
     ApprovalDecision,
@@ -21,6 +23,8 @@ from xiezhi.wire import (
     EvaluationBatch,
     EvaluationResult,
     InclusionProofView,
+    KeyRotation,
+    KeyStatus,
     LogKeyView,
     LookupBatch,
     LookupResult,
@@ -36,13 +40,24 @@ _BY_STATUS: dict[int, type[errors.XiezhiError]] = {
     403: errors.Denied,
     404: errors.NotFound,
     409: errors.Conflict,
+    410: errors.Gone,
     422: errors.ProofError,
     429: errors.TooManyRequests,
     502: errors.ConnectorError,
     503: errors.Unavailable,
 }
 
-_EXTENSIONS = ("request_id", "approver_org", "reasons", "limit", "resets_at")
+_UUID_SEGMENT = re.compile(r"/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?=/|$)")
+_NUMBER_SEGMENT = re.compile(r"/[0-9]+(?=/|$)")
+
+
+def _route_template(path: str) -> str:
+    """`/v1/requests/<uuid>/lookups?x=1` → `/v1/requests/{request_id}/lookups`: what a span may name."""
+    path = path.split("?", 1)[0]
+    return _NUMBER_SEGMENT.sub("/{n}", _UUID_SEGMENT.sub("/{request_id}", path))
+
+
+_EXTENSIONS = ("request_id", "approver_org", "reasons", "limit", "resets_at", "deleted_at")
 
 
 class GatewayClient:
@@ -97,6 +112,14 @@ class GatewayClient:
     def result(self, request_id: str) -> MatchResult:
         return MatchResult.model_validate(self._call("GET", f"/v1/requests/{request_id}/result"))
 
+    # ---- keys (security administrators) -----------------------------------------------------
+
+    def key_status(self) -> KeyStatus:
+        return KeyStatus.model_validate(self._call("GET", "/v1/keys"))
+
+    def rotate_keys(self, what: KeyRotation) -> KeyStatus:
+        return KeyStatus.model_validate(self._call("POST", "/v1/keys/rotate", what.model_dump(mode="json")))
+
     # ---- the audit log (security auditors) -------------------------------------------------
 
     def audit_log_key(self) -> LogKeyView:
@@ -136,7 +159,7 @@ class GatewayClient:
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:
-            response = self._client.request(method, self._base + path, json=body, headers=self._headers)
+            response = self._send(method, path, body)
         except httpx.HTTPError as exc:
             raise errors.Unavailable(
                 f"gateway unreachable ({type(exc).__name__})", code="gateway_unreachable"
@@ -144,6 +167,17 @@ class GatewayClient:
         if response.status_code < 300:
             return response.json()
         self._raise(response)
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
+        """One call, as a client span named by its route (never its path) whose W3C trace
+        context goes with the request."""
+        template = _route_template(path)
+        attributes = {"http.request.method": method, "url.template": template}
+        with span(f"{method} {template}", attributes, kind="client"):
+            headers = {**self._headers, **trace_headers()}
+            response = self._client.request(method, self._base + path, json=body, headers=headers)
+            annotate({"http.response.status_code": response.status_code})
+        return response
 
     @staticmethod
     def _raise(response: httpx.Response) -> NoReturn:

@@ -17,6 +17,7 @@ from xiezhi.client.gateway_client import GatewayClient
 from xiezhi.crypto import derive_token
 from xiezhi.errors import ApprovalRequired, InvalidInput, ProofError
 from xiezhi.parallel import executor_for
+from xiezhi.telemetry import annotate, span
 from xiezhi.wire import (
     ConnectorPlan,
     CreateMatchRequest,
@@ -61,17 +62,21 @@ def run_match(
     A request that needs approval raises ApprovalRequired (with its request id) unless
     `on_pending` is given, which is called and must return once the request is approved.
     """
-    view = _open(client, spec, len(inputs), on_pending)
-    on_total(len(inputs) * (len(view.connectors) + 1))
-    tokens: dict[str, list[bytes]] = {}
-    with executor_for(len(inputs), workers) as pool:
-        for plan in view.connectors:
-            tokens.update(_evaluate_connector(client, pool, view.request_id, plan, inputs, spec.batch_size, advance))
-    for first in range(0, len(inputs), spec.batch_size):
-        part = {capability: values[first : first + spec.batch_size] for capability, values in tokens.items()}
-        client.lookup(view.request_id, LookupBatch(first_row=first, tokens=part))
-        advance(len(next(iter(part.values()))))
-    return client.result(view.request_id)
+    with span("client.match", {"xiezhi.model": spec.model, "xiezhi.subjects": len(inputs)}):
+        view = _open(client, spec, len(inputs), on_pending)
+        annotate({"xiezhi.request_id": view.request_id})
+        on_total(len(inputs) * (len(view.connectors) + 1))
+        tokens: dict[str, list[bytes]] = {}
+        with executor_for(len(inputs), workers) as pool:
+            for plan in view.connectors:
+                tokens.update(
+                    _evaluate_connector(client, pool, view.request_id, plan, inputs, spec.batch_size, advance)
+                )
+        for first in range(0, len(inputs), spec.batch_size):
+            part = {capability: values[first : first + spec.batch_size] for capability, values in tokens.items()}
+            client.lookup(view.request_id, LookupBatch(first_row=first, tokens=part))
+            advance(len(next(iter(part.values()))))
+        return client.result(view.request_id)
 
 
 def _open(client: GatewayClient, spec: MatchSpec, count: int, on_pending: OnPending | None) -> MatchRequestView:

@@ -37,6 +37,7 @@ from xiezhi.devkit import DevEnvironment, ensure_pki, init_dev, issue_token, wit
 from xiezhi.errors import InvalidInput
 from xiezhi.pki import DevPki
 from xiezhi.supervision import ModelCatalog, SubjectKind
+from xiezhi.telemetry import Telemetry, TelemetrySettings
 from xiezhi.tls import TLSFiles
 
 CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
@@ -76,15 +77,33 @@ def run_demo(
                 publish_connector(dev, workdir, data_dir, c, gateway_url, show_progress=console.is_terminal)
                 for c in CONNECTORS
             ]
-        summaries, approved = _run_models(
-            dev, data_dir, workdir, gateway_url, phases, show_progress=console.is_terminal
-        )
+        with requester_telemetry(workdir):
+            summaries, approved = _run_models(
+                dev, data_dir, workdir, gateway_url, phases, show_progress=console.is_terminal
+            )
     # The services have stopped: the gateway signed a last checkpoint of everything it logged.
     with phases.phase("verify the audit log"):
         audit = _verify_audit(dev)
     _print_summary(console, workdir, published, summaries, approved, phases)
     _print_audit(console, dev, audit)
     return summaries
+
+
+def telemetry_file(workdir: Path, service: str) -> Path:
+    """Where the demo's `service` (gateway, a connector, requester) writes its redacted telemetry."""
+    return workdir / "telemetry" / f"{service}.jsonl"
+
+
+@contextmanager
+def requester_telemetry(workdir: Path) -> Iterator[None]:
+    """The requester's own spans (each model run and its calls to the gateway) and metrics."""
+    settings = TelemetrySettings(exporter="file", path=telemetry_file(workdir, "requester"))
+    telemetry = Telemetry(settings, "xiezhi-requester")
+    try:
+        with telemetry.activate():
+            yield
+    finally:
+        telemetry.shutdown()
 
 
 def _verify_audit(dev: DevEnvironment) -> Report:
@@ -118,6 +137,8 @@ def deployment(workdir: Path, policy_dir: Path | None = None) -> Iterator[tuple[
     gateway_db = workdir / "gateway" / "gateway.sqlite"
     for stale in gateway_db.parent.glob("gateway.sqlite*"):
         stale.unlink()  # each run starts from an empty gateway, and so a new audit log
+    for stale in (workdir / "telemetry").glob("*.jsonl"):
+        stale.unlink()  # … and new telemetry files
     witnesses = {}
     for connector in CONNECTORS:
         keys = workdir / "connectors" / connector / "keys"
@@ -131,6 +152,8 @@ def deployment(workdir: Path, policy_dir: Path | None = None) -> Iterator[tuple[
         policy_dir=policy_dir,
         witnesses=witnesses,
         pki=ensure_pki(workdir / "pki"),
+        # Metrics every few seconds, not only at shutdown: the demo's run is short.
+        telemetry={"exporter": "file", "path": str(telemetry_file(workdir, "gateway")), "metric_interval_seconds": 5},
     )
     with Services() as services:
         start_all(services, dev, workdir, ports)
@@ -152,16 +175,19 @@ def _data(workdir: Path, data: Path | None, seed: int, debtors: int, phases: Pha
 
 def start_all(services: Services, dev: DevEnvironment, workdir: Path, ports: dict[str, int]) -> None:
     """Start the four connectors, then the gateway, each as a process on its loopback port,
-    all over mutual TLS with certificates from the demo's PKI."""
+    all over mutual TLS with certificates from the demo's PKI. Each connector reads the
+    gateway's ticket keys from its JWKS URL when the first ticket arrives."""
     pki = _pki(dev)
+    jwks_url = f"https://127.0.0.1:{ports['gateway']}/.well-known/jwks.json"
     for connector in CONNECTORS:
         state = workdir / "connectors" / connector
         files = pki.connector(connector)
         args = [
             "connector", "serve", "--connector", connector, "--key-dir", str(state / "keys"),
-            "--ticket-key", str(dev.ticket_public_key), "--witness-key", str(state / "keys" / "witness.key"),
+            "--ticket-jwks-url", jwks_url, "--witness-key", str(state / "keys" / "witness.key"),
             "--log-key", dev.audit_vkey, "--port", str(ports[connector]),
             "--tls-cert", str(files.cert), "--tls-key", str(files.key), "--tls-ca", str(files.ca),
+            "--telemetry", f"file:{telemetry_file(workdir, connector)}",
         ]  # fmt: skip
         services.start(
             connector,
@@ -282,3 +308,4 @@ def _print_summary(
     console.print(f"Reports: {workdir / 'reports'}/<model>.csv (invalid rows in <model>.csv.errors.csv)")
     console.print(f"Gateway database and logs: {workdir / 'gateway'}")
     console.print(f"Every link ran over mutual TLS with the development PKI in {workdir / 'pki'}")
+    console.print(f"Telemetry (traces, metrics, logs; redacted): {workdir / 'telemetry'}/<service>.jsonl")
