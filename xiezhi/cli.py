@@ -14,6 +14,7 @@ from xiezhi.audit_cli import audit_app
 from xiezhi.errors import ApprovalRequired, XiezhiError
 
 if TYPE_CHECKING:
+    from connectors.runner import PublishReport
     from xiezhi.client.gateway_client import GatewayClient
     from xiezhi.telemetry import TelemetrySettings
     from xiezhi.tls import TLSFiles
@@ -289,10 +290,34 @@ def connector_publish(
 ) -> None:
     """Build every capability index from the agency database and publish it (mutual TLS with
     this connector's certificate)."""
+    report = _build_and_publish(
+        config,
+        key_dir,
+        gateway,
+        token_file,
+        database_url,
+        rotate,
+        _tls_files(tls_cert, tls_key, tls_ca, insecure_http),
+        insecure_http,
+    )
+    for line in report.lines():
+        typer.echo(line)
+
+
+def _build_and_publish(
+    config: Path,
+    key_dir: Path,
+    gateway: str,
+    token_file: Path,
+    database_url: str | None,
+    rotate: bool,
+    tls: TLSFiles | None,
+    insecure_http: bool,
+) -> PublishReport:
     from connectors.runner import build_and_publish
 
     try:
-        report = build_and_publish(
+        return build_and_publish(
             config,
             key_dir,
             gateway,
@@ -300,13 +325,11 @@ def connector_publish(
             database_url=database_url,
             rotate=rotate,
             show_progress=True,
-            tls=_tls_files(tls_cert, tls_key, tls_ca, insecure_http),
+            tls=tls,
             insecure_http=insecure_http,
         )
     except XiezhiError as exc:
         raise _fail(exc) from None
-    for line in report.lines():
-        typer.echo(line)
 
 
 @connector_app.command("rotate")
@@ -325,23 +348,10 @@ def connector_rotate(
     old epoch's and activated. Requests already running finish on the old epoch; retire its
     key later with `connector retire-epoch`."""
     from connectors.keys import KeyStore
-    from connectors.runner import build_and_publish
 
     before = KeyStore(key_dir).epochs()
-    try:
-        report = build_and_publish(
-            config,
-            key_dir,
-            gateway,
-            token_file.read_text().strip(),
-            database_url=database_url,
-            rotate=True,
-            show_progress=True,
-            tls=_tls_files(tls_cert, tls_key, tls_ca, insecure_http),
-            insecure_http=insecure_http,
-        )
-    except XiezhiError as exc:
-        raise _fail(exc) from None
+    tls = _tls_files(tls_cert, tls_key, tls_ca, insecure_http)
+    report = _build_and_publish(config, key_dir, gateway, token_file, database_url, True, tls, insecure_http)
     old = str(before[-1]) if before else "none"
     typer.echo(f"{report.built.connector}: epoch {old} → {report.built.epoch} (published and active)")
     for line in report.lines():
