@@ -19,7 +19,7 @@ from audit_log import EventKind
 from gateway.auth import Principal
 from gateway.authz import Authorizer
 from gateway.background import Periodic
-from gateway.recorder import Recorder
+from gateway.recorder import SYSTEM, Recorder
 from xiezhi.errors import Conflict
 from xiezhi.keyring import RotatableKeyProvider
 from xiezhi.sealing import Sealer
@@ -115,9 +115,8 @@ class KeyAdmin:
         )
 
     def _rewrapped(self, moved: int) -> None:
-        self._recorder.record_system_alone(
-            EventKind.KEY_ROTATION, "rewrap", "ok", rewrapped=moved, kek=self._sealer.provider.current_kek_id()
-        )
+        kek = self._sealer.provider.current_kek_id()
+        self._recorder.record_alone(SYSTEM, EventKind.KEY_ROTATION, "rewrap", "ok", rewrapped=moved, kek=kek)
 
     def _authorize(self, principal: Principal, action: str) -> None:
         self._recorder.enforce(principal, OBJECT, action, None, self._authorizer.decide(principal, OBJECT, action))

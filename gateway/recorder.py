@@ -67,10 +67,6 @@ class Recorder:
         """An event the gateway causes itself (an expiry, a policy seeded at first start)."""
         self.record(session, SYSTEM, kind, action, outcome, request_id, **detail)
 
-    def record_system_alone(self, kind: EventKind, action: str, outcome: str, **detail: Detail) -> None:
-        """An event the gateway causes itself outside any transaction (a background rewrap)."""
-        self.record_alone(SYSTEM, kind, action, outcome, None, **detail)
-
     def record_alone(
         self,
         principal: Principal,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -31,7 +33,7 @@ from connectors.runner import PublishReport, build_and_publish
 from connectors.service import ConnectorSettings, create_connector_app
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from xiezhi.devkit import DevEnvironment, ensure_pki, init_dev, issue_token, witness_key
+from xiezhi.devkit import REPO_ROOT, DevEnvironment, ensure_pki, init_dev, issue_token, witness_key
 from xiezhi.pki import DevPki, add_party
 from xiezhi.telemetry import TelemetrySettings
 from xiezhi.tls import ServerTLS, TLSFiles, client_context, uvicorn_tls
@@ -64,6 +66,21 @@ def session_pki() -> DevPki:
         XIEZHI_TLS_CERT=str(requester.cert), XIEZHI_TLS_KEY=str(requester.key), XIEZHI_TLS_CA=str(requester.ca)
     )
     return pki
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`xiezhi <args>` in a child process from the repository root; `env` None inherits ours
+    (with the session's XIEZHI_TLS_* client certificate once `session_pki()` has run)."""
+    return subprocess.run(
+        [sys.executable, "-m", "xiezhi.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        check=False,
+    )
 
 
 class _Https:
@@ -166,6 +183,10 @@ class Stack:
 
     def key_dir(self, connector: str) -> Path:
         return self.root / "connectors" / connector / "keys"
+
+    def oprf_keys(self, epoch: int = 1) -> dict[str, bytes]:
+        """Every connector's OPRF secret key of `epoch`, read from its key folder (never the gateway's)."""
+        return {c: (self.key_dir(c) / f"epoch-{epoch:04d}.key").read_bytes() for c in self.connector_urls}
 
     def connector_token(self, connector: str) -> str:
         return issue_token(self.dev.idp_key, subject=f"connector:{connector}", roles=["connector"], connector=connector)

@@ -7,7 +7,6 @@ its reports must agree with the reference SQL join and with answers reasoned out
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,29 +15,18 @@ from openpyxl import Workbook
 
 from tests import handmade
 from tests.agreement import assert_report_agrees, find_leaks, read_csv, subject_id_forms, subject_names
-from tests.stack import PURPOSE, Stack
+from tests.stack import PURPOSE, Stack, run_cli
 from xiezhi.devkit import REPO_ROOT
 from xiezhi.supervision import ModelCatalog
 
 CATALOG = ModelCatalog.load(REPO_ROOT / "policies" / "models")
 
 
-def _xiezhi(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xiezhi.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 @pytest.fixture(scope="module")
 def demo_on_handmade(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
     data = handmade.build(tmp_path_factory.mktemp("handmade"))
     work = tmp_path_factory.mktemp("work")
-    return data, work, _xiezhi("demo", "--data", str(data), "--workdir", str(work))
+    return data, work, run_cli("demo", "--data", str(data), "--workdir", str(work))
 
 
 def test_demo_on_foreign_data_exits_0_and_prints_its_summary(demo_on_handmade) -> None:  # type: ignore[no-untyped-def]
@@ -84,7 +72,7 @@ def test_demo_gateway_folder_holds_no_subject_id(demo_on_handmade) -> None:  # t
 
 
 def test_demo_refuses_an_incomplete_data_folder(tmp_path: Path) -> None:
-    done = _xiezhi("demo", "--data", str(tmp_path), "--workdir", str(tmp_path / "w"))
+    done = run_cli("demo", "--data", str(tmp_path), "--workdir", str(tmp_path / "w"))
     assert done.returncode == 2
     assert "missing agencies/court.sqlite" in done.stderr
 
@@ -100,7 +88,7 @@ def test_match_command_with_xlsx_subjects(stack: Stack, generated: Path, tmp_pat
     token_file = tmp_path / "token"
     token_file.write_text(stack.user_token(["prosecutor"]))
     out = tmp_path / "clues.xlsx"
-    done = _xiezhi(
+    done = run_cli(
         "match",
         "--gateway",
         stack.gateway_url,
@@ -136,11 +124,11 @@ def test_match_command_errors_are_clear(stack: Stack, generated: Path, tmp_path:
         str(tmp_path / "o.csv"),
         "--no-progress",
     ]
-    done = _xiezhi(*args)
+    done = run_cli(*args)
     assert done.returncode == 2 and "no bearer token" in done.stderr
     token_file = tmp_path / "token"
     token_file.write_text(stack.user_token(["system_admin"]))
-    done = _xiezhi(*args, "--token-file", str(token_file))
+    done = run_cli(*args, "--token-file", str(token_file))
     assert done.returncode == 2 and "denied_by_policy" in done.stderr
     assert "Traceback" not in done.stderr
 

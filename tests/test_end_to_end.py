@@ -74,8 +74,7 @@ def test_gateway_stores_no_name(reports: dict[str, Path], stack: Stack, generate
 
 def test_gateway_keeps_no_token_in_the_clear(reports: dict[str, Path], stack: Stack, generated: Path) -> None:
     """Indexes and lookups are sealed or keyed digests: no published or looked-up token is stored."""
-    keys = {c: (stack.key_dir(c) / "epoch-0001.key").read_bytes() for c in stack.connector_urls}
-    tokens = subject_tokens(generated, keys, {c for m in CATALOG for c in m.looks_up})
+    tokens = subject_tokens(generated, stack.oprf_keys(), {c for m in CATALOG for c in m.looks_up})
     assert len(tokens) > 1000
     gateway_dir = stack.root / "gateway"
     assert find_token_leaks(gateway_dir, tokens) == []

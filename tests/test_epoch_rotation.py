@@ -9,8 +9,6 @@ key and refuses tickets for it. Rotation and retirement go through the `xiezhi` 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,12 +22,11 @@ from connectors.config import reference_config
 from connectors.keys import KeyStore
 from gateway.db import IndexDigest, Publication, make_engine
 from tests import reference
-from tests.stack import HTTP, LEGAL_BASIS, ORG, PURPOSE, Stack, channel, session_pki, start_stack
+from tests.stack import HTTP, LEGAL_BASIS, ORG, PURPOSE, Stack, channel, run_cli, session_pki, start_stack
 from xiezhi import oprf
 from xiezhi.client.gateway_client import GatewayClient
 from xiezhi.client.subjects import read_subjects
 from xiezhi.crypto import batch_digest, derive_token
-from xiezhi.devkit import REPO_ROOT
 from xiezhi.errors import Conflict
 from xiezhi.jwks import TicketKeys
 from xiezhi.tickets import issue_ticket
@@ -66,7 +63,7 @@ def test_rotation_lets_requests_in_flight_finish_on_their_epoch(court: Stack, ge
         tokens1 = _evaluate(client, first.request_id, plan1, inputs[:half])
 
         # The connector rotates: a new key, its index rebuilt, published beside epoch 1's and activated.
-        rotated = _xiezhi(*_rotate_args(stack, generated, tmp_path))
+        rotated = run_cli(*_rotate_args(stack, generated, tmp_path))
         assert rotated.returncode == 0, rotated.stderr
         assert "court: epoch 1 → 2 (published and active)" in rotated.stdout
         assert KeyStore(stack.key_dir("court")).epochs() == [1, 2]
@@ -109,13 +106,13 @@ def test_rotation_lets_requests_in_flight_finish_on_their_epoch(court: Stack, ge
     assert _orphan_digests(stack) == 0
 
     # The connector retires epoch 1: its key is gone and its tickets are refused as retired.
-    retired = _xiezhi("connector", "retire-epoch", "--key-dir", str(stack.key_dir("court")), "--epoch", "1")
+    retired = run_cli("connector", "retire-epoch", "--key-dir", str(stack.key_dir("court")), "--epoch", "1")
     assert retired.returncode == 0, retired.stderr
     assert not (stack.key_dir("court") / "epoch-0001.key").exists()
     refused = _ticketed(stack, epoch=1)
     assert refused.status_code == 409 and refused.json()["code"] == "epoch_retired", refused.text
     assert _ticketed(stack, epoch=2).status_code == 200
-    newest = _xiezhi("connector", "retire-epoch", "--key-dir", str(stack.key_dir("court")), "--epoch", "2")
+    newest = run_cli("connector", "retire-epoch", "--key-dir", str(stack.key_dir("court")), "--epoch", "2")
     assert newest.returncode == 2 and "epoch_current" in newest.stderr
 
 
@@ -195,18 +192,6 @@ def _rotate_args(stack: Stack, generated: Path, tmp_path: Path) -> list[str]:
         "--database-url", f"sqlite:///{generated / 'agencies' / 'court.sqlite'}",
         "--tls-cert", str(files.cert), "--tls-key", str(files.key), "--tls-ca", str(files.ca),
     ]  # fmt: skip
-
-
-def _xiezhi(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xiezhi.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def _entries(stack: Stack, kind: str) -> list[dict[str, object]]:

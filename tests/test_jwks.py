@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,10 +18,10 @@ import jwt
 import pytest
 
 from connectors.gateway_keys import UrlSource, gateway_keys
-from tests.stack import HTTP, LEGAL_BASIS, ORG, PURPOSE, Clock, Stack, channel, session_pki, start_stack
+from tests.stack import HTTP, LEGAL_BASIS, ORG, PURPOSE, Clock, Stack, channel, run_cli, session_pki, start_stack
 from xiezhi import oprf
 from xiezhi.crypto import SigningKey, batch_digest, ed25519_from_seed, ed25519_public
-from xiezhi.devkit import REPO_ROOT, init_dev
+from xiezhi.devkit import init_dev
 from xiezhi.errors import Conflict, InvalidInput, Unauthenticated, Unavailable
 from xiezhi.jwks import TicketKeys, TicketKeysError, b64url_decode, jwk_thumbprint, parse_jwks, public_jwk
 from xiezhi.tickets import issue_ticket, verify_ticket
@@ -261,15 +259,7 @@ def test_rotate_tickets_command(tmp_path: Path) -> None:
     keys = TicketKeys(dev.ticket_keys)
     first = keys.current()[0]
     second = keys.rotate(datetime.now(UTC) - timedelta(hours=1))  # so `first` was superseded an hour ago
-    done = subprocess.run(
-        [sys.executable, "-m", "xiezhi.cli", "keys", "rotate-tickets", "--config", str(dev.gateway_config)],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env={**os.environ},
-        timeout=120,
-        check=False,
-    )
+    done = run_cli("keys", "rotate-tickets", "--config", str(dev.gateway_config), timeout=120)
     assert done.returncode == 0, done.stderr
     third = TicketKeys(dev.ticket_keys).current()[0]
     assert f"ticket key {third} is current (was {second})" in done.stdout

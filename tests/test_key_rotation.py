@@ -12,9 +12,7 @@ deletes expired results, audits the deletion, and a read then answers 410.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from gateway.app import create_app
 from gateway.db import MatchRequest, ResultBatch, make_engine
 from gateway.settings import GatewaySettings
 from tests.agreement import subjects_file
-from tests.stack import LEGAL_BASIS, PURPOSE, Clock, LoopbackServer, Stack, start_stack
+from tests.stack import LEGAL_BASIS, PURPOSE, Clock, LoopbackServer, Stack, run_cli, start_stack
 from xiezhi.client.gateway_client import GatewayClient
 from xiezhi.client.job import MatchSummary, match_file
 from xiezhi.client.protocol import MatchSpec
@@ -97,24 +95,8 @@ def _xiezhi_keys(live: Live, *args: str, roles: str = "security_admin") -> subpr
     token = live.stack.user_token([roles], subject=f"{roles}-330000-01", org="330000")
     token_file = live.out / f"{roles}.token"
     token_file.write_text(token, encoding="utf-8")
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xiezhi.cli",
-            "keys",
-            *args,
-            "--gateway",
-            live.stack.gateway_url,
-            "--token-file",
-            str(token_file),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=os.environ,  # the session's XIEZHI_TLS_* client certificate
-        check=False,
-    )
+    # The child inherits the session's XIEZHI_TLS_* client certificate.
+    return run_cli("keys", *args, "--gateway", live.stack.gateway_url, "--token-file", str(token_file), timeout=60)
 
 
 def _wait_for(condition: object, seconds: float = 15.0) -> None:

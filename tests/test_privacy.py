@@ -123,10 +123,6 @@ class Live:
         self.runs[name] = summary
         return summary
 
-    def keys(self) -> dict[str, bytes]:
-        """Every connector's OPRF secret key of its current epoch (read here, never by the gateway)."""
-        return {c: (self.stack.key_dir(c) / "epoch-0001.key").read_bytes() for c in self.stack.connector_urls}
-
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, generated: Path) -> Iterator[Live]:
@@ -163,8 +159,8 @@ def test_gateway_row_database_files_and_logs_hold_no_id_name_token_or_key(live: 
     (tmp_path / "logs.txt").write_text("\n".join(live.logs.lines), encoding="utf-8")
     assert len(live.logs.lines) > 10, "the processes logged while the runs went through"
     ids, names = subject_id_forms(live.generated), subject_names(live.generated)
-    tokens = subject_tokens(live.generated, live.keys(), {c for m in CATALOG for c in m.looks_up})
-    keys = set(live.keys().values())
+    tokens = subject_tokens(live.generated, live.stack.oprf_keys(), {c for m in CATALOG for c in m.looks_up})
+    keys = set(live.stack.oprf_keys().values())
     for folder in (gateway_dir, tmp_path):
         assert find_leaks(folder, ids) == []
         assert find_leaks(folder, names) == []
@@ -225,7 +221,7 @@ def test_auditor_row_entries_carry_no_id_name_token_or_per_person_flag(live: Liv
     (tmp_path / "entries.json").write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
     assert find_leaks(tmp_path, subject_id_forms(live.generated)) == []
     assert find_leaks(tmp_path, subject_names(live.generated)) == []
-    tokens = subject_tokens(live.generated, live.keys(), {c for m in CATALOG for c in m.looks_up})
+    tokens = subject_tokens(live.generated, live.stack.oprf_keys(), {c for m in CATALOG for c in m.looks_up})
     assert find_token_leaks(tmp_path, tokens) == []
     for entry in (e for e in entries if e["kind"] == "lookup"):
         detail = entry["detail"]
@@ -236,7 +232,7 @@ def test_auditor_row_entries_carry_no_id_name_token_or_per_person_flag(live: Liv
 def test_tokens_separate_capabilities_connectors_and_epochs(live: Live, tmp_path: Path) -> None:
     subjects, _ = read_subjects(subjects_file(live.generated, CATALOG.get("asset_sweep")))
     inputs = [row.subject.oprf_input() for row in subjects][:50]
-    keys = live.keys()
+    keys = live.stack.oprf_keys()
     court = oprf.evaluate_batch(keys["court"], inputs, oprf.Mode.VOPRF)
     tax = oprf.evaluate_batch(keys["tax"], inputs, oprf.Mode.VOPRF)
     store = KeyStore(tmp_path / "court-keys")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,28 +23,15 @@ from pydantic import ValidationError
 
 from gateway.links import ConnectorLinks
 from gateway.settings import GatewaySettings
-from tests.stack import HTTP, LoopbackServer, Stack, channel, session_pki
+from tests.stack import HTTP, LoopbackServer, Stack, channel, run_cli, session_pki
 from xiezhi.client.gateway_client import GatewayClient
-from xiezhi.devkit import REPO_ROOT
 from xiezhi.errors import InvalidInput
 from xiezhi.pki import init_pki
 from xiezhi.tls import ServerTLS, client_context, connector_identity, gateway_identity, peer_names
 
 
-def _xiezhi(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xiezhi.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
-
-
 def test_pki_init_makes_a_ca_and_certificates_that_name_their_holders(tmp_path: Path) -> None:
-    done = _xiezhi("pki", "init", "--out", str(tmp_path / "pki"), "--client", "qz-procuratorate")
+    done = run_cli("pki", "init", "--out", str(tmp_path / "pki"), "--client", "qz-procuratorate", timeout=120)
     assert done.returncode == 0, done.stderr
     folder = tmp_path / "pki"
     ca = x509.load_pem_x509_certificate((folder / "ca.pem").read_bytes())
@@ -66,7 +51,7 @@ def test_pki_init_makes_a_ca_and_certificates_that_name_their_holders(tmp_path: 
         assert not certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
         key = path.with_suffix(".key")
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
-    again = _xiezhi("pki", "init", "--out", str(folder))
+    again = run_cli("pki", "init", "--out", str(folder), timeout=120)
     assert again.returncode == 2 and "already there" in again.stderr  # never overwrites a CA
 
 
@@ -152,16 +137,17 @@ def test_plain_http_is_refused_without_the_development_flag(tmp_path: Path, stac
 
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     serve = ["connector", "serve", "--connector", "court", "--key-dir", str(tmp_path), "--ticket-jwks", "x.json"]
-    done = _xiezhi(*serve, env=env)
+    done = run_cli(*serve, env=env, timeout=120)
     assert done.returncode == 2 and "--insecure-http" in done.stderr
     token = tmp_path / "token"
     token.write_text("t")
-    matched = _xiezhi("approvals", "list", "--gateway", "http://127.0.0.1:1", "--token-file", str(token), env=env)
+    matched = run_cli(
+        "approvals", "list", "--gateway", "http://127.0.0.1:1", "--token-file", str(token), env=env, timeout=120
+    )
     assert matched.returncode == 2 and "plain_http_refused" in matched.stderr
-    loud = _xiezhi(
+    loud = run_cli(
         "approvals", "list", "--gateway", "http://127.0.0.1:1", "--token-file", str(token),
-        env={**env, "XIEZHI_INSECURE_HTTP": "1"},
-    )  # fmt: skip
+        env={**env, "XIEZHI_INSECURE_HTTP": "1"}, timeout=120)  # fmt: skip
     assert "INSECURE" in loud.stderr and "gateway_unreachable" in loud.stderr  # warned, then tried
 
 
