@@ -23,8 +23,8 @@ test: $(STAMP) chromium
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check xiezhi gateway connectors audit_log tests bench
-	$(BIN)/mypy xiezhi gateway connectors audit_log
+	$(BIN)/ruff check xiezhi audit_log gateway connectors requester devkit cli tests bench
+	$(BIN)/mypy xiezhi audit_log gateway connectors requester devkit cli
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_oprf.py

@@ -1,5 +1,5 @@
-"""End-to-end subjects per second: the asset_sweep model (all four connectors, eight
-capabilities) over 10,000 and 100,000 subjects, with the gateway and connectors running
+"""End-to-end subjects per second: the asset_sweep model (the four reference connectors,
+eight capabilities) over 10,000 and 100,000 subjects, with the gateway and connectors running
 as separate processes on loopback, exactly as `xiezhi demo` runs them.
 
 Each figure is the median of --repeats runs of the requester's whole job: read and
@@ -23,10 +23,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import OUT, dataset, median_seconds
-from xiezhi.client.job import match_file
-from xiezhi.client.protocol import MatchSpec
-from xiezhi.demo.run import (
-    CONNECTORS,
+from devkit.demo.run import (
     DEMO_APPROVER,
     DEMO_LEGAL_BASIS,
     DEMO_ORG,
@@ -35,7 +32,9 @@ from xiezhi.demo.run import (
     deployment,
     publish_connector,
 )
-from xiezhi.devkit import REPO_ROOT, issue_token
+from devkit.environment import REPO_ROOT, issue_token, load_roster
+from requester.job import match_file
+from requester.protocol import MatchSpec
 
 
 def bench_policies() -> Path:
@@ -71,9 +70,12 @@ def main() -> None:
     table = Table(title=f"asset_sweep end to end, 4 connectors (median of {args.repeats})")
     for column in ("subjects", "seconds", "subjects/s", "runs (s)"):
         table.add_column(column, justify="right")
-    with deployment(work, bench_policies()) as (dev, gateway):
-        for connector in CONNECTORS:
-            publish_connector(dev, work, data, connector, gateway, show_progress=False)
+    roster = load_roster()
+    with deployment(work, roster, bench_policies()) as (dev, gateway):
+        assert dev.pki is not None  # the deployment speaks mutual TLS
+        requester = dev.pki.client("requester")
+        for connector in roster.names():
+            publish_connector(dev, work, data, roster, connector, gateway, show_progress=False)
         token = issue_token(
             dev.idp_key,
             subject=f"prosecutor-{DEMO_ORG}-bench",
@@ -84,13 +86,20 @@ def main() -> None:
         )
         # Over the batch limit and tier 3: every run waits for the head's approval, as in the demo.
         head = issue_token(dev.idp_key, subject=DEMO_APPROVER, roles=["dept_head"], org=DEMO_ORG, ttl_seconds=86400)
-        approver = Approver(gateway, head)
+        approver = Approver(gateway, head, requester)
         spec = MatchSpec("asset_sweep", DEMO_PURPOSE, DEMO_LEGAL_BASIS)
         for size in args.sizes:
             subjects = subjects_file(data, size)
             seconds, runs = median_seconds(
                 lambda s=subjects: match_file(
-                    gateway, token, spec, s, OUT / "e2e-report.csv", show_progress=False, on_pending=approver
+                    gateway,
+                    token,
+                    spec,
+                    s,
+                    OUT / "e2e-report.csv",
+                    show_progress=False,
+                    on_pending=approver,
+                    tls=requester,
                 ),
                 args.repeats,
             )

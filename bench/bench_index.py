@@ -1,6 +1,6 @@
 """Index build rate: subjects evaluated and tokens derived per second, one core vs all cores.
 
-Builds every reference connector's indexes over a generated data set (the work a
+Builds every roster connector's indexes (deploy/connectors/) over a generated data set (the work a
 connector does before publishing), timing the build only, as medians of several runs.
 """
 
@@ -17,11 +17,10 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import dataset, median_seconds
-from connectors.config import ConnectorConfig, reference_config
+from connectors.config import ConnectorConfig
 from connectors.indexer import build
+from devkit.environment import load_roster
 from xiezhi import oprf
-
-CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
 
 
 def main() -> None:
@@ -32,8 +31,8 @@ def main() -> None:
     data = dataset(args.debtors)
     key = oprf.generate_key_pair(oprf.Mode.VOPRF)
     configs = [
-        ConnectorConfig.from_file(reference_config(c), database_url=f"sqlite:///{data / 'agencies' / f'{c}.sqlite'}")
-        for c in CONNECTORS
+        ConnectorConfig.from_file(entry.path, database_url=f"sqlite:///{data / 'agencies' / f'{entry.name}.sqlite'}")
+        for entry in load_roster()
     ]
     cores = os.cpu_count() or 1
     table = Table(title=f"Index build over {args.debtors:,} generated debtors (median of {args.repeats})")

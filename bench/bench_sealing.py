@@ -1,6 +1,6 @@
 """Sealing throughput: AES-256-GCM as the gateway uses it, next to the raw library figure.
 
-`Sealer.seal` and `Sealer.open` (xiezhi.sealing) with a request/table/connector context, a
+`Sealer.seal` and `Sealer.open` (gateway.sealing) with a request/table/connector context, a
 `LocalKeyring` and data keys in SQLite (`SqlDataKeys`), as the gateway would run them: the
 data key is unwrapped once and cached, so the figures are the steady state. Beside them,
 `AESGCM.encrypt` / `decrypt` from `cryptography` on the same sizes with the same associated
@@ -42,9 +42,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import create_engine
 
 from bench.common import OUT
+from gateway.keyring import LocalKeyring
+from gateway.sealing import Sealer, SqlDataKeys, canonical_context
 from xiezhi import crypto
-from xiezhi.keyring import LocalKeyring
-from xiezhi.sealing import Sealer, SqlDataKeys, canonical_context
 
 SIZES = (4 * 1024, 64 * 1024, 1024 * 1024)
 CONTEXT = {"connector": "court", "request": "6f1c3f0e-1b7a-4a57-9a8e-1e0b5c1d2e3f", "table": "results"}

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from xiezhi.demo.generate import generate
+from devkit.demo.generate import generate
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -1,7 +1,7 @@
 """The connector runtime: an agency's side of Xiezhi.
 
-One runtime, configured per agency by a YAML file (see `court.yaml`, `tax.yaml`,
-`housing_fund.yaml`, `civil_affairs.yaml` beside this file). It builds capability indexes
-from the agency's own database, publishes them to the gateway, and serves OPRF
-evaluation for ticketed batches.
+One runtime, configured per agency by a YAML file (the reference agencies' are in the
+roster, `deploy/connectors/`; see `connectors.config` and `connectors.roster`). It builds
+capability indexes from the agency's own database, publishes them to the gateway, serves
+OPRF evaluation for ticketed batches, and witnesses the gateway's audit log.
 """

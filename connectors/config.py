@@ -23,6 +23,11 @@ however many spellings the agency's rows hold. Reductions:
 
 `params` are bound to `:name` placeholders in the query, never spliced into the SQL.
 `${VAR}` and `${VAR:-default}` in the file expand from the environment.
+
+`tables` (optional) describes the agency's tables the queries read, one entry per table
+with its columns as SQL column definitions (`case_no TEXT, debtor_id TEXT, …`), in the
+order the agency's rows hold them. The development kit creates databases from it; a
+deployment reads the agency's own database and may leave it out.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xiezhi.errors import InvalidInput
 from xiezhi.wire import CAPABILITY_PATTERN, IDENTIFIER_PATTERN
@@ -65,6 +70,24 @@ class Capability(BaseModel):
     reduce: Reduction = None
 
 
+_SQL_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_COLUMN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s+([A-Za-z]+(?:\s*\(\s*\d+\s*(?:,\s*\d+\s*)?\))?)\s*$")
+
+
+def table_columns(definition: str) -> list[tuple[str, str]]:
+    """(name, type) of each column in a `tables` entry, in order. Raises ValueError."""
+    columns = []
+    for part in definition.split(","):
+        match = _COLUMN.match(part)
+        if match is None:
+            raise ValueError(f"column definition {part.strip()!r} is not 'name TYPE'")
+        columns.append((match.group(1), match.group(2).upper()))
+    names = [name for name, _ in columns]
+    if len(set(names)) != len(names):
+        raise ValueError("two columns share a name")
+    return columns
+
+
 class ConnectorConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -72,6 +95,17 @@ class ConnectorConfig(BaseModel):
     title: str
     database_url: str
     capabilities: Annotated[list[Capability], Field(min_length=1)]
+    tables: dict[Annotated[str, Field(pattern=_SQL_NAME)], str] = Field(default_factory=dict)
+
+    @field_validator("tables")
+    @classmethod
+    def _columns_parse(cls, tables: dict[str, str]) -> dict[str, str]:
+        for name, definition in tables.items():
+            try:
+                table_columns(definition)
+            except ValueError as exc:
+                raise ValueError(f"table {name}: {exc}") from None
+        return tables
 
     @model_validator(mode="after")
     def _own_capabilities(self) -> ConnectorConfig:
@@ -107,8 +141,3 @@ def _expand(match: re.Match[str]) -> str:
     if match.group(2) is not None:
         return match.group(2)
     raise InvalidInput(f"environment variable {match.group(1)} is not set and has no default")
-
-
-def reference_config(name: str) -> Path:
-    """Path of a reference connector config shipped with the package."""
-    return Path(__file__).with_name(f"{name}.yaml")

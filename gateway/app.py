@@ -18,6 +18,7 @@ from gateway.audit_review import AuditReview
 from gateway.auth import Authenticator
 from gateway.db import make_engine
 from gateway.key_admin import KeyAdmin
+from gateway.keyring import KeyProvider, LocalKeyring
 from gateway.links import ConnectorLinks
 from gateway.pipeline import Pipeline
 from gateway.policy_admin import PolicyAdmin
@@ -25,14 +26,13 @@ from gateway.publishing import Publishing
 from gateway.recorder import Recorder, SignIns
 from gateway.relay import ConnectorRelay
 from gateway.retention import ResultRetention
+from gateway.sealing import Sealer, SqlDataKeys
 from gateway.settings import GatewaySettings, KeySettings
 from gateway.system import SystemView
 from gateway.vault import Vault
 from gateway.witnessing import Witnessing
 from xiezhi import __version__, problems
 from xiezhi.jwks import TicketKeys
-from xiezhi.keyring import KeyProvider, LocalKeyring
-from xiezhi.sealing import Sealer, SqlDataKeys
 from xiezhi.supervision import ModelCatalog
 from xiezhi.telemetry import ActiveTelemetry, Telemetry
 

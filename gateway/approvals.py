@@ -24,9 +24,9 @@ from gateway import indexes, quotas
 from gateway.auth import Principal
 from gateway.authz import Authorizer
 from gateway.db import Approval, EvaluationCount, MatchRequest
+from gateway.purpose import holds_identifier
 from gateway.recorder import Recorder
 from xiezhi.errors import Conflict, InvalidInput, NotFound
-from xiezhi.purpose import holds_identifier
 from xiezhi.supervision import ModelCatalog
 from xiezhi.wire import ApprovalView, RequestStatus
 

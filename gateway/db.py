@@ -1,7 +1,7 @@
 """Gateway storage: SQLModel tables and the engine. SQLite by default, PostgreSQL in production.
 
 Nothing here holds an ID number or a name, and what derives from agency data or subject
-lists is sealed (`xiezhi.sealing`, AES-256-GCM under wrapped data keys): published tokens
+lists is sealed (`gateway.sealing`, AES-256-GCM under wrapped data keys): published tokens
 are kept only in sealed chunks, with a keyed digest per token for lookups under a
 per-publication key that is itself sealed; results are sealed per lookup batch. Relayed
 batches of blinded elements are never kept. Requests hold metadata and counts in the clear.

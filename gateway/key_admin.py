@@ -19,10 +19,10 @@ from audit_log import EventKind
 from gateway.auth import Principal
 from gateway.authz import Authorizer
 from gateway.background import Periodic
+from gateway.keyring import RotatableKeyProvider
 from gateway.recorder import SYSTEM, Recorder
+from gateway.sealing import Sealer
 from xiezhi.errors import Conflict
-from xiezhi.keyring import RotatableKeyProvider
-from xiezhi.sealing import Sealer
 from xiezhi.wire import KeyRotation, KeyStatus
 
 OBJECT = "keys:gateway"

@@ -17,9 +17,9 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import ColumnElement, or_
 
 from audit_log import AuditRecord, EventKind
+from gateway.purpose import holds_identifier
 from gateway.quotas import CHINA
 from xiezhi.errors import InvalidInput
-from xiezhi.purpose import holds_identifier
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100

@@ -71,7 +71,7 @@ class AuditSettings(BaseModel):
 
 
 class KeySettings(BaseModel):
-    """Where the key-encryption keys are: the provider behind `xiezhi.keyring.KeyProvider`.
+    """Where the key-encryption keys are: the provider behind `gateway.keyring.KeyProvider`.
 
     `local` is a keyring file (`xiezhi keys init`) for development and CI; a KMS or HSM
     adapter implements the same interface (see KeyProvider's contract)."""

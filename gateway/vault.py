@@ -1,6 +1,6 @@
 """What the gateway keeps sealed, and the context each sealed value is bound to.
 
-Every value here is sealed with `xiezhi.sealing.Sealer` (AES-256-GCM under a wrapped data
+Every value here is sealed with `gateway.sealing.Sealer` (AES-256-GCM under a wrapped data
 key) with a context naming its table and the row it belongs to, so a blob moved to another
 publication, chunk, request or batch does not open:
 
@@ -20,9 +20,9 @@ import threading
 from collections import OrderedDict
 
 from gateway.db import Publication
+from gateway.sealing import Sealer, SealError
 from xiezhi.crypto import random_key
 from xiezhi.errors import Unavailable
-from xiezhi.sealing import Sealer, SealError
 from xiezhi.wire import TOKEN_BYTES, RowFlags
 
 DIGEST_BYTES = 16

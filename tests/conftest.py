@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from devkit.demo.generate import generate
 from tests.postgres import postgres_server
 from tests.stack import Stack, start_stack
-from xiezhi.demo.generate import generate
 
 
 @pytest.fixture(scope="module")

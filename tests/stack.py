@@ -1,6 +1,6 @@
 """A whole Xiezhi deployment on loopback for tests: real uvicorn servers, real HTTPS, real SQLite.
 
-The gateway and the four connectors run as uvicorn servers on pre-bound loopback sockets
+The gateway and the roster's connectors (deploy/connectors/) run as uvicorn servers on pre-bound loopback sockets
 in background threads, over mutual TLS with certificates from one development PKI per test
 process (`session_pki`); nothing is mocked between them. Tests talk to them with httpx
 (`HTTP`, holding the requester system's certificate) exactly as the requester client, a
@@ -28,17 +28,17 @@ import jwt
 import uvicorn
 from fastapi import FastAPI
 
-from connectors.config import reference_config
 from connectors.runner import PublishReport, build_and_publish
 from connectors.service import ConnectorSettings, create_connector_app
+from devkit.environment import REPO_ROOT, DevEnvironment, ensure_pki, init_dev, issue_token, load_roster, witness_key
+from devkit.pki import DevPki, add_party
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from xiezhi.devkit import REPO_ROOT, DevEnvironment, ensure_pki, init_dev, issue_token, witness_key
-from xiezhi.pki import DevPki, add_party
 from xiezhi.telemetry import TelemetrySettings
 from xiezhi.tls import ServerTLS, TLSFiles, client_context, uvicorn_tls
 
-CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
+ROSTER = load_roster()
+CONNECTORS = tuple(ROSTER.names())
 ORG = "330803"  # 衢州市衢江区人民检察院
 PURPOSE = "（2025）浙0803执监15号"
 LEGAL_BASIS = "《人民检察院民事诉讼监督规则》第一百零四条"
@@ -60,7 +60,7 @@ class Clock:
 @functools.cache
 def session_pki() -> DevPki:
     """This test process's development PKI (made once, in a temporary folder)."""
-    pki = ensure_pki(Path(tempfile.mkdtemp(prefix="xiezhi-test-pki-")))
+    pki = ensure_pki(Path(tempfile.mkdtemp(prefix="xiezhi-test-pki-")), list(CONNECTORS))
     requester = pki.client("requester")
     os.environ.update(
         XIEZHI_TLS_CERT=str(requester.cert), XIEZHI_TLS_KEY=str(requester.key), XIEZHI_TLS_CA=str(requester.ca)
@@ -72,7 +72,7 @@ def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None)
     """`xiezhi <args>` in a child process from the repository root; `env` None inherits ours
     (with the session's XIEZHI_TLS_* client certificate once `session_pki()` has run)."""
     return subprocess.run(
-        [sys.executable, "-m", "xiezhi.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -222,7 +222,7 @@ class Stack:
         """Build and publish each connector's indexes (with `rotate`, under a new key epoch)."""
         return [
             build_and_publish(
-                reference_config(c),
+                ROSTER.path(c),
                 self.key_dir(c),
                 self.gateway_url,
                 self.connector_token(c),
@@ -254,7 +254,7 @@ def start_stack(
     prepare_connector: Callable[[str, FastAPI], None] | None = None,
     telemetry: Path | None = None,
 ) -> Stack:
-    """Start four connectors and a gateway under `root`; the caller must call `stop()`.
+    """Start the roster's connectors and a gateway under `root`; the caller must call `stop()`.
 
     Every connector witnesses the gateway's audit log. `audit` overrides audit settings;
     `prepare_connector(name, app)` may add middleware to a connector's app before it starts.

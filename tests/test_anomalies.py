@@ -22,11 +22,11 @@ from gateway import anomalies
 from gateway.anomalies import Activity, Sighting, Window
 from gateway.quotas import CHINA
 from gateway.settings import AnomalyThresholds, WorkingHours
+from requester.job import match_file
+from requester.protocol import MatchSpec
+from requester.subjects import read_subjects
 from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Clock, Stack, start_stack
 from xiezhi import oprf
-from xiezhi.client.job import match_file
-from xiezhi.client.protocol import MatchSpec
-from xiezhi.client.subjects import read_subjects
 from xiezhi.crypto import derive_token
 
 MONDAY = datetime(2026, 6, 1, 10, 0, tzinfo=CHINA)  # a Monday, 10:00 China time

@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from devkit.environment import issue_token
 from tests.stack import HTTP, LEGAL_BASIS, Stack
 from tests.stack import PURPOSE as CASE
 from xiezhi import oprf
-from xiezhi.devkit import issue_token
 from xiezhi.wire import b64encode
 
 PURPOSE = {"purpose": CASE, "legal_basis": LEGAL_BASIS}

@@ -20,12 +20,12 @@ from typing import Any
 import httpx
 import pytest
 
+from devkit.environment import REPO_ROOT
+from requester.job import match_file
+from requester.protocol import MatchSpec
+from requester.subjects import read_subjects
 from tests.agreement import assert_report_agrees
 from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Clock, Stack, start_stack
-from xiezhi.client.job import match_file
-from xiezhi.client.protocol import MatchSpec
-from xiezhi.client.subjects import read_subjects
-from xiezhi.devkit import REPO_ROOT
 from xiezhi.errors import ApprovalRequired, Conflict
 from xiezhi.supervision import ModelCatalog
 
@@ -173,7 +173,7 @@ def test_the_client_reports_a_waiting_request(clocked: tuple[Stack, Clock], gene
 
 def _xiezhi(*args: str, token: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "xiezhi.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

@@ -28,11 +28,11 @@ from audit_log.entries import AuditEvent
 from audit_log.merkle import leaf_hash
 from audit_log.note import generate_signer
 from audit_log.store import append_events
+from devkit.environment import REPO_ROOT
+from requester.job import match_file
+from requester.protocol import MatchSpec
 from tests.agreement import subjects_file
 from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, start_stack
-from xiezhi.client.job import match_file
-from xiezhi.client.protocol import MatchSpec
-from xiezhi.devkit import REPO_ROOT
 from xiezhi.supervision import ModelCatalog
 
 MODEL = ModelCatalog.load(REPO_ROOT / "policies" / "models").get("asset_sweep")
@@ -98,7 +98,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory, generated: Path) -> dict[
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xiezhi.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def verify_copy(finished: dict[str, Any], tmp_path: Path, tamper: Callable[[sqlite3.Connection], None]) -> str:

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from devkit.environment import REPO_ROOT, issue_token
 from gateway.authz.tables import Row, read_tables
 from gateway.quotas import CHINA
 from tests.stack import HTTP, Clock, Stack, start_stack
-from xiezhi.devkit import REPO_ROOT, issue_token
 
 TABLES = list(read_tables(REPO_ROOT / "policies" / "tests"))
 RUN_ROWS = [row for row in TABLES if row.kind == "run"]

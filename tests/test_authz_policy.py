@@ -21,8 +21,8 @@ from gateway.authz.policy import Limits, Policy, load_limits, load_policy_dir, p
 from gateway.authz.store import PolicyStore
 from gateway.db import make_engine
 from gateway.orgs import Organisation, OrgLevel
+from gateway.purpose import SpecialActionRegistry
 from xiezhi.errors import Denied, InvalidInput
-from xiezhi.purpose import SpecialActionRegistry
 from xiezhi.supervision import ModelCatalog
 
 POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"

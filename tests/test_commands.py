@@ -13,10 +13,10 @@ import pytest
 import yaml
 from openpyxl import Workbook
 
+from devkit.environment import REPO_ROOT
 from tests import handmade
 from tests.agreement import assert_report_agrees, find_leaks, read_csv, subject_id_forms, subject_names
 from tests.stack import PURPOSE, Stack, run_cli
-from xiezhi.devkit import REPO_ROOT
 from xiezhi.supervision import ModelCatalog
 
 CATALOG = ModelCatalog.load(REPO_ROOT / "policies" / "models")

@@ -32,9 +32,9 @@ import pytest
 from audit_log.merkle import LeafList, inclusion_proof, leaf_hash, root_of
 from audit_log.note import generate_signer
 from gateway.quotas import CHINA
+from requester.job import match_file
+from requester.protocol import MatchSpec
 from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Clock, Stack, session_pki, start_stack
-from xiezhi.client.job import match_file
-from xiezhi.client.protocol import MatchSpec
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

@@ -15,7 +15,10 @@ import pytest
 from sqlmodel import Session, select
 
 from audit_log import AuditRecord
+from devkit.environment import REPO_ROOT
 from gateway.db import make_engine
+from requester.job import match_file
+from requester.protocol import MatchSpec
 from tests.agreement import (
     assert_report_agrees,
     find_leaks,
@@ -26,9 +29,6 @@ from tests.agreement import (
     subjects_file,
 )
 from tests.stack import LEGAL_BASIS, PURPOSE, Stack
-from xiezhi.client.job import match_file
-from xiezhi.client.protocol import MatchSpec
-from xiezhi.devkit import REPO_ROOT
 from xiezhi.supervision import ModelCatalog
 
 CATALOG = ModelCatalog.load(REPO_ROOT / "policies" / "models")

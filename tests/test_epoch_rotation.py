@@ -18,14 +18,13 @@ import pytest
 from sqlmodel import Session, col, select
 
 from audit_log import AuditRecord
-from connectors.config import reference_config
 from connectors.keys import KeyStore
 from gateway.db import IndexDigest, Publication, make_engine
+from requester.gateway_client import GatewayClient
+from requester.subjects import read_subjects
 from tests import reference
-from tests.stack import HTTP, LEGAL_BASIS, ORG, PURPOSE, Stack, channel, run_cli, session_pki, start_stack
+from tests.stack import HTTP, LEGAL_BASIS, ORG, PURPOSE, ROSTER, Stack, channel, run_cli, session_pki, start_stack
 from xiezhi import oprf
-from xiezhi.client.gateway_client import GatewayClient
-from xiezhi.client.subjects import read_subjects
 from xiezhi.crypto import batch_digest, derive_token
 from xiezhi.errors import Conflict
 from xiezhi.jwks import TicketKeys
@@ -187,7 +186,7 @@ def _rotate_args(stack: Stack, generated: Path, tmp_path: Path) -> list[str]:
     token.write_text(stack.connector_token("court"), encoding="utf-8")
     files = session_pki().connector("court")
     return [
-        "connector", "rotate", "--config", str(reference_config("court")), "--key-dir", str(stack.key_dir("court")),
+        "connector", "rotate", "--config", str(ROSTER.path("court")), "--key-dir", str(stack.key_dir("court")),
         "--gateway", stack.gateway_url, "--token-file", str(token),
         "--database-url", f"sqlite:///{generated / 'agencies' / 'court.sqlite'}",
         "--tls-cert", str(files.cert), "--tls-key", str(files.key), "--tls-ca", str(files.ca),

@@ -1,4 +1,4 @@
-"""Tests for xiezhi.demo.generate: the synthetic agency databases and procuratorate lists."""
+"""Tests for devkit.demo.generate: the synthetic agency databases and procuratorate lists."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from devkit.demo.generate import AS_OF, GenerationSummary, generate
 from tests.reference import CAPABILITIES, expected_flags, normalised_key, subject_rows
-from xiezhi.demo.generate import AS_OF, GenerationSummary, generate
 from xiezhi.errors import InvalidIdentifier
 from xiezhi.ids import normalise_subject_id
 

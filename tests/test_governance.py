@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from devkit.environment import REPO_ROOT
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Clock, LoopbackServer, Stack, start_stack
-from xiezhi.devkit import REPO_ROOT
 
 POLICY = (REPO_ROOT / "policies" / "policy.csv").read_text(encoding="utf-8")
 

@@ -18,10 +18,10 @@ import jwt
 import pytest
 
 from connectors.gateway_keys import UrlSource, gateway_keys
+from devkit.environment import init_dev
 from tests.stack import HTTP, LEGAL_BASIS, ORG, PURPOSE, Clock, Stack, channel, run_cli, session_pki, start_stack
 from xiezhi import oprf
 from xiezhi.crypto import SigningKey, batch_digest, ed25519_from_seed, ed25519_public
-from xiezhi.devkit import init_dev
 from xiezhi.errors import Conflict, InvalidInput, Unauthenticated, Unavailable
 from xiezhi.jwks import TicketKeys, TicketKeysError, b64url_decode, jwk_thumbprint, parse_jwks, public_jwk
 from xiezhi.tickets import issue_ticket, verify_ticket

@@ -23,18 +23,18 @@ import pytest
 from sqlmodel import Session, select
 
 from audit_log import AuditRecord
+from devkit.environment import REPO_ROOT
 from gateway.app import create_app
 from gateway.db import MatchRequest, ResultBatch, make_engine
+from gateway.keyring import LocalKeyring
+from gateway.sealing import Sealer
 from gateway.settings import GatewaySettings
+from requester.gateway_client import GatewayClient
+from requester.job import MatchSummary, match_file
+from requester.protocol import MatchSpec
 from tests.agreement import subjects_file
 from tests.stack import LEGAL_BASIS, PURPOSE, Clock, LoopbackServer, Stack, run_cli, start_stack
-from xiezhi.client.gateway_client import GatewayClient
-from xiezhi.client.job import MatchSummary, match_file
-from xiezhi.client.protocol import MatchSpec
-from xiezhi.devkit import REPO_ROOT
 from xiezhi.errors import Gone
-from xiezhi.keyring import LocalKeyring
-from xiezhi.sealing import Sealer
 from xiezhi.supervision import ModelCatalog
 
 MODEL = ModelCatalog.load(REPO_ROOT / "policies" / "models").get("housing_fund")

@@ -176,7 +176,7 @@ def test_a_table_reads_with_comments_and_the_optional_columns(tmp_path: Path) ->
 
 def policy_test(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "xiezhi.cli", "policy", "test", *args],
+        [sys.executable, "-m", "cli", "policy", "test", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -29,9 +29,16 @@ from fastapi import FastAPI
 from sqlmodel import Session, select
 
 from connectors.keys import KeyStore
+from devkit.environment import REPO_ROOT
 from gateway import indexes
 from gateway.db import Publication, make_engine
+from gateway.keyring import LocalKeyring
+from gateway.sealing import Sealer, SqlDataKeys
 from gateway.vault import Vault
+from requester.gateway_client import GatewayClient
+from requester.job import MatchSummary, match_file
+from requester.protocol import MatchSpec
+from requester.subjects import read_subjects
 from tests.agreement import (
     find_leaks,
     find_token_leaks,
@@ -42,15 +49,8 @@ from tests.agreement import (
 )
 from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Stack, start_stack
 from xiezhi import oprf
-from xiezhi.client.gateway_client import GatewayClient
-from xiezhi.client.job import MatchSummary, match_file
-from xiezhi.client.protocol import MatchSpec
-from xiezhi.client.subjects import read_subjects
 from xiezhi.crypto import derive_token
-from xiezhi.devkit import REPO_ROOT
 from xiezhi.errors import Denied, NotFound
-from xiezhi.keyring import LocalKeyring
-from xiezhi.sealing import Sealer, SqlDataKeys
 from xiezhi.supervision import ModelCatalog
 from xiezhi.wire import b64decode
 

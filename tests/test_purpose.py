@@ -1,4 +1,4 @@
-"""Tests for xiezhi.purpose: case numbers, special actions, purposes and legal bases."""
+"""Tests for gateway.purpose: case numbers, special actions, purposes and legal bases."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from xiezhi.errors import InvalidInput
-from xiezhi.purpose import (
+from gateway.purpose import (
     CaseNumber,
     Purpose,
     PurposeKind,
@@ -22,6 +21,7 @@ from xiezhi.purpose import (
     parse_case_number,
     parse_special_actions,
 )
+from xiezhi.errors import InvalidInput
 
 TODAY = date(2025, 6, 1)
 SHIPPED = Path(__file__).resolve().parent.parent / "policies" / "special_actions.yaml"

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine
 
+from gateway.keyring import KeyringError, LocalKeyring
+from gateway.sealing import DataKeyStore, MemoryDataKeys, Sealer, SealError, SqlDataKeys, canonical_context
 from xiezhi import crypto
 from xiezhi.errors import InvalidInput, Unavailable
-from xiezhi.keyring import KeyringError, LocalKeyring
-from xiezhi.sealing import DataKeyStore, MemoryDataKeys, Sealer, SealError, SqlDataKeys, canonical_context
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "aes-gcm-keywrap-vectors.json").read_text())
 AT = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from openpyxl import Workbook, load_workbook
 
-from xiezhi.client.report import ReportRow, write_errors, write_report
-from xiezhi.client.subjects import read_subjects
+from requester.report import ReportRow, write_errors, write_report
+from requester.subjects import read_subjects
 from xiezhi.errors import InvalidInput
 
 VALID = "11010519491231002X"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from requester.job import match_file
+from requester.protocol import MatchSpec
 from tests.stack import LEGAL_BASIS, PURPOSE, Stack
 from xiezhi import oprf
-from xiezhi.client.job import match_file
-from xiezhi.client.protocol import MatchSpec
 from xiezhi.errors import ProofError
 
 

@@ -31,13 +31,12 @@ from opentelemetry import trace
 from pydantic import BaseModel
 from rich.console import Console
 
-from connectors.config import ConnectorConfig, reference_config
 from connectors.keys import KeyStore
+from devkit.demo.run import run_demo
+from requester.job import match_file
+from requester.protocol import MatchSpec
 from tests.agreement import subject_id_forms, subject_names, subject_tokens
-from tests.stack import CONNECTORS, LEGAL_BASIS, PURPOSE, LoopbackServer, start_stack
-from xiezhi.client.job import match_file
-from xiezhi.client.protocol import MatchSpec
-from xiezhi.demo.run import run_demo
+from tests.stack import CONNECTORS, LEGAL_BASIS, PURPOSE, ROSTER, LoopbackServer, start_stack
 from xiezhi.ids import clean, resident_id_check_char, uscc_check_char
 from xiezhi.redaction import REDACTED, RedactingFilter, scrub
 from xiezhi.telemetry import (
@@ -389,7 +388,7 @@ def _needles(workdir: Path) -> dict[str, str]:
     for connector in CONNECTORS:
         store = KeyStore(workdir / "connectors" / connector / "keys")
         keys[connector] = store.key_pair(store.current()).sk
-        capabilities |= {c.id for c in ConnectorConfig.from_file(reference_config(connector)).capabilities}
+        capabilities |= {c.id for c in ROSTER.entry(connector).config.capabilities}
     for token in subject_tokens(workdir, keys, capabilities):
         needles |= _encodings("token", token)
     return needles | _key_needles(workdir)

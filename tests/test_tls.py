@@ -21,12 +21,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from fastapi import FastAPI, Request
 from pydantic import ValidationError
 
+from devkit.pki import init_pki
 from gateway.links import ConnectorLinks
 from gateway.settings import GatewaySettings
+from requester.gateway_client import GatewayClient
 from tests.stack import HTTP, LoopbackServer, Stack, channel, run_cli, session_pki
-from xiezhi.client.gateway_client import GatewayClient
 from xiezhi.errors import InvalidInput
-from xiezhi.pki import init_pki
 from xiezhi.tls import ServerTLS, client_context, connector_identity, gateway_identity, peer_names
 
 

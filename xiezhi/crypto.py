@@ -141,7 +141,7 @@ def ed25519_verify(public: bytes, signature: bytes, message: bytes) -> bool:
     return group.ed25519_verify(public, signature, message)
 
 
-# ---- AES-256-GCM and RFC 3394 key wrap (envelope encryption, `xiezhi.sealing`) -------------
+# ---- AES-256-GCM and RFC 3394 key wrap (envelope encryption, `gateway.sealing`) -------------
 
 AES256_KEY_BYTES = 32
 GCM_NONCE_BYTES = 12

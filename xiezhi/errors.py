@@ -16,9 +16,9 @@
     ├── AuditUnavailable        503  the audit log could not make an event durable (audit_log.writer)
     ├── UnsafeAuditEntry        500  an event carried an ID-like value; never logged (audit_log.entries)
     ├── CryptoError             500  an AEAD or key-wrap operation refused its input (xiezhi.crypto)
-    ├── KeyringError            500  a keyring file or KEK id is missing, malformed or exposed (xiezhi.keyring)
+    ├── KeyringError            500  a keyring file or KEK id is missing, malformed or exposed (gateway.keyring)
     ├── TicketKeysError         500  the ticket key folder's state or a key file is unreadable (xiezhi.jwks)
-    └── SealError               500  a sealed blob did not open; one message for every cause (xiezhi.sealing)
+    └── SealError               500  a sealed blob did not open; one message for every cause (gateway.sealing)
 
 `public_message` is safe to show a caller: it never carries an ID number, name, token or
 key. `extensions` are further problem-detail members (a request id, a limit, a reset

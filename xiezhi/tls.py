@@ -1,6 +1,6 @@
 """TLS for every link, mutual between the gateway and the connectors, with pinned identities.
 
-Each party is named by one DNS name in its certificate (`xiezhi.pki` issues them for
+Each party is named by one DNS name in its certificate (`devkit.pki` issues them for
 development; production configures its own): the gateway `gateway.<domain>`, a connector
 `<id>.connector.<domain>`, a requester system `<name>.client.<domain>`.
 

@@ -20,8 +20,8 @@ from enum import StrEnum
 from gateway.auth import Principal
 from gateway.authz.engine import Engine, Verdict, build_engine
 from gateway.authz.policy import ROLES, Policy
+from gateway.purpose import Purpose, PurposeKind, check_legal_basis, classify_purpose
 from xiezhi.errors import InvalidInput
-from xiezhi.purpose import Purpose, PurposeKind, check_legal_basis, classify_purpose
 from xiezhi.supervision import SupervisionModel
 from xiezhi.telemetry import annotate, span
 

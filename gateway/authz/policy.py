@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.authz.engine import Rule, check_rule
 from gateway.orgs import OrgLevel, OrgTree, load_orgs
+from gateway.purpose import SpecialActionRegistry, load_special_actions
 from xiezhi.errors import InvalidInput
-from xiezhi.purpose import SpecialActionRegistry, load_special_actions
 
 ROLES = frozenset(
     {"prosecutor", "assistant", "dept_head", "security_auditor", "security_admin", "system_admin", "connector"}

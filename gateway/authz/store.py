@@ -20,7 +20,7 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from gateway.authz.policy import Policy, PolicyRules, load_limits, rules_from_lines
 from gateway.orgs import Organisation, OrgTree
-from xiezhi.purpose import load_special_actions
+from gateway.purpose import load_special_actions
 
 
 class OrgRecord(SQLModel, table=True):

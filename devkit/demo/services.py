@@ -34,7 +34,7 @@ class Services:
         log.parent.mkdir(parents=True, exist_ok=True)
         handle = log.open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "xiezhi.cli", *args],
+            [sys.executable, "-m", "cli", *args],
             stdout=handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

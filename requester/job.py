@@ -7,10 +7,10 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from xiezhi.client.gateway_client import GatewayClient
-from xiezhi.client.protocol import MatchSpec, OnPending, run_match
-from xiezhi.client.report import ReportRow, write_errors, write_report
-from xiezhi.client.subjects import read_subjects
+from requester.gateway_client import GatewayClient
+from requester.protocol import MatchSpec, OnPending, run_match
+from requester.report import ReportRow, write_errors, write_report
+from requester.subjects import read_subjects
 from xiezhi.errors import InvalidInput
 from xiezhi.tls import TLSFiles
 

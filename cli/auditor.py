@@ -1,4 +1,4 @@
-"""`xiezhi audit`: verify a log (live database or export), export it, check proofs.
+"""The security auditor's commands, `xiezhi audit`: verify a log (live database or export), export it, check proofs.
 
 Verification needs a trust anchor: the log's verifier key, from `--log-key` or from the
 gateway's settings (`--settings`, which also names the witnesses). Nothing read from the
@@ -23,7 +23,8 @@ from audit_log.merkle import ProofFailed, leaf_hash, verify_consistency, verify_
 from audit_log.note import NoteError, Verifier, load_signer, open_checkpoint, parse_witnesses, read_verifier
 from audit_log.store import AuditLog
 from audit_log.verify import ExportSource, Report, Source, verify
-from xiezhi.client.gateway_client import GatewayClient
+from cli.common import GatewayUrl, error, gateway_client
+from requester.gateway_client import GatewayClient
 from xiezhi.errors import XiezhiError
 
 if TYPE_CHECKING:
@@ -41,15 +42,9 @@ WitnessOption = Annotated[
     list[str] | None,
     typer.Option("--witness", help="NAME=VKEY (or NAME=FILE) of a witness whose cosignatures to check"),
 ]
-GatewayOption = Annotated[str, typer.Option(help="Gateway base URL")]
 TokenFileOption = Annotated[
     Path | None, typer.Option(help="File holding an auditor's bearer token (default: $XIEZHI_TOKEN)")
 ]
-
-
-def _error(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
 
 
 def _settings(path: Path | None) -> GatewaySettings | None:
@@ -60,7 +55,7 @@ def _settings(path: Path | None) -> GatewaySettings | None:
     try:
         return GatewaySettings.from_file(path)
     except (XiezhiError, ValueError, OSError) as exc:
-        raise _error(f"{path}: {exc}") from None
+        raise error(f"{path}: {exc}") from None
 
 
 def _trust(
@@ -75,15 +70,15 @@ def _trust(
         for item in witness or []:
             name, sep, vkey = item.partition("=")
             if not sep:
-                raise _error(f"--witness {item!r}: expected NAME=VKEY")
+                raise error(f"--witness {item!r}: expected NAME=VKEY")
             witnesses[name] = vkey
         if log_key is not None:
             key = read_verifier(log_key)
         if key is None:
-            raise _error("name the log's key: --log-key VKEY (or a file), or --settings gateway.yaml")
+            raise error("name the log's key: --log-key VKEY (or a file), or --settings gateway.yaml")
         return key, parse_witnesses(witnesses)
     except (NoteError, XiezhiError, ValueError) as exc:
-        raise _error(str(exc)) from None
+        raise error(str(exc)) from None
 
 
 def _database_url(source: str) -> str:
@@ -91,24 +86,24 @@ def _database_url(source: str) -> str:
         return source
     path = Path(source).resolve()
     if not path.is_file():
-        raise _error(f"{source}: no such export folder or database file")
+        raise error(f"{source}: no such export folder or database file")
     return f"sqlite:///file:{path}?mode=ro&uri=true"  # never write to the database being checked
 
 
 def _open(source: str | None, settings: GatewaySettings | None) -> Source:
     if source is None:
         if settings is None:
-            raise _error("give a SOURCE (export folder, database file or URL) or --settings")
+            raise error("give a SOURCE (export folder, database file or URL) or --settings")
         source = settings.database_url
     if Path(source).is_dir():
         try:
             return ExportSource(Path(source))
         except FileNotFoundError as exc:
-            raise _error(str(exc)) from None
+            raise error(str(exc)) from None
     try:
         return DatabaseSource(AuditLog.existing(create_engine(_database_url(source))))
     except LookupError as exc:
-        raise _error(f"{source}: {exc}") from None
+        raise error(f"{source}: {exc}") from None
 
 
 def _print(report: Report, as_json: bool) -> None:
@@ -150,7 +145,7 @@ def verify_command(
     try:
         report = verify(_open(source, loaded), key, tuple(witnesses.values()), workers=workers)
     except NoteError as exc:
-        raise _error(str(exc)) from None
+        raise error(str(exc)) from None
     _print(report, as_json)
     raise typer.Exit(0 if report.ok else 1)
 
@@ -165,12 +160,12 @@ def export_command(
 ) -> None:
     """Write an export that `xiezhi audit verify` checks offline."""
     if (gateway is None) == (database is None):
-        raise _error("give exactly one of --gateway or --database")
+        raise error("give exactly one of --gateway or --database")
     if database is not None:
         log = AuditLog.existing(create_engine(_database_url(database)))
         entries, checkpoints = write_export(log, out, size)
     else:
-        client = _client(gateway or "", token_file)
+        client = gateway_client(gateway or "", token_file)
         out.mkdir(parents=True, exist_ok=True)
         try:
             with (out / "entries.jsonl").open("wb") as handle:
@@ -183,22 +178,16 @@ def export_command(
                     )
             checkpoints = len(kept)
         except XiezhiError as exc:
-            raise _error(f"({exc.code}) {exc.public_message}") from None
+            raise error(f"({exc.code}) {exc.public_message}") from None
         finally:
             client.close()
     typer.echo(f"exported {entries} entries and {checkpoints} checkpoints to {out}")
 
 
-def _client(gateway: str, token_file: Path | None) -> GatewayClient:
-    from xiezhi.cli import _gateway_client
-
-    return _gateway_client(gateway, token_file)
-
-
 @contextmanager
 def _checking(gateway: str, token_file: Path | None, log_key: str | None) -> Iterator[tuple[GatewayClient, Verifier]]:
     """A client and the log key to check against; a failed check exits with status 1."""
-    client = _client(gateway, token_file)
+    client = gateway_client(gateway, token_file)
     try:
         if log_key is not None:
             key = read_verifier(log_key)
@@ -215,7 +204,7 @@ def _checking(gateway: str, token_file: Path | None, log_key: str | None) -> Ite
 
 @proof_app.command("inclusion")
 def inclusion_command(
-    gateway: GatewayOption,
+    gateway: GatewayUrl,
     seq: Annotated[int, typer.Option(help="The entry's position (leaf index)")],
     size: Annotated[int | None, typer.Option(help="A checkpointed tree size (default: the latest)")] = None,
     token_file: TokenFileOption = None,
@@ -235,7 +224,7 @@ def inclusion_command(
 
 @proof_app.command("consistency")
 def consistency_command(
-    gateway: GatewayOption,
+    gateway: GatewayUrl,
     first: Annotated[int, typer.Option(help="The earlier checkpointed size")],
     second: Annotated[int, typer.Option(help="The later checkpointed size")],
     token_file: TokenFileOption = None,

@@ -2,7 +2,7 @@
 
 1. generate agency databases and the procuratorate's lists (or take them from --data);
 2. create development keys and the gateway's configuration under the work folder;
-3. start the gateway and the four connectors as real HTTP services;
+3. start the gateway and the roster's connectors (deploy/connectors/) as real HTTP services;
 4. build every connector's capability indexes and publish them;
 5. run every supervision model as a district prosecutor; a run that needs approval (over
    the batch limit, or a tier-3 capability such as marriage records) waits until the
@@ -25,22 +25,21 @@ from audit_log.export import DatabaseSource
 from audit_log.note import Verifier, parse_witnesses
 from audit_log.store import AuditLog
 from audit_log.verify import Report, verify
-from connectors.config import reference_config
+from connectors.roster import Roster
 from connectors.runner import PublishReport, build_and_publish
+from devkit.demo.generate import generate
+from devkit.demo.services import Services, free_port
+from devkit.environment import DevEnvironment, ensure_pki, init_dev, issue_token, load_roster, witness_key
+from devkit.pki import DevPki
 from gateway.settings import GatewaySettings
-from xiezhi.client.gateway_client import GatewayClient
-from xiezhi.client.job import MatchSummary, match_file
-from xiezhi.client.protocol import MatchSpec
-from xiezhi.demo.generate import generate
-from xiezhi.demo.services import Services, free_port
-from xiezhi.devkit import DevEnvironment, ensure_pki, init_dev, issue_token, witness_key
+from requester.gateway_client import GatewayClient
+from requester.job import MatchSummary, match_file
+from requester.protocol import MatchSpec
 from xiezhi.errors import InvalidInput
-from xiezhi.pki import DevPki
 from xiezhi.supervision import ModelCatalog, SubjectKind
 from xiezhi.telemetry import Telemetry, TelemetrySettings
 from xiezhi.tls import TLSFiles
 
-CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
 DEMO_ORG = "330803"  # 衢州市衢江区人民检察院
 DEMO_PURPOSE = "（2025）浙0803执监15号"  # the supervision case the runs serve
 DEMO_LEGAL_BASIS = "《人民检察院民事诉讼监督规则》第一百零四条"
@@ -62,20 +61,28 @@ class Phases:
 
 
 def run_demo(
-    *, workdir: Path, seed: int = 7, data: Path | None = None, debtors: int = 1200, console: Console | None = None
+    *,
+    workdir: Path,
+    seed: int = 7,
+    data: Path | None = None,
+    debtors: int = 1200,
+    roster: Path | None = None,
+    console: Console | None = None,
 ) -> list[MatchSummary]:
+    """Run the demo in `workdir` over the connectors of `roster` (default: deploy/connectors)."""
     # Wide enough for the summary tables when output is a file or a pipe (make demo | tee).
     console = console or Console(width=None if Console().is_terminal else 110)
     workdir = workdir.resolve()
     phases = Phases()
-    data_dir = _data(workdir, data, seed, debtors, phases)
+    connectors = load_roster(roster)
+    data_dir = _data(workdir, data, seed, debtors, connectors, phases)
     with ExitStack() as running:
         with phases.phase("start services"):
-            dev, gateway_url = running.enter_context(deployment(workdir))
+            dev, gateway_url = running.enter_context(deployment(workdir, connectors))
         with phases.phase("build and publish indexes"):
             published = [
-                publish_connector(dev, workdir, data_dir, c, gateway_url, show_progress=console.is_terminal)
-                for c in CONNECTORS
+                publish_connector(dev, workdir, data_dir, connectors, c, gateway_url, show_progress=console.is_terminal)
+                for c in connectors.names()
             ]
         with requester_telemetry(workdir):
             summaries, approved = _run_models(
@@ -128,8 +135,8 @@ def _print_audit(console: Console, dev: DevEnvironment, report: Report) -> None:
 
 
 @contextmanager
-def deployment(workdir: Path, policy_dir: Path | None = None) -> Iterator[tuple[DevEnvironment, str]]:
-    """Start an empty gateway and the four connectors for `workdir` on free loopback ports.
+def deployment(workdir: Path, roster: Roster, policy_dir: Path | None = None) -> Iterator[tuple[DevEnvironment, str]]:
+    """Start an empty gateway and the roster's connectors for `workdir` on free loopback ports.
 
     `policy_dir` replaces the repository's `policies/` (the benches raise its quotas).
     Yields the development environment and the gateway's URL; stops every service on exit.
@@ -139,47 +146,51 @@ def deployment(workdir: Path, policy_dir: Path | None = None) -> Iterator[tuple[
         stale.unlink()  # each run starts from an empty gateway, and so a new audit log
     for stale in (workdir / "telemetry").glob("*.jsonl"):
         stale.unlink()  # … and new telemetry files
+    names = roster.names()
     witnesses = {}
-    for connector in CONNECTORS:
+    for connector in names:
         keys = workdir / "connectors" / connector / "keys"
         (keys / "witness-state.json").unlink(missing_ok=True)  # what it witnessed of the old log
         witnesses[connector] = witness_key(keys, connector)[1]
-    ports = {name: free_port() for name in ("gateway", *CONNECTORS)}
+    ports = {name: free_port() for name in ("gateway", *names)}
     dev = init_dev(
         workdir,
-        connectors={c: f"https://127.0.0.1:{ports[c]}" for c in CONNECTORS},
+        connectors={c: f"https://127.0.0.1:{ports[c]}" for c in names},
         database_url=f"sqlite:///{gateway_db}",
         policy_dir=policy_dir,
         witnesses=witnesses,
-        pki=ensure_pki(workdir / "pki"),
+        pki=ensure_pki(workdir / "pki", names),
         # Metrics every few seconds, not only at shutdown: the demo's run is short.
         telemetry={"exporter": "file", "path": str(telemetry_file(workdir, "gateway")), "metric_interval_seconds": 5},
     )
     with Services() as services:
-        start_all(services, dev, workdir, ports)
+        start_all(services, dev, workdir, names, ports)
         yield dev, f"https://127.0.0.1:{ports['gateway']}"
 
 
-def _data(workdir: Path, data: Path | None, seed: int, debtors: int, phases: Phases) -> Path:
+def _data(workdir: Path, data: Path | None, seed: int, debtors: int, roster: Roster, phases: Phases) -> Path:
     if data is None:
         with phases.phase("generate data"):
-            generate(workdir, seed=seed, debtors=debtors)
+            generate(workdir, seed=seed, debtors=debtors, roster=roster)
         return workdir
     data = data.resolve()
-    needed = [data / "agencies" / f"{c}.sqlite" for c in CONNECTORS] + [data / "subjects.csv", data / "applicants.csv"]
+    needed = [data / "agencies" / f"{c}.sqlite" for c in roster.names()]
+    needed += [data / "subjects.csv", data / "applicants.csv"]
     missing = [str(p.relative_to(data)) for p in needed if not p.is_file()]
     if missing:
         raise InvalidInput(f"--data {data}: missing {', '.join(missing)}")
     return data
 
 
-def start_all(services: Services, dev: DevEnvironment, workdir: Path, ports: dict[str, int]) -> None:
-    """Start the four connectors, then the gateway, each as a process on its loopback port,
+def start_all(
+    services: Services, dev: DevEnvironment, workdir: Path, connectors: list[str], ports: dict[str, int]
+) -> None:
+    """Start the connectors, then the gateway, each as a process on its loopback port,
     all over mutual TLS with certificates from the demo's PKI. Each connector reads the
     gateway's ticket keys from its JWKS URL when the first ticket arrives."""
     pki = _pki(dev)
     jwks_url = f"https://127.0.0.1:{ports['gateway']}/.well-known/jwks.json"
-    for connector in CONNECTORS:
+    for connector in connectors:
         state = workdir / "connectors" / connector
         files = pki.connector(connector)
         args = [
@@ -212,12 +223,19 @@ def _pki(dev: DevEnvironment) -> DevPki:
 
 
 def publish_connector(
-    dev: DevEnvironment, workdir: Path, data_dir: Path, connector: str, gateway_url: str, *, show_progress: bool = True
+    dev: DevEnvironment,
+    workdir: Path,
+    data_dir: Path,
+    roster: Roster,
+    connector: str,
+    gateway_url: str,
+    *,
+    show_progress: bool = True,
 ) -> PublishReport:
     """Build `connector`'s indexes from `data_dir/agencies/<connector>.sqlite` and publish them."""
     token = issue_token(dev.idp_key, subject=f"connector:{connector}", roles=["connector"], connector=connector)
     return build_and_publish(
-        reference_config(connector),
+        roster.path(connector),
         workdir / "connectors" / connector / "keys",
         gateway_url,
         token,

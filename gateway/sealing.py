@@ -25,9 +25,9 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, LargeBinary, RowMapping, false, func, insert, select, update
 from sqlmodel import Column, Field, SQLModel
 
+from gateway.keyring import KeyProvider, KeyringError
 from xiezhi import crypto
 from xiezhi.errors import InvalidInput, XiezhiError
-from xiezhi.keyring import KeyProvider, KeyringError
 
 MAGIC = b"XZS"
 VERSION = 1

@@ -1,6 +1,6 @@
 """Key-encryption keys (KEKs): the `KeyProvider` interface and `LocalKeyring`, its file-backed provider.
 
-Envelope encryption (`xiezhi.sealing`) keeps every data key wrapped by a KEK. Who holds the
+Envelope encryption (`gateway.sealing`) keeps every data key wrapped by a KEK. Who holds the
 KEKs is behind `KeyProvider`, so production can put them in a KMS or HSM and development and
 CI can use `LocalKeyring`, a JSON file readable by its owner only:
 

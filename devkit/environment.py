@@ -1,9 +1,10 @@
-"""A development identity provider and gateway configuration, for the demo, tests and CI.
+"""A development identity provider, roster and gateway configuration, for the demo, tests and CI.
 
 Production takes its identity provider's public keys and its own ticket key from
 configuration; this module only makes local stand-ins: an Ed25519 identity-provider key
 that signs caller JWTs, the gateway's ticket-signing key folder (`xiezhi.jwks`) with a copy
-of its public JWK Set, and a development PKI (`xiezhi.pki`) for mutual TLS between every party.
+of its public JWK Set, and a development PKI (`devkit.pki`) for mutual TLS between every party.
+The connectors come from the roster in `deploy/connectors/` (`connectors.roster`).
 """
 
 from __future__ import annotations
@@ -19,25 +20,36 @@ import jwt
 import yaml
 
 from audit_log.note import COSIGNATURE_V1, ensure_signer
+from connectors.roster import Roster
+from devkit.pki import DevPki, add_party, init_pki
+from gateway.keyring import LocalKeyring
 from xiezhi.crypto import generate_signing_key, load_private_key, public_path
 from xiezhi.jwks import TicketKeys
-from xiezhi.keyring import LocalKeyring
-from xiezhi.pki import DevPki, init_pki
 
 DEV_KID = "dev-idp-1"
 DEV_ISSUER = "xiezhi-dev-idp"
 DEV_AUDIENCE = "xiezhi-gateway"
 DEV_LOG_ORIGIN = "xiezhi.dev/audit"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEV_CONNECTORS = ("court", "tax", "housing_fund", "civil_affairs")
+ROSTER_DIR = REPO_ROOT / "deploy" / "connectors"
 DEV_CLIENTS = ("requester", "auditor")  # a procuratorate's system, a security auditor's
 
 
-def ensure_pki(folder: Path) -> DevPki:
-    """The development PKI in `folder`, created (CA, gateway, the four connectors, clients) if absent."""
-    if (folder / "ca.pem").exists():
-        return DevPki(folder)
-    return init_pki(folder, DEV_CONNECTORS, DEV_CLIENTS, datetime.now(UTC))
+def load_roster(folder: Path | None = None) -> Roster:
+    """The connectors' configurations in `folder` (default: the repository's deploy/connectors)."""
+    return Roster.load(folder or ROSTER_DIR)
+
+
+def ensure_pki(folder: Path, connectors: list[str]) -> DevPki:
+    """The development PKI in `folder`: created (CA, gateway, `connectors`, clients) if absent,
+    else given a certificate for each of `connectors` that has none yet."""
+    if not (folder / "ca.pem").exists():
+        return init_pki(folder, connectors, DEV_CLIENTS, datetime.now(UTC))
+    pki = DevPki(folder)
+    for name in connectors:
+        if not pki.connector(name).cert.exists():
+            add_party(pki, "connector", name, datetime.now(UTC))
+    return pki
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xiezhi.client.subjects import RejectedRow
+from requester.subjects import RejectedRow
 from xiezhi.errors import InvalidInput
 
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
+from requester.gateway_client import GatewayClient
 from xiezhi import oprf
-from xiezhi.client.gateway_client import GatewayClient
 from xiezhi.crypto import derive_token
 from xiezhi.errors import ApprovalRequired, InvalidInput, ProofError
 from xiezhi.parallel import executor_for

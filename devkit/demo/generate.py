@@ -1,16 +1,19 @@
 """Generate realistic synthetic agency databases and procuratorate lists for the demo.
 
-`generate(data_dir)` writes
+`generate(data_dir)` writes one database per connector of the roster (deploy/connectors/),
+with the tables its configuration declares, and the procuratorate's two lists:
 
     data_dir/agencies/court.sqlite          enforcement_cases, civil_cases
     data_dir/agencies/tax.sqlite            tax_declarations
     data_dir/agencies/housing_fund.sqlite   hf_accounts
     data_dir/agencies/civil_affairs.sqlite  marriage_registrations, dibao_recipients
+    data_dir/agencies/<other>.sqlite        the tables of any other connector, empty
     data_dir/subjects.csv                   one row per 终本 case and debtor (案号,姓名,证件号码)
     data_dir/applicants.csv                 one row per 终本 case and applicant (申请执行人)
 
-Table and column names and value vocabularies (`_SCHEMAS`, the status, outcome, income
-type and registration kind words) are a contract the connectors are written against.
+The roster's `tables` are the schema (columns in the order rows are written; identifier
+columns are those named `*_id`); the value vocabularies (the status, outcome, income type
+and registration kind words) are a contract the connectors' queries are written against.
 
 Every 终本 debtor is planted across agencies at fixed rates (`_RATES`, each an exact
 sample), so a collision has something to find; noise people fill the agency tables without
@@ -35,35 +38,24 @@ from pathlib import Path
 from random import Random
 from typing import TypeVar
 
-from xiezhi.errors import InvalidIdentifier
+from connectors.config import table_columns
+from connectors.roster import Roster
+from devkit.environment import load_roster
+from xiezhi.errors import InvalidIdentifier, InvalidInput
 from xiezhi.ids import IdType, normalise_subject_id, resident_id_check_char, uscc_check_char
 
 __all__ = ["AS_OF", "GenerationSummary", "generate"]
 
 AS_OF = date(2025, 6, 30)
 
-_SCHEMAS: dict[str, dict[str, str]] = {
-    "court": {
-        "enforcement_cases": "case_no TEXT, debtor_id TEXT, debtor_name TEXT, applicant_id TEXT,"
-        " applicant_name TEXT, amount_owed REAL, status TEXT, terminated_on TEXT",
-        "civil_cases": "case_no TEXT, plaintiff_id TEXT, plaintiff_name TEXT, defendant_id TEXT,"
-        " outcome TEXT, judgment_amount REAL, performed INTEGER, closed_on TEXT",
-    },
-    "tax": {"tax_declarations": "taxpayer_id TEXT, tax_year INTEGER, income_type TEXT, amount REAL"},
-    "housing_fund": {"hf_accounts": "holder_id TEXT, status TEXT, balance REAL, updated_on TEXT"},
-    "civil_affairs": {
-        "marriage_registrations": "person_id TEXT, spouse_id TEXT, kind TEXT, registered_on TEXT",
-        "dibao_recipients": "person_id TEXT, since TEXT, until TEXT",
-    },
-}
-# Positions of the identifier columns in each table's rows.
-_ID_COLUMNS: dict[str, tuple[int, ...]] = {
-    "court.enforcement_cases": (1, 3),
-    "court.civil_cases": (1, 3),
-    "tax.tax_declarations": (0,),
-    "housing_fund.hf_accounts": (0,),
-    "civil_affairs.marriage_registrations": (0, 1),
-    "civil_affairs.dibao_recipients": (0,),
+# The tables this generator fills ("agency.table") and the width of the rows it writes.
+_FILLED: dict[str, int] = {
+    "court.enforcement_cases": 8,
+    "court.civil_cases": 8,
+    "tax.tax_declarations": 4,
+    "housing_fund.hf_accounts": 4,
+    "civil_affairs.marriage_registrations": 4,
+    "civil_affairs.dibao_recipients": 3,
 }
 _LIST_HEADER = ("案号", "姓名", "证件号码")
 
@@ -177,14 +169,18 @@ class _Case:
     applicant_raw: str
 
 
-def generate(data_dir: Path, *, seed: int = 7, debtors: int = 1200) -> GenerationSummary:
+def generate(data_dir: Path, *, seed: int = 7, debtors: int = 1200, roster: Roster | None = None) -> GenerationSummary:
     """Write the agency databases and the two lists under `data_dir`, replacing old ones.
 
     `debtors` distinct 终本 debtors are planted (about 8% of them companies), plus a few
     whose ID the court recorded invalid; the lists have one row per 终本 case, so a
     little more than `debtors` rows. The same seed and size always give the same data.
+    The databases follow the tables of `roster` (default: deploy/connectors); raises
+    InvalidInput if it lacks a table this generator fills or gives one another width.
     """
-    world = _World(Random(seed), noise=max(100, debtors))
+    schemas = _schemas(roster or load_roster())
+    id_columns = {key: _id_columns(schemas[key.split(".")[0]][key.split(".")[1]]) for key in _FILLED}
+    world = _World(Random(seed), noise=max(100, debtors), id_columns=id_columns)
     subjects = world.debtors(debtors)
     persons = [party for party in subjects if party.id_type is IdType.RESIDENT]
     cases = world.terminated_cases(subjects)
@@ -201,16 +197,19 @@ def generate(data_dir: Path, *, seed: int = 7, debtors: int = 1200) -> Generatio
     subject_rows = world.list_rows(cases, debtor_side=True)
     applicant_rows = world.list_rows(cases, debtor_side=False)
 
-    _write_databases(data_dir / "agencies", world.tables)
+    _write_databases(data_dir / "agencies", schemas, world.tables)
     _write_list(data_dir / "subjects.csv", subject_rows)
     _write_list(data_dir / "applicants.csv", applicant_rows)
-    invalid = {key: _count_invalid(rows, _ID_COLUMNS[key]) for key, rows in world.tables.items()}
+    tables = {f"{agency}.{table}": columns for agency, agency_tables in schemas.items()
+              for table, columns in agency_tables.items()}  # fmt: skip
+    rows = {key: world.tables.get(key, []) for key in tables}
+    invalid = {key: _count_invalid(rows[key], _id_columns(tables[key])) for key in tables}
     invalid["subjects.csv"] = _count_invalid(subject_rows, (2,))
     invalid["applicants.csv"] = _count_invalid(applicant_rows, (2,))
     return GenerationSummary(
         subject_rows=len(subject_rows),
         applicant_rows=len(applicant_rows),
-        table_rows={key: len(rows) for key, rows in world.tables.items()},
+        table_rows={key: len(table) for key, table in rows.items()},
         invalid_rows=invalid,
     )
 
@@ -218,11 +217,12 @@ def generate(data_dir: Path, *, seed: int = 7, debtors: int = 1200) -> Generatio
 class _World:
     """The synthetic population and the agency rows recorded about it."""
 
-    def __init__(self, rng: Random, *, noise: int) -> None:
+    def __init__(self, rng: Random, *, noise: int, id_columns: dict[str, tuple[int, ...]]) -> None:
         self.rng = rng
+        self.id_columns = id_columns  # "agency.table" → positions of its identifier columns
         self.used_ids: set[str] = set()
         self.case_numbers: dict[tuple[int, str, str], int] = {}
-        self.tables: dict[str, list[Row]] = {key: [] for key in _ID_COLUMNS}
+        self.tables: dict[str, list[Row]] = {key: [] for key in _FILLED}
         self.institutions = [self.company(name, "330800") for name in _INSTITUTIONS]
         self.noise = [self.person() for _ in range(noise)]
         self.noise_companies = [self.company() for _ in range(noise // 20)]
@@ -557,7 +557,7 @@ class _World:
         for key, rows in self.tables.items():
             if key == "court.enforcement_cases":
                 continue  # its invalid IDs are planted with the cases, so the lists carry them
-            column = _ID_COLUMNS[key][0]
+            column = self.id_columns[key][0]
             for _ in range(self.count(rows, "invalid_table_row")):
                 owner = self.rng.choice(persons) if self.rng.random() < 0.5 else self.person()
                 row = list(self.rng.choice(rows))
@@ -605,17 +605,43 @@ def _count_invalid(rows: list[Row], columns: tuple[int, ...]) -> int:
     return sum(1 for row in rows if not all(_is_valid(str(row[c])) for c in columns))
 
 
-def _write_databases(directory: Path, tables: dict[str, list[Row]]) -> None:
+Schemas = dict[str, dict[str, list[tuple[str, str]]]]  # agency → table → (column, type)
+
+
+def _schemas(roster: Roster) -> Schemas:
+    """Every roster connector's tables, checked against the rows this generator writes."""
+    schemas: Schemas = {}
+    for entry in roster:
+        if not entry.config.tables:
+            raise InvalidInput(
+                f"{entry.path.name}: connector {entry.name} declares no tables, so no database can be "
+                "generated for it; give the demo --data with agencies/<connector>.sqlite instead"
+            )
+        schemas[entry.name] = {table: table_columns(columns) for table, columns in entry.config.tables.items()}
+    for key, width in _FILLED.items():
+        agency, table = key.split(".")
+        columns = schemas.get(agency, {}).get(table)
+        if columns is None or len(columns) != width:
+            raise InvalidInput(f"the roster's {agency} needs a table {table} of {width} columns for generated data")
+    return schemas
+
+
+def _id_columns(columns: list[tuple[str, str]]) -> tuple[int, ...]:
+    """Positions of a table's identifier columns: those named `*_id`."""
+    return tuple(at for at, (name, _) in enumerate(columns) if name.endswith("_id"))
+
+
+def _write_databases(directory: Path, schemas: Schemas, tables: dict[str, list[Row]]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    for agency, schemas in _SCHEMAS.items():
+    for agency, agency_tables in schemas.items():
         path = directory / f"{agency}.sqlite"
         path.unlink(missing_ok=True)
         with closing(sqlite3.connect(path)) as connection, connection:
-            for table, columns in schemas.items():
-                connection.execute(f"CREATE TABLE {table} ({columns})")
-                marks = ", ".join("?" * len(columns.split(",")))
-                rows = tables[f"{agency}.{table}"]
-                connection.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+            for table, columns in agency_tables.items():
+                definition = ", ".join(f"{name} {kind}" for name, kind in columns)
+                connection.execute(f"CREATE TABLE {table} ({definition})")
+                marks = ", ".join("?" * len(columns))
+                connection.executemany(f"INSERT INTO {table} VALUES ({marks})", tables.get(f"{agency}.{table}", []))
 
 
 def _write_list(path: Path, rows: list[Row]) -> None:

@@ -1,0 +1,78 @@
+"""The gateway operator's commands: `xiezhi gateway serve`, and the key files on the gateway's
+host (`xiezhi keys init`, `xiezhi keys rotate-tickets`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import fail, setup_logging
+from xiezhi.errors import XiezhiError
+
+gateway_app = typer.Typer(help="The gateway service.", no_args_is_help=True)
+
+SettingsFile = Annotated[Path, typer.Option(help="Gateway settings (YAML)")]
+
+
+@gateway_app.command("serve")
+def gateway_serve(
+    config: SettingsFile,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_file: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Run the gateway: HTTPS with the settings' `tls`, or plain HTTP under `insecure_http`."""
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.settings import GatewaySettings
+    from xiezhi.tls import uvicorn_tls, warn_plain_http
+
+    setup_logging(log_file)
+    settings = GatewaySettings.from_file(config)
+    if settings.tls is None:
+        warn_plain_http("the gateway")
+    options = uvicorn_tls(settings.tls) if settings.tls else {}
+    application = create_app(settings)
+    application.state.telemetry.bridge_logging()  # its log records go out with its traces, redacted
+    uvicorn.run(application, host=host, port=port, log_config=None, **options)
+
+
+def keys_init(
+    keyring: Annotated[Path, typer.Option(help="Where to write the local keyring file (0600); never overwritten")],
+) -> None:
+    """Create a local keyring with one key-encryption key (development and CI; production uses a KMS)."""
+    from datetime import UTC, datetime
+
+    from gateway.keyring import LocalKeyring
+
+    try:
+        created = LocalKeyring.create(keyring, datetime.now(UTC))
+    except XiezhiError as exc:
+        raise fail(exc) from None
+    typer.echo(f"keyring {keyring} created; key-encryption key {created.current_kek_id()}")
+
+
+def keys_rotate_tickets(config: SettingsFile) -> None:
+    """Make a new relay-ticket signing key current (a running gateway signs with it within a
+    second), keep the previous ones published, and prune keys superseded more than twice the
+    ticket lifetime ago. Prints the new key's id (its public RFC 7638 thumbprint)."""
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.settings import GatewaySettings
+    from xiezhi.jwks import TicketKeys
+
+    try:
+        settings = GatewaySettings.from_file(config)
+        keys = TicketKeys(settings.ticket_keys)
+        now = datetime.now(UTC)
+        previous = keys.kids()[:1]
+        kid = keys.rotate(now)
+        pruned = keys.prune(now - timedelta(seconds=2 * settings.limits.ticket_ttl_seconds))
+    except XiezhiError as exc:
+        raise fail(exc) from None
+    typer.echo(f"ticket key {kid} is current (was {previous[0] if previous else 'none'})")
+    for old in pruned:
+        typer.echo(f"pruned ticket key {old}")
