@@ -20,7 +20,7 @@ chromium:
 	@bash scripts/ensure-chromium
 
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check xiezhi audit_log gateway connectors requester devkit cli tests bench

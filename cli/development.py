@@ -30,12 +30,16 @@ def demo(
     roster: Annotated[
         Path | None, typer.Option(help="Folder of connector configurations (default: deploy/connectors)")
     ] = None,
+    policies: Annotated[
+        Path | None,
+        typer.Option(help="Policy folder: rules, tiers, limits, and the models to run in models/ (default: policies)"),
+    ] = None,
 ) -> None:
     """Generate data, start the gateway and the roster's connectors on loopback, run every model."""
     from devkit.demo.run import run_demo
 
     try:
-        run_demo(workdir=workdir, seed=seed, data=data, debtors=debtors, roster=roster)
+        run_demo(workdir=workdir, seed=seed, data=data, debtors=debtors, roster=roster, policies=policies)
     except XiezhiError as exc:
         raise fail(exc) from None
 

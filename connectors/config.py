@@ -77,7 +77,7 @@ _COLUMN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s+([A-Za-z]+(?:\s*\(\s*\d+\s
 def table_columns(definition: str) -> list[tuple[str, str]]:
     """(name, type) of each column in a `tables` entry, in order. Raises ValueError."""
     columns = []
-    for part in definition.split(","):
+    for part in re.split(r",(?![^()]*\))", definition):  # not the comma of NUMERIC(12, 2)
         match = _COLUMN.match(part)
         if match is None:
             raise ValueError(f"column definition {part.strip()!r} is not 'name TYPE'")

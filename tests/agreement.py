@@ -26,9 +26,11 @@ def subjects_file(data_dir: Path, model: SupervisionModel) -> Path:
     return data_dir / ("applicants.csv" if model.subjects is SubjectKind.APPLICANTS else "subjects.csv")
 
 
-def expected_report(data_dir: Path, model: SupervisionModel) -> tuple[list[list[str]], list[tuple[int, str]]]:
+def expected_report(
+    data_dir: Path, model: SupervisionModel, queries: reference.Queries = reference.REFERENCE_QUERIES
+) -> tuple[list[list[str]], list[tuple[int, str]]]:
     """The report the reference join predicts, and the (row, 案号) pairs it predicts invalid."""
-    flags = reference.expected_flags(data_dir)
+    flags = reference.expected_flags(data_dir, queries=queries)
     rows, invalid = [], []
     for number, case_no, key in reference.subject_rows(subjects_file(data_dir, model)):
         if key is None:
@@ -40,9 +42,12 @@ def expected_report(data_dir: Path, model: SupervisionModel) -> tuple[list[list[
     return [["行号", "案号", "线索", *model.reveals], *rows], invalid
 
 
-def assert_report_agrees(data_dir: Path, model: SupervisionModel, report: Path) -> int:
-    """Assert `report` and its errors file equal the reference; return the number of clues."""
-    expected, invalid = expected_report(data_dir, model)
+def assert_report_agrees(
+    data_dir: Path, model: SupervisionModel, report: Path, queries: reference.Queries = reference.REFERENCE_QUERIES
+) -> int:
+    """Assert `report` and its errors file equal the reference (`queries`, one per capability);
+    return the number of clues."""
+    expected, invalid = expected_report(data_dir, model, queries)
     actual = read_csv(report)
     assert actual[0] == expected[0], f"{model.id}: header"
     mismatches = [(a, e) for a, e in zip(actual[1:], expected[1:], strict=False) if a != e]

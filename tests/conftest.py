@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from devkit.demo.generate import generate
+from tests.demo_run import DemoRun, start
 from tests.postgres import postgres_server
 from tests.stack import Stack, start_stack
 
@@ -61,3 +62,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         connection.execute(text(f"CREATE DATABASE {name}"))
     admin.dispose()
     return base.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """The one whole `xiezhi demo` run the tests share (tests/demo_run.py).
+
+    Mark each test that uses it `@pytest.mark.xdist_group("demo")`: `make test` distributes
+    by group, so one worker runs the demo once for them all.
+    """
+    return start(tmp_path_factory.mktemp("demo"))

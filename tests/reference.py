@@ -34,7 +34,8 @@ from xiezhi.errors import InvalidIdentifier
 from xiezhi.ids import normalise_subject_id
 
 # capability id -> (agency database, SQL returning normalised subject ids in one column)
-REFERENCE_QUERIES: dict[str, tuple[str, str]] = {
+Queries = dict[str, tuple[str, str]]
+REFERENCE_QUERIES: Queries = {
     "court.winning_plaintiff_unpaid": (
         "court",
         """
@@ -124,10 +125,12 @@ def normalised_key(raw: object, *, today: date | None = None) -> str | None:
     return f"{subject.id_type}:{subject.value}"
 
 
-def expected_flags(data_dir: Path, *, today: date | None = None) -> dict[str, set[str]]:
+def expected_flags(
+    data_dir: Path, *, today: date | None = None, queries: Queries = REFERENCE_QUERIES
+) -> dict[str, set[str]]:
     """Capability id -> normalised subject ids ("type:value") for which the answer is yes."""
     flags: dict[str, set[str]] = {}
-    for capability, (agency, sql) in REFERENCE_QUERIES.items():
+    for capability, (agency, sql) in queries.items():
         database = data_dir / "agencies" / f"{agency}.sqlite"
         with closing(_connect_read_only(database, today)) as connection:
             rows = connection.execute(sql).fetchall()

@@ -1,12 +1,12 @@
 """The two user-facing commands as users run them: `xiezhi demo` and `xiezhi match`, as processes.
 
-`xiezhi demo --data` runs here on a hand-built data set the generator never produced;
-its reports must agree with the reference SQL join and with answers reasoned out by hand.
+`xiezhi demo --data` runs (once, shared: tests/demo_run.py) on a hand-built data set the
+generator never produced, with a fifth agency added as configuration; its reports must
+agree with the reference SQL join and with answers reasoned out by hand.
 """
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,65 +16,93 @@ from openpyxl import Workbook
 from devkit.environment import REPO_ROOT
 from tests import handmade
 from tests.agreement import assert_report_agrees, find_leaks, read_csv, subject_id_forms, subject_names
+from tests.demo_run import FIFTH, PENSION, PENSION_EXPECTED, PENSION_REFERENCE, DemoRun
 from tests.stack import PURPOSE, Stack, run_cli
-from xiezhi.supervision import ModelCatalog
+from xiezhi.supervision import ModelCatalog, SupervisionModel
 
 CATALOG = ModelCatalog.load(REPO_ROOT / "policies" / "models")
+ON_THE_DEMO = pytest.mark.xdist_group("demo")  # the tests sharing the one demo run
 
 
-@pytest.fixture(scope="module")
-def demo_on_handmade(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
-    data = handmade.build(tmp_path_factory.mktemp("handmade"))
-    work = tmp_path_factory.mktemp("work")
-    return data, work, run_cli("demo", "--data", str(data), "--workdir", str(work))
+def _succeeded(run: DemoRun) -> None:
+    assert run.done.returncode == 0, run.done.stderr[-3000:]
 
 
-def test_demo_on_foreign_data_exits_0_and_prints_its_summary(demo_on_handmade) -> None:  # type: ignore[no-untyped-def]
-    _, work, done = demo_on_handmade
-    assert done.returncode == 0, done.stderr[-3000:]
+@ON_THE_DEMO
+def test_demo_on_foreign_data_exits_0_and_prints_its_summary(demo_run: DemoRun) -> None:
+    _succeeded(demo_run)
+    work = demo_run.work
     for heading in ("Indexes published", "Supervision models run", "Time per phase", "over mutual TLS"):
-        assert heading in done.stdout
+        assert heading in demo_run.done.stdout
     reports = {p.name for p in (work / "reports").glob("*.csv")}
-    assert reports == {f"{m.id}.csv" for m in CATALOG} | {f"{m.id}.csv.errors.csv" for m in CATALOG}
+    models = [m.id for m in CATALOG] + ["pension"]
+    assert reports == {f"{m}.csv" for m in models} | {f"{m}.csv.errors.csv" for m in models}
     assert (work / "gateway" / "gateway.log").is_file()
     # Every service ran over mutual TLS with the demo's PKI, and nothing warned of plain HTTP.
     settings = yaml.safe_load((work / "gateway" / "gateway.yaml").read_text(encoding="utf-8"))
     assert settings["tls"]["ca"] == str((work / "pki" / "ca.pem").resolve()) and "insecure_http" not in settings
     assert all(url.startswith("https://") for url in settings["connectors"].values())
     logs = [work / "gateway" / "gateway.log", *(work / "connectors").glob("*/connector.log")]
-    assert len(logs) == 5 and not any("INSECURE" in log.read_text(encoding="utf-8") for log in logs)
+    assert len(logs) == 6 and not any("INSECURE" in log.read_text(encoding="utf-8") for log in logs)
 
 
+@ON_THE_DEMO
 @pytest.mark.parametrize("model", [m.id for m in CATALOG])
-def test_demo_reports_agree_with_reference_and_hand_answers(demo_on_handmade, model: str) -> None:  # type: ignore[no-untyped-def]
-    data, work, done = demo_on_handmade
-    assert done.returncode == 0
+def test_demo_reports_agree_with_reference_and_hand_answers(demo_run: DemoRun, model: str) -> None:
+    _succeeded(demo_run)
     spec = CATALOG.get(model)
-    report = work / "reports" / f"{model}.csv"
-    assert_report_agrees(data, spec, report)
-    subjects = read_csv(data / ("applicants.csv" if spec.subjects.value == "applicants" else "subjects.csv"))
-    rows = {int(r[0]): r for r in read_csv(report)[1:]}
-    header = read_csv(report)[0]
-    for number, (_, _, raw) in enumerate(subjects[1:], start=1):
-        if number not in rows:
-            continue
-        subject = _normalised(raw)
-        for capability in spec.reveals:
-            expected = "是" if subject in handmade.EXPECTED[capability] else "否"
-            assert rows[number][header.index(capability)] == expected, (model, number, capability)
+    report = demo_run.work / "reports" / f"{model}.csv"
+    _agrees_with_hand_answers(demo_run, spec, report, handmade.EXPECTED)
+    assert_report_agrees(demo_run.data, spec, report)
 
 
-def test_demo_gateway_folder_holds_no_subject_id(demo_on_handmade) -> None:  # type: ignore[no-untyped-def]
-    data, work, done = demo_on_handmade
-    assert done.returncode == 0
-    assert find_leaks(work / "gateway", subject_id_forms(data)) == []
-    assert find_leaks(work / "gateway", subject_names(data)) == []
+@ON_THE_DEMO
+def test_a_fifth_agency_joins_by_configuration_alone(demo_run: DemoRun) -> None:
+    """A social-security connector, added as a configuration file, a database, a model file
+    and a tier (tests/demo_run.py), is started, built, published and matched by the demo."""
+    _succeeded(demo_run)
+    assert demo_run.connectors == sorted(["court", "tax", "housing_fund", "civil_affairs", FIFTH])
+    assert PENSION in demo_run.done.stdout  # its index, in the summary of published indexes
+    settings = yaml.safe_load((demo_run.work / "gateway" / "gateway.yaml").read_text(encoding="utf-8"))
+    assert list(settings["connectors"]) == ["court", "tax", "housing_fund", "civil_affairs", FIFTH]
+    assert settings["audit"]["witnesses"].keys() == settings["connectors"].keys()
+    pension = ModelCatalog.load(demo_run.policies / "models").get("pension")
+    report = demo_run.work / "reports" / "pension.csv"
+    _agrees_with_hand_answers(demo_run, pension, report, {PENSION: PENSION_EXPECTED})
+    clues = assert_report_agrees(demo_run.data, pension, report, {PENSION: PENSION_REFERENCE})
+    assert clues == 3  # A's two 终本 cases and F's: the hand answer, through every spelling
+
+
+@ON_THE_DEMO
+def test_demo_gateway_folder_holds_no_subject_id(demo_run: DemoRun) -> None:
+    _succeeded(demo_run)
+    assert find_leaks(demo_run.work / "gateway", subject_id_forms(demo_run.data)) == []
+    assert find_leaks(demo_run.work / "gateway", subject_names(demo_run.data)) == []
 
 
 def test_demo_refuses_an_incomplete_data_folder(tmp_path: Path) -> None:
     done = run_cli("demo", "--data", str(tmp_path), "--workdir", str(tmp_path / "w"))
     assert done.returncode == 2
     assert "missing agencies/court.sqlite" in done.stderr
+
+
+def _agrees_with_hand_answers(
+    run: DemoRun, model: SupervisionModel, report: Path, expected: dict[str, set[str]]
+) -> None:
+    """Every valid row's revealed flags are the answers `expected` reasoned out by hand."""
+    subjects = read_csv(run.data / ("applicants.csv" if model.subjects.value == "applicants" else "subjects.csv"))
+    rows = {int(r[0]): r for r in read_csv(report)[1:]}
+    header = read_csv(report)[0]
+    checked = 0
+    for number, (_, _, raw) in enumerate(subjects[1:], start=1):
+        if number not in rows:
+            continue
+        subject = _normalised(raw)
+        for capability in model.reveals:
+            answer = "是" if subject in expected[capability] else "否"
+            assert rows[number][header.index(capability)] == answer, (model.id, number, capability)
+            checked += 1
+    assert checked > 0
 
 
 def test_match_command_with_xlsx_subjects(stack: Stack, generated: Path, tmp_path: Path) -> None:

@@ -3,8 +3,8 @@ whole demo run whose telemetry and logs hold no ID, name, token or key.
 
 Nothing here is mocked: the redactor runs inside real OpenTelemetry providers writing the
 JSON-lines file a service writes; the propagation test runs a real gateway and connectors
-on loopback (tests/stack.py) and the real client; the scan runs `xiezhi demo`'s own code,
-whose services are separate processes.
+on loopback (tests/stack.py) and the real client; the scan reads the files of the tests'
+shared `xiezhi demo` run (tests/demo_run.py), whose services are separate processes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import json
 import logging
 import re
 import threading
-import time
 import unicodedata
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,14 +28,14 @@ import pytest
 from fastapi import FastAPI
 from opentelemetry import trace
 from pydantic import BaseModel
-from rich.console import Console
 
 from connectors.keys import KeyStore
-from devkit.demo.run import run_demo
+from connectors.roster import Roster
 from requester.job import match_file
 from requester.protocol import MatchSpec
 from tests.agreement import subject_id_forms, subject_names, subject_tokens
-from tests.stack import CONNECTORS, LEGAL_BASIS, PURPOSE, ROSTER, LoopbackServer, start_stack
+from tests.demo_run import DemoRun
+from tests.stack import LEGAL_BASIS, PURPOSE, LoopbackServer, start_stack
 from xiezhi.ids import clean, resident_id_check_char, uscc_check_char
 from xiezhi.redaction import REDACTED, RedactingFilter, scrub
 from xiezhi.telemetry import (
@@ -381,31 +380,34 @@ def _key_needles(workdir: Path) -> dict[str, str]:
     return needles
 
 
-def _needles(workdir: Path) -> dict[str, str]:
-    needles = {clean(form): "subject id" for form in subject_id_forms(workdir)}
-    needles |= {name: "name" for name in subject_names(workdir)}
+def _needles(run: DemoRun) -> dict[str, str]:
+    needles = {clean(form): "subject id" for form in subject_id_forms(run.data)}
+    needles |= {name: "name" for name in subject_names(run.data)}
+    roster = Roster.load(run.roster)
     keys, capabilities = {}, set()
-    for connector in CONNECTORS:
-        store = KeyStore(workdir / "connectors" / connector / "keys")
+    for connector in run.connectors:
+        store = KeyStore(run.work / "connectors" / connector / "keys")
         keys[connector] = store.key_pair(store.current()).sk
-        capabilities |= {c.id for c in ROSTER.entry(connector).config.capabilities}
-    for token in subject_tokens(workdir, keys, capabilities):
+        capabilities |= {c.id for c in roster.entry(connector).config.capabilities}
+    for token in subject_tokens(run.data, keys, capabilities):
         needles |= _encodings("token", token)
-    return needles | _key_needles(workdir)
+    return needles | _key_needles(run.work)
 
 
-def test_a_demo_run_leaves_no_id_name_token_or_key_in_telemetry_or_logs(tmp_path: Path) -> None:
-    started = time.monotonic()
-    out = io.StringIO()
-    run_demo(workdir=tmp_path, console=Console(file=out, width=200))
-    assert f"Telemetry (traces, metrics, logs; redacted): {tmp_path / 'telemetry'}/<service>.jsonl" in out.getvalue()
-    telemetry = sorted((tmp_path / "telemetry").glob("*.jsonl"))
-    logs = [tmp_path / "gateway" / "gateway.log", *sorted((tmp_path / "connectors").glob("*/connector.log"))]
-    assert [p.stem for p in telemetry] == sorted(["gateway", "requester", *CONNECTORS]) and len(logs) == 5
+@pytest.mark.xdist_group("demo")
+def test_a_demo_run_leaves_no_id_name_token_or_key_in_telemetry_or_logs(demo_run: DemoRun) -> None:
+    assert demo_run.done.returncode == 0, demo_run.done.stderr[-3000:]
+    work = demo_run.work
+    assert "Telemetry (traces, metrics, logs; redacted):" in demo_run.done.stdout
+    telemetry = sorted((work / "telemetry").glob("*.jsonl"))
+    logs = [work / "gateway" / "gateway.log", *sorted((work / "connectors").glob("*/connector.log"))]
+    assert [p.stem for p in telemetry] == sorted(["gateway", "requester", *demo_run.connectors])
+    assert len(logs) == 1 + len(demo_run.connectors) == 6
 
-    needles = _needles(tmp_path)
+    needles = _needles(demo_run)
     kinds = set(needles.values())
-    assert {"subject id", "name", "token"} <= kinds and len(needles) > 10_000
+    assert {"subject id", "name", "token"} <= kinds
+    assert sum(kind == "token" for kind in needles.values()) > 100  # every valid ID, every capability
     scanner = LeakScanner(needles)
     for path in telemetry + logs:
         text = path.read_text(encoding="utf-8")
@@ -413,9 +415,9 @@ def test_a_demo_run_leaves_no_id_name_token_or_key_in_telemetry_or_logs(tmp_path
         assert not re.search(r"eyJ[\w-]{8,}\.|-----BEGIN|Bearer\s", text), path
 
     # Not vacuous: the files hold spans, metrics and logs of every service, …
-    spans, metrics = _by_signal(tmp_path / "telemetry")
+    spans, metrics = _by_signal(work / "telemetry")
     assert {s["service"] for s in spans} == {"xiezhi-gateway", "xiezhi-requester"} | {
-        f"xiezhi-connector-{c}" for c in CONNECTORS
+        f"xiezhi-connector-{c}" for c in demo_run.connectors
     }
     assert {"xiezhi.requests", "xiezhi.decisions", "xiezhi.matches"} <= {m["name"] for m in metrics}
     # … and the same scanner finds an ID, a name and a token planted in one of them.
@@ -429,4 +431,3 @@ def test_a_demo_run_leaves_no_id_name_token_or_key_in_telemetry_or_logs(tmp_path
         "name",
         "token",
     }
-    print(f"demo and scan: {time.monotonic() - started:.1f}s")

@@ -67,9 +67,11 @@ def run_demo(
     data: Path | None = None,
     debtors: int = 1200,
     roster: Path | None = None,
+    policies: Path | None = None,
     console: Console | None = None,
 ) -> list[MatchSummary]:
-    """Run the demo in `workdir` over the connectors of `roster` (default: deploy/connectors)."""
+    """Run the demo in `workdir` over the connectors of `roster` (default: deploy/connectors)
+    under the policy folder `policies` (default: policies/, models in its models/)."""
     # Wide enough for the summary tables when output is a file or a pipe (make demo | tee).
     console = console or Console(width=None if Console().is_terminal else 110)
     workdir = workdir.resolve()
@@ -78,7 +80,7 @@ def run_demo(
     data_dir = _data(workdir, data, seed, debtors, connectors, phases)
     with ExitStack() as running:
         with phases.phase("start services"):
-            dev, gateway_url = running.enter_context(deployment(workdir, connectors))
+            dev, gateway_url = running.enter_context(deployment(workdir, connectors, policies))
         with phases.phase("build and publish indexes"):
             published = [
                 publish_connector(dev, workdir, data_dir, connectors, c, gateway_url, show_progress=console.is_terminal)
