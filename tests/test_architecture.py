@@ -67,20 +67,9 @@ def _modules() -> list[Path]:
     return [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]
 
 
-def _imports(path: Path) -> set[str]:
-    """Top-level names of every module `path` imports, wherever the import stands."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return {name.split(".")[0] for name in names}
-
-
-def _module_names(path: Path) -> set[str]:
-    """Dotted names of the project's modules `path` imports."""
+def _dotted_imports(path: Path) -> set[str]:
+    """Every dotted name `path` imports, wherever the import stands: `a.b` for `import a.b`,
+    and `a.b` and `a.b.c` for `from a.b import c`."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -89,7 +78,17 @@ def _module_names(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {name for name in names if name.split(".")[0] in LAYERS}
+    return names
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level names of every module `path` imports."""
+    return {name.split(".")[0] for name in _dotted_imports(path)}
+
+
+def _module_names(path: Path) -> set[str]:
+    """Dotted names of the project's modules `path` imports."""
+    return {name for name in _dotted_imports(path) if name.split(".")[0] in LAYERS}
 
 
 def _module_of(path: Path) -> str:
