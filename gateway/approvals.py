@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -125,9 +124,9 @@ class Approvals:
         """Pin the indexes and let the request run, as an immediate start would have."""
         model = self._catalog.get(request.model)
         plan = indexes.plan(session, model.looks_up)
-        request.plan = json.dumps(plan)
+        request.plan = plan
         request.status = RequestStatus.EVALUATING.value
-        session.add_all(EvaluationCount(request_id=request.id, connector=c) for c in plan)
+        session.add_all(EvaluationCount(request_id=request.id, connector=c) for c in plan.connectors())
         approval.status = APPROVED
         approval.valid_until = now + timedelta(hours=self._authorizer.policy.limits.approval.valid_hours)
 

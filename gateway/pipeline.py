@@ -8,7 +8,6 @@ change: if the audit append fails, the step fails and answers nothing.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from gateway.db import EvaluationCount, MatchRequest, ResultBatch
 from gateway.quotas import china_day
 from gateway.recorder import Recorder
 from gateway.relay import ConnectorRelay
+from gateway.request_plan import EMPTY_PLAN
 from gateway.settings import GatewaySettings
 from gateway.sightings import TokenSightings
 from gateway.vault import Vault
@@ -37,7 +37,6 @@ from xiezhi.supervision import ModelCatalog, SupervisionModel
 from xiezhi.telemetry import annotate, observe_lookup, traced
 from xiezhi.tickets import issue_ticket
 from xiezhi.wire import (
-    ConnectorPlan,
     CreateMatchRequest,
     EvaluationBatch,
     EvaluationResult,
@@ -128,7 +127,7 @@ class Pipeline:
         with Session(self._engine) as session:
             quota = quotas.quota_for(self._authorizer.policy.limits, principal.roles)
             quotas.spend(session, principal.subject, quota, body.subject_count, now)
-            plan = {} if pending else indexes.plan(session, model.looks_up)
+            plan = EMPTY_PLAN if pending else indexes.plan(session, model.looks_up)
             request = MatchRequest(
                 id=request_id,
                 model=model.id,
@@ -139,12 +138,12 @@ class Pipeline:
                 scope=decision.scope,
                 subject_count=body.subject_count,
                 status=(RequestStatus.PENDING_APPROVAL if pending else RequestStatus.EVALUATING).value,
-                plan=json.dumps(plan),
+                plan=plan,
                 created_at=now,
             )
             session.add(request)
             session.flush()
-            session.add_all(EvaluationCount(request_id=request_id, connector=c) for c in plan)
+            session.add_all(EvaluationCount(request_id=request_id, connector=c) for c in plan.connectors())
             if pending:
                 assert decision.approver_org is not None
                 hours = self._authorizer.policy.limits.approval.pending_hours
@@ -161,7 +160,7 @@ class Pipeline:
                 legal_basis=request.legal_basis,
                 scope=request.scope,
                 subjects=body.subject_count,
-                connectors=",".join(sorted(plan)),
+                connectors=",".join(sorted(plan.connectors())),
                 approver_org=decision.approver_org,
                 approval_reasons=",".join(decision.approval_reasons) or None,
             )
@@ -193,12 +192,12 @@ class Pipeline:
             request = self._owned(session, principal, request_id)
             allowed = self._authorize(principal, f"model:{request.model}", "run", request_id)
             check_runnable(session, request, self._clock())
-            entry = json.loads(request.plan).get(connector)
-            if entry is None:
+            pinned = request.plan.pinned(connector)
+            if pinned is None:
                 raise NotFound(f"connector {connector} is not part of this request", code="unknown_connector")
         self._adjust(request_id, connector, reserved=count, cap=request.subject_count)
         try:
-            result = self._relay_batch(allowed, request.org, connector, int(entry["epoch"]), batch)
+            result = self._relay_batch(allowed, request.org, connector, pinned.epoch, batch)
         except BaseException:
             self._adjust(request_id, connector, reserved=-count)
             raise
@@ -298,14 +297,13 @@ class Pipeline:
             check_runnable(session, request, now)
             model = self._catalog.get(request.model)
             rows = self._check_lookup(request, model, batch)
-            plan = json.loads(request.plan)
             hits = {
                 capability: indexes.present(
-                    session, self._vault, plan[capability.split(".", 1)[0]]["publications"][capability], tokens
+                    session, self._vault, request.plan.publication(capability), batch.tokens[capability]
                 )
-                for capability, tokens in batch.tokens.items()
+                for capability in model.looks_up
             }
-            flags = [
+            flags: list[dict[str, bool]] = [
                 {capability: batch.tokens[capability][i] in hits[capability] for capability in model.looks_up}
                 for i in range(rows)
             ]
@@ -445,7 +443,6 @@ class Pipeline:
         return request
 
     def _view(self, request: MatchRequest, model: SupervisionModel) -> MatchRequestView:
-        plan = json.loads(request.plan)
         return MatchRequestView(
             request_id=request.id,
             model=request.model,
@@ -454,15 +451,7 @@ class Pipeline:
             scope=request.scope,
             reveals=model.reveals,
             created_at=request.created_at,
-            connectors=tuple(
-                ConnectorPlan(
-                    connector=name,
-                    epoch=entry["epoch"],
-                    public_key=bytes.fromhex(entry["public_key"]),
-                    capabilities=tuple(sorted(entry["publications"])),
-                )
-                for name, entry in sorted(plan.items())
-            ),
+            connectors=request.plan.views(),
         )
 
 
