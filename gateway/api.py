@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
+from gateway.admission import Admission
 from gateway.approvals import Approvals
 from gateway.auth import Authenticator, Principal, check_channel
 from gateway.key_admin import KeyAdmin
@@ -73,7 +74,8 @@ def _state(name: str) -> Callable[[Request], Any]:
 
 
 Caller = Annotated[Principal, Depends(_principal)]
-Requests = Annotated[Pipeline, Depends(_state("pipeline"))]
+Admitting = Annotated[Admission, Depends(_state("admission"))]
+Running = Annotated[Pipeline, Depends(_state("pipeline"))]
 Publisher = Annotated[Publishing, Depends(_state("publishing"))]
 Approvers = Annotated[Approvals, Depends(_state("approvals"))]
 Policies = Annotated[PolicyAdmin, Depends(_state("policy"))]
@@ -129,29 +131,29 @@ def list_models(request: Request, _: Caller) -> list[dict[str, object]]:
     tags=["requests"],
     responses={409: {"description": "recorded, and waiting for approval (code approval_required)"}},
 )
-def create_request(body: CreateMatchRequest, caller: Caller, pipeline: Requests) -> MatchRequestView:
-    return pipeline.create(caller, body)
+def create_request(body: CreateMatchRequest, caller: Caller, admission: Admitting) -> MatchRequestView:
+    return admission.create(caller, body)
 
 
 @router.get("/v1/requests/{request_id}", tags=["requests"])
-def get_request(request_id: str, caller: Caller, pipeline: Requests) -> MatchRequestView:
-    return pipeline.view(caller, request_id)
+def get_request(request_id: str, caller: Caller, admission: Admitting) -> MatchRequestView:
+    return admission.view(caller, request_id)
 
 
 @router.post("/v1/requests/{request_id}/evaluations/{connector}", tags=["requests"])
 def evaluate(
-    request_id: str, connector: str, body: EvaluationBatch, caller: Caller, pipeline: Requests
+    request_id: str, connector: str, body: EvaluationBatch, caller: Caller, pipeline: Running
 ) -> EvaluationResult:
     return pipeline.evaluate(caller, request_id, connector, body)
 
 
 @router.post("/v1/requests/{request_id}/lookups", tags=["requests"])
-def lookup(request_id: str, body: LookupBatch, caller: Caller, pipeline: Requests) -> LookupResult:
+def lookup(request_id: str, body: LookupBatch, caller: Caller, pipeline: Running) -> LookupResult:
     return pipeline.lookup(caller, request_id, body)
 
 
 @router.get("/v1/requests/{request_id}/result", tags=["requests"])
-def result(request_id: str, caller: Caller, pipeline: Requests) -> MatchResult:
+def result(request_id: str, caller: Caller, pipeline: Running) -> MatchResult:
     return pipeline.result(caller, request_id)
 
 

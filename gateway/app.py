@@ -12,11 +12,13 @@ from fastapi import FastAPI
 from audit_log import AuditLog, AuditWriter, CheckpointSigner
 from audit_log.note import load_signer, parse_witnesses
 from gateway import api, audit_api, review_api
+from gateway.admission import Admission
 from gateway.approvals import Approvals
 from gateway.audit_proofs import AuditProofs
 from gateway.audit_review import AuditReview
 from gateway.auth import Authenticator
 from gateway.db import make_engine
+from gateway.evaluation import BlindEvaluation
 from gateway.key_admin import KeyAdmin
 from gateway.keyring import KeyProvider, LocalKeyring
 from gateway.links import ConnectorLinks
@@ -25,9 +27,11 @@ from gateway.policy_admin import PolicyAdmin
 from gateway.publishing import Publishing
 from gateway.recorder import Recorder, SignIns
 from gateway.relay import ConnectorRelay
+from gateway.request_store import RequestStore
 from gateway.retention import ResultRetention
 from gateway.sealing import Sealer, SqlDataKeys
 from gateway.settings import GatewaySettings, KeySettings
+from gateway.sightings import TokenSightings
 from gateway.system import SystemView
 from gateway.vault import Vault
 from gateway.witnessing import Witnessing
@@ -89,7 +93,13 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
         ticket_keys = TicketKeys(settings.ticket_keys, clock=clock)
         ticket_keys.ensure(clock())  # the first key, at the first start
         app.state.ticket_keys = ticket_keys
-        app.state.pipeline = Pipeline(settings, engine, audit, authorizer, catalog, relay, ticket_keys, vault, clock)
+        store = RequestStore(engine, vault, recorder, clock)
+        evaluation = BlindEvaluation(settings.limits, settings.ticket_issuer, relay, ticket_keys, recorder, clock)
+        sightings = TokenSightings(engine, settings.audit.anomalies.token_repeat_days)
+        app.state.admission = Admission(settings.limits, store, recorder, authorizer, catalog, clock)
+        app.state.pipeline = Pipeline(
+            settings.limits, store, evaluation, recorder, authorizer, catalog, vault, sightings, clock
+        )
         app.state.publishing = Publishing(
             engine, audit, authorizer, vault, settings.limits.max_publication_chunk_tokens, clock
         )

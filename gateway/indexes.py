@@ -20,6 +20,7 @@ from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from gateway.authz import AuthorizedRequest
 from gateway.db import ConnectorEpoch, IndexChunk, IndexDigest, MatchRequest, Publication
 from gateway.request_plan import PinnedConnector, RequestPlan
 from gateway.vault import Vault
@@ -153,8 +154,14 @@ def tier_of(session: Session, publication_id: str) -> int:
     return publication.tier
 
 
-def present(session: Session, vault: Vault, publication_id: str, tokens: list[bytes]) -> set[bytes]:
-    """Return which of `tokens` are in the publication's token set, comparing keyed digests."""
+def present(
+    session: Session, vault: Vault, permit: AuthorizedRequest, publication_id: str, tokens: list[bytes]
+) -> set[bytes]:
+    """Return which of `tokens` are in the publication's token set, comparing keyed digests.
+
+    Only under `permit`: the type checker then shows that authorization ran first, since
+    only `gateway.authz` makes one. Raises Unavailable if the publication was withdrawn.
+    """
     publication = session.get(Publication, publication_id)
     if publication is None:
         raise Unavailable("a pinned index has been withdrawn", code="index_unavailable")
