@@ -12,13 +12,22 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from xiezhi.errors import XiezhiError
+
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 _LEAF = hashlib.sha256(b"\x00")
 _sha256 = hashlib.sha256
 
 
-class ProofFailed(ValueError):
-    """A proof does not lead to the expected root, or its shape is wrong for the sizes given."""
+class ProofFailed(XiezhiError):
+    """A proof does not lead to the expected root, or its shape is wrong for the sizes given.
+
+    Only verification raises it; asking to *make* a proof for sizes that make no sense is a
+    plain ValueError, a caller's mistake rather than evidence about the log.
+    """
+
+    status = 422
+    code = "proof_failed"
 
 
 def leaf_hash(entry: bytes) -> bytes:

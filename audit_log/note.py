@@ -29,14 +29,18 @@ from xiezhi.crypto import (
     ed25519_verify,
     write_secret,
 )
+from xiezhi.errors import XiezhiError
 
 ED25519 = 0x01
 COSIGNATURE_V1 = 0x04
 DASH = "\u2014 "
 
 
-class NoteError(ValueError):
+class NoteError(XiezhiError):
     """A note, key or checkpoint that is malformed or does not verify."""
+
+    status = 400
+    code = "note_invalid"
 
 
 def key_id(name: str, kind: int, public: bytes) -> int:

@@ -22,12 +22,22 @@ from pathlib import Path
 
 from audit_log.merkle import ProofFailed, verify_consistency
 from audit_log.note import Checkpoint, NoteError, Signer, Verifier, open_checkpoint
+from xiezhi.errors import XiezhiError
 
 log = logging.getLogger("xiezhi.witness")
 MAX_PROOF_LINES = 63
 
 
-class WitnessRefusal(Exception):
+class WitnessRefusal(XiezhiError):
+    """A checkpoint the witness will not cosign, with the answer c2sp.org/tlog-witness names for it.
+
+    `status` is that answer's HTTP status (400, 403, 404, 409 or 422), `body` and
+    `content_type` its body; the connector's route sends exactly these, not a problem detail.
+    """
+
+    status = 400
+    code = "witness_refused"
+
     def __init__(self, status: int, message: str, body: str | None = None, content_type: str = "text/plain") -> None:
         super().__init__(message)
         self.status = status

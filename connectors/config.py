@@ -40,8 +40,9 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from xiezhi import wire
 from xiezhi.errors import InvalidInput
-from xiezhi.wire import CAPABILITY_PATTERN, IDENTIFIER_PATTERN
+from xiezhi.wire import IDENTIFIER_PATTERN
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -62,7 +63,7 @@ Reduction = DistinctKeys | LatestValue | None
 class Capability(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: Annotated[str, Field(pattern=CAPABILITY_PATTERN)]
+    id: wire.Capability  # knows its connector
     title: Annotated[str, Field(min_length=1)]
     tier: Annotated[int, Field(ge=1, le=3)]
     query: Annotated[str, Field(min_length=1)]
@@ -110,7 +111,7 @@ class ConnectorConfig(BaseModel):
     @model_validator(mode="after")
     def _own_capabilities(self) -> ConnectorConfig:
         for capability in self.capabilities:
-            if capability.id.split(".", 1)[0] != self.connector:
+            if capability.id.connector != self.connector:
                 raise ValueError(f"capability {capability.id} must start with '{self.connector}.'")
         ids = [capability.id for capability in self.capabilities]
         if len(set(ids)) != len(ids):

@@ -34,6 +34,7 @@ from datetime import date, datetime, timedelta
 
 from gateway.quotas import CHINA, china_day
 from gateway.settings import AnomalyThresholds, WorkingHours
+from xiezhi.wire import Capability
 
 MAX_SEQS = 50
 SYSTEM_ACTOR = "gateway"
@@ -252,7 +253,7 @@ def token_repeated(sightings: Sequence[Sighting], t: AnomalyThresholds, window: 
         users = {s.actor for s in seen}
         repeated = len(requests) >= t.token_repeat_requests or len(users) >= t.token_repeat_users
         if repeated and max(s.at for s in seen) >= window.since:
-            groups[(capability.split(".", 1)[0], requests)].append(seen)
+            groups[(Capability(capability).connector, requests)].append(seen)
     return [_token_flag(connector, requests, group, t) for (connector, requests), group in sorted(groups.items())]
 
 

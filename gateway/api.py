@@ -1,25 +1,28 @@
-"""HTTP routes of the gateway. Routes parse, authenticate and delegate; nothing more."""
+"""HTTP routes of the gateway. Routes parse, authenticate and delegate; nothing more.
+
+Each route gets the service it delegates to as a typed dependency over the one
+`GatewayServices` the lifespan built (`gateway_services`): a request is admitted by
+`Admission` and run step by step by the `Pipeline`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
+from gateway.admission import Admission
 from gateway.approvals import Approvals
-from gateway.auth import Authenticator, Principal, check_channel
+from gateway.auth import Principal, check_channel
 from gateway.key_admin import KeyAdmin
 from gateway.orgs import Organisation
 from gateway.pipeline import Pipeline
 from gateway.policy_admin import PolicyAdmin
 from gateway.publishing import Publishing
-from gateway.recorder import SignIns
+from gateway.services import GatewayServices
 from gateway.system import SystemView
 from xiezhi.errors import InvalidInput, Unauthenticated
-from xiezhi.jwks import TicketKeys
-from xiezhi.supervision import ModelCatalog
 from xiezhi.tls import peer_names
 from xiezhi.wire import (
     TOKEN_BYTES,
@@ -48,37 +51,71 @@ from xiezhi.wire import (
 router = APIRouter()
 
 
-def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    authenticator: Authenticator = request.app.state.authenticator
-    sign_ins: SignIns = request.app.state.sign_ins
+def gateway_services(app: FastAPI) -> GatewayServices:
+    """The services `create_app`'s lifespan built for `app` (only while it runs)."""
+    services = getattr(app.state, "services", None)
+    if not isinstance(services, GatewayServices):
+        raise RuntimeError("the gateway's services exist only while its lifespan runs")
+    return services
+
+
+def _services(request: Request) -> GatewayServices:
+    return gateway_services(request.app)
+
+
+Services = Annotated[GatewayServices, Depends(_services)]
+
+
+def _principal(
+    request: Request, services: Services, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
     try:
-        principal = authenticator.authenticate(authorization)
-        check_channel(principal, peer_names(request.scope), request.app.state.tls_domain)
+        principal = services.authenticator.authenticate(authorization)
+        check_channel(principal, peer_names(request.scope), services.tls_domain)
     except Unauthenticated as exc:
-        sign_ins.refused(exc.code)
+        services.sign_ins.refused(exc.code)
         raise
-    sign_ins.accepted(principal, authorization or "")
-    policy: PolicyAdmin = request.app.state.policy
-    policy.refresh()  # pick up a policy another instance changed
+    services.sign_ins.accepted(principal, authorization or "")
+    services.policy.refresh()  # pick up a policy another instance changed
     return principal
 
 
-def _state(name: str) -> Callable[[Request], Any]:
-    """A dependency handing a route the service `create_app` put on the app's state under `name`."""
+def _admission(services: Services) -> Admission:
+    return services.admission
 
-    def get(request: Request) -> Any:
-        return getattr(request.app.state, name)
 
-    return get
+def _pipeline(services: Services) -> Pipeline:
+    return services.pipeline
+
+
+def _publishing(services: Services) -> Publishing:
+    return services.publishing
+
+
+def _approvals(services: Services) -> Approvals:
+    return services.approvals
+
+
+def _policy(services: Services) -> PolicyAdmin:
+    return services.policy
+
+
+def _system(services: Services) -> SystemView:
+    return services.system
+
+
+def _keys(services: Services) -> KeyAdmin:
+    return services.keys
 
 
 Caller = Annotated[Principal, Depends(_principal)]
-Requests = Annotated[Pipeline, Depends(_state("pipeline"))]
-Publisher = Annotated[Publishing, Depends(_state("publishing"))]
-Approvers = Annotated[Approvals, Depends(_state("approvals"))]
-Policies = Annotated[PolicyAdmin, Depends(_state("policy"))]
-System = Annotated[SystemView, Depends(_state("system"))]
-Keys = Annotated[KeyAdmin, Depends(_state("keys"))]
+Admitting = Annotated[Admission, Depends(_admission)]
+Running = Annotated[Pipeline, Depends(_pipeline)]
+Publisher = Annotated[Publishing, Depends(_publishing)]
+Approvers = Annotated[Approvals, Depends(_approvals)]
+Policies = Annotated[PolicyAdmin, Depends(_policy)]
+System = Annotated[SystemView, Depends(_system)]
+Keys = Annotated[KeyAdmin, Depends(_keys)]
 
 
 @router.get("/healthz", tags=["service"])
@@ -87,14 +124,15 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/.well-known/jwks.json", tags=["service"], response_class=JSONResponse)
-def ticket_jwks(request: Request) -> JSONResponse:
+def ticket_jwks(services: Services) -> JSONResponse:
     """The public keys that verify relay tickets (RFC 7517 JWK Set), for the connectors.
 
     No caller token: it holds public keys only. It is still served over the gateway's
     mutual TLS, so only holders of a certificate from the deployment's CA reach it.
     """
-    keys: TicketKeys = request.app.state.ticket_keys
-    return JSONResponse(keys.jwks(), media_type="application/jwk-set+json", headers={"cache-control": "no-cache"})
+    return JSONResponse(
+        services.ticket_keys.jwks(), media_type="application/jwk-set+json", headers={"cache-control": "no-cache"}
+    )
 
 
 @router.get("/v1/system/status", tags=["service"])
@@ -115,11 +153,10 @@ def rotate_keys(caller: Caller, keys: Keys, body: KeyRotation) -> KeyStatus:
 
 
 @router.get("/v1/models", tags=["models"])
-def list_models(request: Request, _: Caller) -> list[dict[str, object]]:
-    catalog: ModelCatalog = request.app.state.catalog
+def list_models(_: Caller, services: Services) -> list[dict[str, object]]:
     return [
         {"id": m.id, "title": m.title, "subjects": m.subjects.value, "looks_up": m.looks_up, "reveals": m.reveals}
-        for m in catalog
+        for m in services.catalog
     ]
 
 
@@ -129,29 +166,29 @@ def list_models(request: Request, _: Caller) -> list[dict[str, object]]:
     tags=["requests"],
     responses={409: {"description": "recorded, and waiting for approval (code approval_required)"}},
 )
-def create_request(body: CreateMatchRequest, caller: Caller, pipeline: Requests) -> MatchRequestView:
-    return pipeline.create(caller, body)
+def create_request(body: CreateMatchRequest, caller: Caller, admission: Admitting) -> MatchRequestView:
+    return admission.create(caller, body)
 
 
 @router.get("/v1/requests/{request_id}", tags=["requests"])
-def get_request(request_id: str, caller: Caller, pipeline: Requests) -> MatchRequestView:
-    return pipeline.view(caller, request_id)
+def get_request(request_id: str, caller: Caller, admission: Admitting) -> MatchRequestView:
+    return admission.view(caller, request_id)
 
 
 @router.post("/v1/requests/{request_id}/evaluations/{connector}", tags=["requests"])
 def evaluate(
-    request_id: str, connector: str, body: EvaluationBatch, caller: Caller, pipeline: Requests
+    request_id: str, connector: str, body: EvaluationBatch, caller: Caller, pipeline: Running
 ) -> EvaluationResult:
     return pipeline.evaluate(caller, request_id, connector, body)
 
 
 @router.post("/v1/requests/{request_id}/lookups", tags=["requests"])
-def lookup(request_id: str, body: LookupBatch, caller: Caller, pipeline: Requests) -> LookupResult:
+def lookup(request_id: str, body: LookupBatch, caller: Caller, pipeline: Running) -> LookupResult:
     return pipeline.lookup(caller, request_id, body)
 
 
 @router.get("/v1/requests/{request_id}/result", tags=["requests"])
-def result(request_id: str, caller: Caller, pipeline: Requests) -> MatchResult:
+def result(request_id: str, caller: Caller, pipeline: Running) -> MatchResult:
     return pipeline.result(caller, request_id)
 
 

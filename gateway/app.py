@@ -1,4 +1,8 @@
-"""create_app(settings): builds every resource once, in the lifespan, and wires the routes."""
+"""create_app(settings): builds every resource once, in the lifespan, and wires the routes.
+
+The lifespan keeps what it builds as one typed `GatewayServices` (gateway.services) in the
+application's state; routes reach it through the typed dependencies of `gateway.api`.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,22 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from fastapi import FastAPI
+from sqlalchemy import Engine
 
 from audit_log import AuditLog, AuditWriter, CheckpointSigner
-from audit_log.note import load_signer, parse_witnesses
+from audit_log.note import Signer, Verifier, load_signer, parse_witnesses
 from gateway import api, audit_api, review_api
+from gateway.admission import Admission
 from gateway.approvals import Approvals
 from gateway.audit_proofs import AuditProofs
 from gateway.audit_review import AuditReview
 from gateway.auth import Authenticator
+from gateway.authz import Authorizer
 from gateway.db import make_engine
+from gateway.evaluation import BlindEvaluation
 from gateway.key_admin import KeyAdmin
 from gateway.keyring import KeyProvider, LocalKeyring
 from gateway.links import ConnectorLinks
@@ -25,9 +34,12 @@ from gateway.policy_admin import PolicyAdmin
 from gateway.publishing import Publishing
 from gateway.recorder import Recorder, SignIns
 from gateway.relay import ConnectorRelay
+from gateway.request_store import RequestStore
 from gateway.retention import ResultRetention
 from gateway.sealing import Sealer, SqlDataKeys
+from gateway.services import GatewayServices
 from gateway.settings import GatewaySettings, KeySettings
+from gateway.sightings import TokenSightings
 from gateway.system import SystemView
 from gateway.vault import Vault
 from gateway.witnessing import Witnessing
@@ -46,80 +58,133 @@ def key_provider(settings: KeySettings, environment: str) -> KeyProvider:
     return LocalKeyring(settings.keyring)
 
 
+class _AuditParts(NamedTuple):
+    log: AuditLog
+    writer: AuditWriter
+    witnessing: Witnessing
+    signer: Signer
+    witnesses: dict[str, Verifier]
+
+
+def build_services(
+    settings: GatewaySettings, engine: Engine, links: ConnectorLinks, clock: Callable[[], datetime]
+) -> GatewayServices:
+    """Every service of the gateway, over one engine and one set of connector links.
+
+    Starts the background work (checkpoint signing, witnessing, retention, rewrapping); the
+    lifespan stops it again.
+    """
+    audit = _audit_log(settings, engine, links, clock)
+    recorder = Recorder(audit.log, clock)
+    sealer = Sealer(key_provider(settings.keys, settings.environment), SqlDataKeys(engine), clock)
+    vault = Vault(sealer)
+    catalog = ModelCatalog.load(settings.models_dir)
+    policy = PolicyAdmin(
+        engine, recorder, settings.policy_dir, catalog, reload_seconds=settings.policy_reload_seconds, clock=clock
+    )
+    authorizer = policy.authorizer
+    ticket_keys = TicketKeys(settings.ticket_keys, clock=clock)
+    ticket_keys.ensure(clock())  # the first key, at the first start
+    admission, pipeline = _match_requests(
+        settings, engine, links, recorder, authorizer, catalog, vault, ticket_keys, clock
+    )
+    keys = KeyAdmin(
+        sealer,
+        authorizer,
+        recorder,
+        clock,
+        rewrap_batch=settings.keys.rewrap_batch,
+        rewrap_every_seconds=settings.keys.rewrap_every_seconds,
+    )
+    retention = ResultRetention(engine, recorder, timedelta(days=settings.retention.result_days), clock)
+    retention.start(settings.retention.sweep_every_seconds)
+    return GatewayServices(
+        authenticator=Authenticator(settings.identity_keys, issuer=settings.issuer, audience=settings.audience),
+        sign_ins=SignIns(recorder),
+        tls_domain=settings.tls.domain if settings.tls is not None else None,
+        policy=policy,
+        catalog=catalog,
+        ticket_keys=ticket_keys,
+        admission=admission,
+        pipeline=pipeline,
+        publishing=Publishing(
+            engine, audit.log, authorizer, vault, settings.limits.max_publication_chunk_tokens, clock
+        ),
+        approvals=Approvals(engine, recorder, authorizer, catalog, clock),
+        keys=keys,
+        system=SystemView(engine, authorizer, recorder),
+        review=AuditReview(audit.log, authorizer, recorder, settings.audit, clock),
+        audit_proofs=AuditProofs(audit.log, audit.signer, audit.witnesses, authorizer, recorder, clock),
+        audit=audit.log,
+        audit_writer=audit.writer,
+        witnessing=audit.witnessing,
+        retention=retention,
+    )
+
+
+def _audit_log(
+    settings: GatewaySettings, engine: Engine, links: ConnectorLinks, clock: Callable[[], datetime]
+) -> _AuditParts:
+    """The audit log, its batched writer signing checkpoints, and the witnesses cosigning them."""
+    audit = AuditLog(engine)
+    witnesses = parse_witnesses(settings.audit.witnesses)
+    witnessing = Witnessing(audit, witnesses, links, clock)
+    signer = load_signer(settings.audit.signing_key)
+    writer = AuditWriter(
+        audit,
+        CheckpointSigner(audit, signer, clock),
+        every_entries=settings.audit.checkpoint_every_entries,
+        every_seconds=settings.audit.checkpoint_every_seconds,
+        max_batch=settings.audit.max_batch,
+        on_checkpoint=witnessing.submit,
+    )
+    audit.batch_through(writer.append)
+    return _AuditParts(audit, writer, witnessing, signer, witnesses)
+
+
+def _match_requests(
+    settings: GatewaySettings,
+    engine: Engine,
+    links: ConnectorLinks,
+    recorder: Recorder,
+    authorizer: Authorizer,
+    catalog: ModelCatalog,
+    vault: Vault,
+    ticket_keys: TicketKeys,
+    clock: Callable[[], datetime],
+) -> tuple[Admission, Pipeline]:
+    """Admission and the pipeline of running requests, sharing one request store."""
+    store = RequestStore(engine, vault, recorder, clock)
+    relay = ConnectorRelay(links, settings.limits)
+    evaluation = BlindEvaluation(settings.limits, settings.ticket_issuer, relay, ticket_keys, recorder, clock)
+    sightings = TokenSightings(engine, settings.audit.anomalies.token_repeat_days)
+    admission = Admission(settings.limits, store, recorder, authorizer, catalog, clock)
+    pipeline = Pipeline(settings.limits, store, evaluation, recorder, authorizer, catalog, vault, sightings, clock)
+    return admission, pipeline
+
+
 def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> FastAPI:
     telemetry = Telemetry(settings.telemetry, "xiezhi-gateway")  # FastAPI takes its providers at construction
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
-        audit = AuditLog(engine)
-        witnesses = parse_witnesses(settings.audit.witnesses)
         links = ConnectorLinks(
             {name: str(url) for name, url in settings.connectors.items()},
             settings.tls,
             timeout_seconds=settings.limits.connector_timeout_seconds,
             insecure_http=settings.insecure_http,
         )
-        witnessing = Witnessing(audit, witnesses, links, clock)
-        log_signer = load_signer(settings.audit.signing_key)
-        writer = AuditWriter(
-            audit,
-            CheckpointSigner(audit, log_signer, clock),
-            every_entries=settings.audit.checkpoint_every_entries,
-            every_seconds=settings.audit.checkpoint_every_seconds,
-            max_batch=settings.audit.max_batch,
-            on_checkpoint=witnessing.submit,
-        )
-        audit.batch_through(writer.append)
-        recorder = Recorder(audit, clock)
-        sealer = Sealer(key_provider(settings.keys, settings.environment), SqlDataKeys(engine), clock)
-        vault = Vault(sealer)
-        catalog = ModelCatalog.load(settings.models_dir)
-        policy = PolicyAdmin(
-            engine, recorder, settings.policy_dir, catalog, reload_seconds=settings.policy_reload_seconds, clock=clock
-        )
-        authorizer = policy.authorizer
-        relay = ConnectorRelay(links, settings.limits)
-        app.state.authenticator = Authenticator(
-            settings.identity_keys, issuer=settings.issuer, audience=settings.audience
-        )
-        app.state.tls_domain = settings.tls.domain if settings.tls is not None else None
-        app.state.catalog = catalog
-        app.state.audit = audit
-        ticket_keys = TicketKeys(settings.ticket_keys, clock=clock)
-        ticket_keys.ensure(clock())  # the first key, at the first start
-        app.state.ticket_keys = ticket_keys
-        app.state.pipeline = Pipeline(settings, engine, audit, authorizer, catalog, relay, ticket_keys, vault, clock)
-        app.state.publishing = Publishing(
-            engine, audit, authorizer, vault, settings.limits.max_publication_chunk_tokens, clock
-        )
-        app.state.keys = KeyAdmin(
-            sealer,
-            authorizer,
-            recorder,
-            clock,
-            rewrap_batch=settings.keys.rewrap_batch,
-            rewrap_every_seconds=settings.keys.rewrap_every_seconds,
-        )
-        retention = ResultRetention(engine, recorder, timedelta(days=settings.retention.result_days), clock)
-        retention.start(settings.retention.sweep_every_seconds)
-        app.state.retention = retention
-        app.state.policy = policy
-        app.state.approvals = Approvals(engine, recorder, authorizer, catalog, clock)
-        app.state.review = AuditReview(audit, authorizer, recorder, settings.audit, clock)
-        app.state.system = SystemView(engine, authorizer, recorder)
-        app.state.audit_proofs = AuditProofs(audit, log_signer, witnesses, authorizer, recorder, clock)
-        app.state.sign_ins = SignIns(recorder)
-        app.state.audit_writer = writer
-        app.state.witnessing = witnessing
+        services = build_services(settings, engine, links, clock)
+        app.state.services = services
         try:
             yield
         finally:
-            retention.close()
-            app.state.keys.close()
-            audit.batch_through(None)
-            writer.close()  # signs a last checkpoint of everything committed
-            witnessing.close()
+            services.retention.close()
+            services.keys.close()
+            services.audit.batch_through(None)
+            services.audit_writer.close()  # signs a last checkpoint of everything committed
+            services.witnessing.close()
             links.close()
             engine.dispose()
             telemetry.shutdown()  # exports what is pending, metrics one last time

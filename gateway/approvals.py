@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +25,7 @@ from gateway.authz import Authorizer
 from gateway.db import Approval, EvaluationCount, MatchRequest
 from gateway.purpose import holds_identifier
 from gateway.recorder import Recorder
+from gateway.request_store import pin
 from xiezhi.errors import Conflict, InvalidInput, NotFound
 from xiezhi.supervision import ModelCatalog
 from xiezhi.wire import ApprovalView, RequestStatus
@@ -124,10 +124,7 @@ class Approvals:
     def _start(self, session: Session, approval: Approval, request: MatchRequest, now: datetime) -> None:
         """Pin the indexes and let the request run, as an immediate start would have."""
         model = self._catalog.get(request.model)
-        plan = indexes.plan(session, model.looks_up)
-        request.plan = json.dumps(plan)
-        request.status = RequestStatus.EVALUATING.value
-        session.add_all(EvaluationCount(request_id=request.id, connector=c) for c in plan)
+        pin(session, request, indexes.plan(session, model.looks_up))
         approval.status = APPROVED
         approval.valid_until = now + timedelta(hours=self._authorizer.policy.limits.approval.valid_hours)
 

@@ -7,12 +7,18 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
-from gateway.api import Caller, _state
+from gateway.api import Caller, Services
 from gateway.audit_proofs import AuditProofs
 from xiezhi.wire import CheckpointView, ConsistencyProofView, InclusionProofView, LogKeyView, VerificationView
 
 router = APIRouter(prefix="/v1/audit", tags=["audit log"])
-Proofs = Annotated[AuditProofs, Depends(_state("audit_proofs"))]
+
+
+def _proofs(services: Services) -> AuditProofs:
+    return services.audit_proofs
+
+
+Proofs = Annotated[AuditProofs, Depends(_proofs)]
 Size = Annotated[int | None, Query(ge=0, description="a checkpointed tree size; the latest by default")]
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Engine, LargeBinary, UniqueConstraint, event
-from sqlmodel import Column, Field, SQLModel, create_engine
+from sqlalchemy import Dialect, Engine, LargeBinary, TypeDecorator, UniqueConstraint, event
+from sqlmodel import AutoString, Column, Field, SQLModel, create_engine
+
+from gateway.request_plan import RequestPlan
 
 
 class ConnectorEpoch(SQLModel, table=True):
@@ -69,6 +71,19 @@ class IndexChunk(SQLModel, table=True):
     sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
+class PlanColumn(TypeDecorator[RequestPlan]):
+    """A `RequestPlan` kept as its JSON text: parsed as the row is read, serialised as it is written."""
+
+    impl = AutoString  # the column's type is unchanged: existing databases load as they are
+    cache_ok = True
+
+    def process_bind_param(self, value: RequestPlan | None, dialect: Dialect) -> str | None:
+        return None if value is None else value.to_json()
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> RequestPlan | None:
+        return None if value is None else RequestPlan.from_json(value)
+
+
 class MatchRequest(SQLModel, table=True):
     """A run of one supervision model over n subjects, from creation to result."""
 
@@ -83,7 +98,7 @@ class MatchRequest(SQLModel, table=True):
     scope: str = ""
     subject_count: int
     status: str
-    plan: str  # JSON: connector → {epoch, publications: {capability: publication id}}
+    plan: RequestPlan = Field(sa_column=Column("plan", PlanColumn(), nullable=False))  # gateway.request_plan
     rows_looked_up: int = 0
     created_at: datetime
     completed_at: datetime | None = None

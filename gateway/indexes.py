@@ -13,7 +13,6 @@ is what lookups compare.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from datetime import datetime
 
@@ -21,17 +20,19 @@ from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from gateway.authz import AuthorizedRequest
 from gateway.db import ConnectorEpoch, IndexChunk, IndexDigest, MatchRequest, Publication
+from gateway.request_plan import PinnedConnector, RequestPlan
 from gateway.vault import Vault
 from xiezhi.errors import Conflict, InvalidInput, NotFound, Unavailable
-from xiezhi.wire import TOKEN_BYTES, RequestStatus, StartPublication
+from xiezhi.wire import TOKEN_BYTES, Capability, RequestStatus, StartPublication
 
 _LOOKUP_CHUNK = 500
 
 
 def start(session: Session, vault: Vault, connector: str, body: StartPublication, now: datetime) -> Publication:
     """Register the epoch's public key (or check it is unchanged) and open a publication."""
-    if body.capability.id.split(".", 1)[0] != connector:
+    if Capability(body.capability.id).connector != connector:
         raise InvalidInput(f"capability {body.capability.id} does not belong to connector {connector}")
     epoch = _epoch(session, connector, body.epoch)
     if epoch is None:
@@ -118,28 +119,32 @@ def activate(session: Session, connector: str, epoch_number: int, now: datetime)
     return capabilities
 
 
-def plan(session: Session, capabilities: tuple[str, ...]) -> dict[str, dict[str, object]]:
+def plan(session: Session, capabilities: tuple[Capability, ...]) -> RequestPlan:
     """Pin, for each connector a model needs, its active epoch and each capability's index.
 
     Fails closed: a connector with no active epoch or a capability with no committed index
     in it makes the whole model unavailable.
     """
-    result: dict[str, dict[str, object]] = {}
+    epochs: dict[str, ConnectorEpoch] = {}
+    publications: dict[str, dict[Capability, str]] = {}
     for capability in capabilities:
-        connector = capability.split(".", 1)[0]
-        epoch = session.exec(
-            select(ConnectorEpoch).where(ConnectorEpoch.connector == connector, ConnectorEpoch.active)
-        ).first()
+        connector = capability.connector
+        epoch = epochs.get(connector) or _active(session, connector)
         if epoch is None:
             raise Unavailable(f"connector {connector} has no active index epoch", code="index_unavailable")
         found = _committed(session, connector, capability, epoch.epoch)
         if not found:
             raise Unavailable(f"capability {capability} has no published index", code="index_unavailable")
-        entry = result.setdefault(
-            connector, {"epoch": epoch.epoch, "public_key": epoch.public_key.hex(), "publications": {}}
-        )
-        entry["publications"][capability] = found[0].id  # type: ignore[index]
-    return result
+        epochs[connector] = epoch
+        publications.setdefault(connector, {})[capability] = found[0].id
+    return RequestPlan(
+        {
+            connector: PinnedConnector(
+                epoch=epoch.epoch, public_key=epoch.public_key, publications=publications[connector]
+            )
+            for connector, epoch in epochs.items()
+        }
+    )
 
 
 def tier_of(session: Session, publication_id: str) -> int:
@@ -149,8 +154,14 @@ def tier_of(session: Session, publication_id: str) -> int:
     return publication.tier
 
 
-def present(session: Session, vault: Vault, publication_id: str, tokens: list[bytes]) -> set[bytes]:
-    """Return which of `tokens` are in the publication's token set, comparing keyed digests."""
+def present(
+    session: Session, vault: Vault, permit: AuthorizedRequest, publication_id: str, tokens: list[bytes]
+) -> set[bytes]:
+    """Return which of `tokens` are in the publication's token set, comparing keyed digests.
+
+    Only under `permit`: the type checker then shows that authorization ran first, since
+    only `gateway.authz` makes one. Raises Unavailable if the publication was withdrawn.
+    """
     publication = session.get(Publication, publication_id)
     if publication is None:
         raise Unavailable("a pinned index has been withdrawn", code="index_unavailable")
@@ -185,6 +196,12 @@ def get_publication(session: Session, connector: str, publication_id: str) -> Pu
     return publication
 
 
+def _active(session: Session, connector: str) -> ConnectorEpoch | None:
+    return session.exec(
+        select(ConnectorEpoch).where(ConnectorEpoch.connector == connector, ConnectorEpoch.active)
+    ).first()
+
+
 def _epoch(session: Session, connector: str, epoch: int) -> ConnectorEpoch | None:
     return session.exec(
         select(ConnectorEpoch).where(ConnectorEpoch.connector == connector, ConnectorEpoch.epoch == epoch)
@@ -212,9 +229,7 @@ def prune_superseded(session: Session, vault: Vault, connector: str) -> int:
     until it completes, so they stay until then; a later activation drops them. A status
     this function does not know counts as unfinished: when unsure, keep.
     """
-    active = session.exec(
-        select(ConnectorEpoch).where(ConnectorEpoch.connector == connector, ConnectorEpoch.active)
-    ).first()
+    active = _active(session, connector)
     if active is None:
         return 0
     pinned = _pinned_publications(session)
@@ -228,10 +243,5 @@ def prune_superseded(session: Session, vault: Vault, connector: str) -> int:
 
 
 def _pinned_publications(session: Session) -> set[str]:
-    plans = session.exec(select(MatchRequest.plan).where(col(MatchRequest.status).not_in(_FINISHED)))
-    return {
-        publication_id
-        for plan in plans
-        for entry in json.loads(plan).values()
-        for publication_id in entry["publications"].values()
-    }
+    plans = session.exec(select(col(MatchRequest.plan)).where(col(MatchRequest.status).not_in(_FINISHED)))
+    return {publication_id for plan in plans for publication_id in plan.publication_ids()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import httpx
 from pydantic import ValidationError
 
+from gateway.authz import AuthorizedRequest
 from gateway.links import ConnectorLinks
 from gateway.settings import Limits
 from xiezhi.errors import ConnectorError, NotFound
@@ -26,8 +27,12 @@ class ConnectorRelay:
     def known(self, connector: str) -> bool:
         return self._links.known(connector)
 
-    def evaluate(self, connector: str, batch: TicketedBatch) -> EvaluationResult:
-        """Relay one ticketed batch; return the connector's evaluation or raise ConnectorError."""
+    def evaluate(self, permit: AuthorizedRequest, connector: str, batch: TicketedBatch) -> EvaluationResult:
+        """Relay one ticketed batch of `permit`'s request; return the evaluation or raise ConnectorError.
+
+        Only under `permit`: the type checker then shows that authorization ran first, since
+        only `gateway.authz` makes one (the ticket inside names the same request).
+        """
         if not self._links.known(connector):
             raise NotFound(f"unknown connector {connector!r}", code="unknown_connector")
         count = len(batch.blinded_elements)

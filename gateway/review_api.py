@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
-from gateway.api import Caller
+from gateway.api import Caller, Services
 from gateway.audit_review import AuditReview
 from gateway.review_filters import RawQuery
 from xiezhi.errors import NotFound
@@ -41,9 +41,8 @@ _CONSOLE_HEADERS = {
 }
 
 
-def _review(request: Request) -> AuditReview:
-    review: AuditReview = request.app.state.review
-    return review
+def _review(services: Services) -> AuditReview:
+    return services.review
 
 
 Review = Annotated[AuditReview, Depends(_review)]

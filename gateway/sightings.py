@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, LargeBinary, delete, func, insert, or
 from sqlmodel import Column, Field, Session, SQLModel
 
 from gateway.anomalies import Sighting
+from xiezhi.wire import Capability
 
 DIGEST_BYTES = 8
 
@@ -85,7 +86,7 @@ class TokenSightings:
             {
                 "digest": digest,
                 "capability": capability,
-                "connector": capability.split(".", 1)[0],
+                "connector": Capability(capability).connector,
                 "request_id": request_id,
                 "actor": actor,
                 "org": org,

@@ -24,6 +24,7 @@ from sqlmodel import Session, select
 
 from audit_log import AuditRecord
 from devkit.environment import REPO_ROOT
+from gateway.api import gateway_services
 from gateway.app import create_app
 from gateway.db import MatchRequest, ResultBatch, make_engine
 from gateway.keyring import LocalKeyring
@@ -187,7 +188,7 @@ def test_expired_results_are_deleted_audited_and_gone(live: Live) -> None:
     assert summary.request_id is not None and live.batches(summary.request_id)
     live.clock.advance(days=31)  # past the default 30-day retention
     try:
-        retention = live.stack.servers[-1].app.state.retention
+        retention = gateway_services(live.stack.servers[-1].app).retention
         assert retention.sweep() >= 1
     finally:
         live.clock.advance(days=-31)

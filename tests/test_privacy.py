@@ -31,6 +31,8 @@ from sqlmodel import Session, select
 from connectors.keys import KeyStore
 from devkit.environment import REPO_ROOT
 from gateway import indexes
+from gateway.auth import Principal
+from gateway.authz import Authorizer, load_policy_dir, permit
 from gateway.db import Publication, make_engine
 from gateway.keyring import LocalKeyring
 from gateway.sealing import Sealer, SqlDataKeys
@@ -253,10 +255,13 @@ def test_tokens_separate_capabilities_connectors_and_epochs(live: Live, tmp_path
     outputs = oprf.evaluate_batch(keys["court"], [row.subject.oprf_input() for row in subjects], oprf.Mode.VOPRF)
     own = [derive_token(o, "court.multiple_terminated") for o in outputs]
     other = [derive_token(o, "court.winning_plaintiff_unpaid") for o in outputs]
+    prosecutor = Principal("prosecutor-330803-01", "330803", frozenset({"prosecutor"}), clearance=3)
+    authorizer = Authorizer(load_policy_dir(REPO_ROOT / "policies"))
+    allowed = permit(prosecutor, "r-1", "run", authorizer.decide(prosecutor, "model:asset_sweep", "run"))
     with Session(engine) as session:
         publication = session.exec(
             select(Publication).where(Publication.capability == "court.multiple_terminated", Publication.committed)
         ).one()
-        assert len(indexes.present(session, vault, publication.id, own)) > 0
-        assert indexes.present(session, vault, publication.id, other) == set()
+        assert len(indexes.present(session, vault, allowed, publication.id, own)) > 0
+        assert indexes.present(session, vault, allowed, publication.id, other) == set()
     engine.dispose()

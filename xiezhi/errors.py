@@ -13,12 +13,20 @@
     ├── ProofError              422  a VOPRF proof or encoding that does not verify
     ├── ConnectorError          502  a connector failed, timed out or answered badly
     ├── Unavailable             503  a dependency (index, audit log) is not ready
+    ├── DeriveKeyPairError      500  DeriveKeyPair drew a zero scalar 256 times (xiezhi.oprf)
+    ├── CryptoError             500  an AEAD or key-wrap operation refused its input (xiezhi.crypto)
+    ├── TicketKeysError         500  the ticket key folder's state or a key file is unreadable (xiezhi.jwks)
     ├── AuditUnavailable        503  the audit log could not make an event durable (audit_log.writer)
     ├── UnsafeAuditEntry        500  an event carried an ID-like value; never logged (audit_log.entries)
-    ├── CryptoError             500  an AEAD or key-wrap operation refused its input (xiezhi.crypto)
+    ├── ProofFailed             422  a Merkle inclusion or consistency proof does not verify (audit_log.merkle)
+    ├── NoteError               400  a signed note, note key or checkpoint is malformed or unverified (audit_log.note)
+    ├── WitnessRefusal          400  a checkpoint the witness will not cosign; per-refusal status (audit_log.witness)
     ├── KeyringError            500  a keyring file or KEK id is missing, malformed or exposed (gateway.keyring)
-    ├── TicketKeysError         500  the ticket key folder's state or a key file is unreadable (xiezhi.jwks)
     └── SealError               500  a sealed blob did not open; one message for every cause (gateway.sealing)
+
+Each line names a class, its HTTP status and, for classes defined outside this module, the
+module that defines it; `tests/test_errors.py` imports every module of every package and
+holds this drawing to the classes it finds.
 
 `public_message` is safe to show a caller: it never carries an ID number, name, token or
 key. `extensions` are further problem-detail members (a request id, a limit, a reset

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from xiezhi.errors import InvalidInput, NotFound
-from xiezhi.wire import CAPABILITY_PATTERN, IDENTIFIER_PATTERN
+from xiezhi.wire import CAPABILITY_PATTERN, IDENTIFIER_PATTERN, Capability
 
 
 class SubjectKind(StrEnum):
@@ -65,14 +65,14 @@ class SupervisionModel:
     id: str
     title: str
     subjects: SubjectKind
-    looks_up: tuple[str, ...]
-    reveals: tuple[str, ...]
+    looks_up: tuple[Capability, ...]
+    reveals: tuple[Capability, ...]
     clue: Rule
     description: str = ""
 
     def connectors(self) -> tuple[str, ...]:
-        """The connectors a run needs: the prefix of every looked-up capability."""
-        return tuple(sorted({capability.split(".", 1)[0] for capability in self.looks_up}))
+        """The connectors a run needs: the connector of every looked-up capability."""
+        return tuple(sorted({capability.connector for capability in self.looks_up}))
 
 
 def parse_rule(raw: object, where: str) -> Rule:
@@ -134,7 +134,7 @@ def _required_str(raw: Mapping[str, Any], field: str, where: str) -> str:
     return value
 
 
-def _capability_list(raw: Mapping[str, Any], field: str, where: str) -> tuple[str, ...]:
+def _capability_list(raw: Mapping[str, Any], field: str, where: str) -> tuple[Capability, ...]:
     value = raw.get(field, [])
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise InvalidInput(f"{where}: field '{field}' must be a list of capability ids")
@@ -143,7 +143,7 @@ def _capability_list(raw: Mapping[str, Any], field: str, where: str) -> tuple[st
             raise InvalidInput(f"{where}: {item!r} in '{field}' is not a capability id")
     if len(set(value)) != len(value):
         raise InvalidInput(f"{where}: field '{field}' repeats a capability")
-    return tuple(value)
+    return tuple(Capability(item) for item in value)
 
 
 class ModelCatalog:

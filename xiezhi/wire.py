@@ -10,17 +10,51 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, GetCoreSchemaHandler, PlainSerializer
+from pydantic_core import CoreSchema, core_schema
+
+from xiezhi.errors import InvalidInput
 
 ELEMENT_BYTES = 32
 PROOF_BYTES = 64
 TOKEN_BYTES = 16
 CAPABILITY_PATTERN = r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$"
 IDENTIFIER_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+class Capability(str):
+    """A capability id, `<connector>.<name>`, that knows the connector publishing it.
+
+        >>> Capability("court.winning_plaintiff_unpaid").connector
+        'court'
+
+    It is the id itself (a `str`): it keys mappings, sorts, compares and serialises exactly
+    as the plain id does, so stored plans, audit entries and reports do not change. Made only
+    from a well-formed id; anything else raises InvalidInput (without echoing the value).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> Capability:
+        if not isinstance(value, str) or re.fullmatch(CAPABILITY_PATTERN, value) is None:
+            raise InvalidInput("not a capability id (connector.name, lower_snake_case)", code="invalid_capability")
+        return super().__new__(cls, value)
+
+    @property
+    def connector(self) -> str:
+        return self.partition(".")[0]
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        """As a pydantic field: validated from a string, dumped as the plain string."""
+        return core_schema.no_info_after_validator_function(
+            cls, core_schema.str_schema(pattern=CAPABILITY_PATTERN), serialization=core_schema.to_string_ser_schema()
+        )
 
 
 def b64encode(data: bytes) -> str:

@@ -14,7 +14,7 @@ deciding rule and the policy version go to the audit log.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 
 from gateway.auth import Principal
 from gateway.authz.decide import Authorizer, Decision, Outcome, RunAsk
@@ -24,16 +24,21 @@ from xiezhi.errors import Denied
 
 @dataclass(frozen=True)
 class AuthorizedRequest:
-    """Proof that `principal` may perform `action` on match request `request_id`."""
+    """Proof that `principal` may perform `action` on match request `request_id`.
+
+    Made only by `permit` below, which passes the module's private token: a value built
+    anywhere else raises TypeError. The token is an init-only variable, never stored, so
+    `dataclasses.replace` cannot copy a permit onto another request either.
+    """
 
     principal: Principal
     request_id: str
     action: str
     decision: Decision
-    _token: object
+    _token: InitVar[object]
 
-    def __post_init__(self) -> None:
-        if self._token is not _MINT:
+    def __post_init__(self, _token: object) -> None:
+        if _token is not _MINT:
             raise TypeError("AuthorizedRequest is produced only by gateway.authz")
 
 

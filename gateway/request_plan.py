@@ -1,0 +1,83 @@
+"""The request plan: what a match request pinned when it started to run.
+
+Per connector the model needs: the OPRF epoch the request evaluates under, that epoch's
+public key, and the publication (a committed index of that epoch) of each capability the
+model looks up. The plan is fixed when the request starts (at creation, or at approval) and
+read by every later step, so a connector that rotates its epoch meanwhile changes nothing
+for a request in flight.
+
+It is stored in `match_requests.plan` as JSON text in the shape it has always had,
+
+    {"court": {"epoch": 1, "public_key": "<hex>", "publications": {"court.multiple_terminated": "<id>"}}}
+
+and `PlanColumn` (gateway.db) parses it once as a row is read and serialises it as a row is
+written; nothing else handles the text. A request waiting for approval has the empty plan.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, RootModel
+
+from xiezhi.wire import Capability, ConnectorPlan
+
+_Hex = Annotated[
+    bytes, BeforeValidator(lambda v: bytes.fromhex(v) if isinstance(v, str) else v), PlainSerializer(bytes.hex)
+]
+
+
+class PinnedConnector(BaseModel):
+    """One connector's part of a plan: its epoch, that epoch's public key, a publication per capability."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epoch: int
+    public_key: _Hex
+    publications: dict[Capability, str]
+
+
+class RequestPlan(RootModel[dict[str, PinnedConnector]]):
+    """Connector → what the request pinned there, in the order the model first needs each."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RequestPlan:
+        return cls.model_validate(json.loads(text))
+
+    def to_json(self) -> str:
+        # json.dumps, not pydantic's compact dump: the stored text stays byte for byte as before.
+        return json.dumps(self.model_dump(mode="json"))
+
+    def connectors(self) -> tuple[str, ...]:
+        """The connectors, in plan order."""
+        return tuple(self.root)
+
+    def pinned(self, connector: str) -> PinnedConnector | None:
+        """What the request pinned at `connector`; None if the plan does not name it."""
+        return self.root.get(connector)
+
+    def publication(self, capability: Capability) -> str:
+        """The publication pinned for `capability`; KeyError if the plan does not hold it."""
+        return self.root[capability.connector].publications[capability]
+
+    def publication_ids(self) -> set[str]:
+        """Every publication the plan pins, across its connectors."""
+        return {publication for pinned in self.root.values() for publication in pinned.publications.values()}
+
+    def views(self) -> tuple[ConnectorPlan, ...]:
+        """What the requester is told about each connector, by connector name."""
+        return tuple(
+            ConnectorPlan(
+                connector=name,
+                epoch=pinned.epoch,
+                public_key=pinned.public_key,
+                capabilities=tuple(sorted(pinned.publications)),
+            )
+            for name, pinned in sorted(self.root.items(), key=lambda item: item[0])
+        )
+
+
+EMPTY_PLAN = RequestPlan({})
