@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from requester.gateway_client import GatewayClient
 from requester.job import MatchSummary, match_file
 from requester.protocol import MatchSpec
 from tests.agreement import subjects_file
+from tests.polling import wait_until
 from tests.stack import LEGAL_BASIS, PURPOSE, Clock, LoopbackServer, Stack, run_cli, start_stack
 from xiezhi.errors import Gone
 from xiezhi.supervision import ModelCatalog
@@ -99,15 +99,6 @@ def _xiezhi_keys(live: Live, *args: str, roles: str = "security_admin") -> subpr
     return run_cli("keys", *args, "--gateway", live.stack.gateway_url, "--token-file", str(token_file), timeout=60)
 
 
-def _wait_for(condition: object, seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
-
 def test_rotation_keeps_old_results_open_and_new_runs_matching(live: Live) -> None:
     before = live.run("before")
     assert before.request_id is not None and before.clues > 0
@@ -124,7 +115,7 @@ def test_rotation_keeps_old_results_open_and_new_runs_matching(live: Live) -> No
 
     # The background rewrap moves every data key to the new KEK while the gateway serves.
     admin = live.client(["security_admin"], subject="security_admin-330000-01", org="330000")
-    _wait_for(lambda: admin.key_status().awaiting_rewrap == 0)
+    wait_until(lambda: admin.key_status().awaiting_rewrap == 0, "every data key rewrapped")
     status = admin.key_status()
     assert status.kek == new_kek and status.data_keys == 2 and status.data_key not in (None, old_dek)
 

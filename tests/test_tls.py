@@ -84,7 +84,7 @@ def test_the_gateway_pins_each_connector_to_its_own_certificate(impostor: Loopba
     gateway = session_pki().gateway()
     tls = ServerTLS.serving(gateway)
     # The tax connector's certificate at the address the gateway has for the court: refused.
-    links = ConnectorLinks({"court": impostor.url, "tax": impostor.url}, tls, timeout_seconds=5)
+    links = ConnectorLinks({"court": impostor.url, "tax": impostor.url}, tls, timeout_seconds=60)
     try:
         with pytest.raises(httpx.ConnectError, match=r"not valid for 'court\.connector\.xiezhi\.internal'"):
             links.client("court").get(f"{links.url('court')}/healthz", extensions=links.extensions("court"))
