@@ -253,6 +253,7 @@ DROP_UPDATE_TRIGGER = {  # what someone with the database's owner rights can do
 }
 
 
+@pytest.mark.integration
 def test_a_log_of_several_chunks_verifies_in_parallel_and_a_change_is_named(database_url: str) -> None:
     """Workers re-open the database by its URL; a changed entry sends the check back to the
     sequential pass, which names it."""

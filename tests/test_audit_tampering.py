@@ -35,6 +35,8 @@ from tests.agreement import subjects_file
 from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, start_stack
 from xiezhi.supervision import ModelCatalog
 
+pytestmark = pytest.mark.integration  # every test runs a stack or the CLI
+
 MODEL = ModelCatalog.load(REPO_ROOT / "policies" / "models").get("asset_sweep")
 
 

@@ -19,6 +19,8 @@ from tests.agreement import assert_report_agrees, find_leaks, read_csv, subject_
 from tests.stack import PURPOSE, Stack, run_cli
 from xiezhi.supervision import ModelCatalog
 
+pytestmark = pytest.mark.integration  # every test runs the CLI or a stack
+
 CATALOG = ModelCatalog.load(REPO_ROOT / "policies" / "models")
 
 

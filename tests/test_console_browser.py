@@ -36,6 +36,8 @@ from requester.protocol import MatchSpec
 from tests.polling import wait_until
 from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Clock, Stack, session_pki, start_stack
 
+pytestmark = pytest.mark.integration  # every test runs a stack and Chromium
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
     "--headless",

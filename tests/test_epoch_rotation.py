@@ -47,6 +47,7 @@ def court(tmp_path: Path, generated: Path) -> Iterator[Stack]:
         running.stop()
 
 
+@pytest.mark.integration
 def test_rotation_lets_requests_in_flight_finish_on_their_epoch(court: Stack, generated: Path, tmp_path: Path) -> None:
     stack = court
     inputs = [row.subject.oprf_input() for row in read_subjects(generated / "subjects.csv")[0]]

@@ -37,6 +37,8 @@ from tests.stack import LEGAL_BASIS, PURPOSE, Clock, LoopbackServer, Stack, run_
 from xiezhi.errors import Gone
 from xiezhi.supervision import ModelCatalog
 
+pytestmark = pytest.mark.integration  # every test runs a stack
+
 MODEL = ModelCatalog.load(REPO_ROOT / "policies" / "models").get("housing_fund")
 
 

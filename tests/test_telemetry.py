@@ -171,6 +171,7 @@ def test_every_signal_is_redacted_and_safe_attributes_pass(secret: str, tmp_path
     assert "Traceback" not in stream.getvalue() and "[ValueError]" in stream.getvalue()
 
 
+@pytest.mark.integration
 def test_fastapi_native_telemetry_passes_the_same_redaction(tmp_path: Path) -> None:
     # FastAPI records the path, the query, and logs exceptions "including exception messages
     # and stack traces"; none of that may carry the ID the request sent.
@@ -211,6 +212,7 @@ def test_fastapi_native_telemetry_passes_the_same_redaction(tmp_path: Path) -> N
     assert any(r["signal"] == "metric" and r["name"] == "http.server.request.duration" for r in rows)
 
 
+@pytest.mark.integration
 def test_otlp_export_goes_through_redaction_too() -> None:
     received: list[tuple[str, bytes]] = []
 
@@ -270,6 +272,7 @@ def _points(metrics: list[dict[str, Any]], service: str, name: str) -> list[dict
     return [p for m in metrics if m["service"] == service and m["name"] == name for p in m["points"]]
 
 
+@pytest.mark.integration
 def test_one_trace_from_client_through_gateway_to_connectors(tmp_path: Path, generated: Path) -> None:
     folder = tmp_path / "telemetry"
     stack = start_stack(tmp_path / "stack", telemetry=folder)
@@ -394,6 +397,7 @@ def _needles(workdir: Path) -> dict[str, str]:
     return needles | _key_needles(workdir)
 
 
+@pytest.mark.integration
 def test_a_demo_run_leaves_no_id_name_token_or_key_in_telemetry_or_logs(tmp_path: Path) -> None:
     started = time.monotonic()
     out = io.StringIO()
