@@ -29,7 +29,7 @@ check: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check xiezhi audit_log gateway connectors requester devkit cli tests bench
-	$(BIN)/mypy xiezhi audit_log gateway connectors requester devkit cli
+	$(BIN)/mypy xiezhi audit_log gateway connectors requester devkit cli tests bench
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_oprf.py

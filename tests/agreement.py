@@ -11,7 +11,7 @@ import sqlite3
 import tempfile
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
 
@@ -275,7 +275,7 @@ def _value_text(value: object) -> str | None:
     return str(value) if isinstance(value, str | int) else None
 
 
-def subject_tokens(data_dir: Path, keys: dict[str, bytes], capabilities: set[str]) -> set[bytes]:
+def subject_tokens(data_dir: Path, keys: Mapping[str, bytes], capabilities: set[str]) -> set[bytes]:
     """Every token any valid ID in the data could have, per capability, under each connector's key.
 
     `keys` maps a connector to its OPRF secret key; a capability belongs to the connector

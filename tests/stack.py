@@ -314,6 +314,6 @@ def start_stack(
         pki=pki,
         telemetry=telemetry_file(telemetry, "gateway").model_dump(mode="json", exclude_none=True),
     )
-    settings = GatewaySettings.from_file(dev.gateway_config)
-    gateway = LoopbackServer(create_app(settings, clock), settings.tls, gateway_socket).start()
+    gateway_settings = GatewaySettings.from_file(dev.gateway_config)
+    gateway = LoopbackServer(create_app(gateway_settings, clock), gateway_settings.tls, gateway_socket).start()
     return Stack(root, dev, gateway.url, urls, [*connectors.values(), gateway])

@@ -10,6 +10,7 @@ import json
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, select, text
@@ -296,5 +297,5 @@ def test_the_fast_canonical_form_is_rfc8785() -> None:
             for i in range(rng.randint(0, 6))
         }
         e = event(n, **detail)
-        payload = {**e.payload(), "seq": n, "prev": base64.b64encode(bytes(32)).decode()}
+        payload: dict[str, Any] = {**e.payload(), "seq": n, "prev": base64.b64encode(bytes(32)).decode()}
         assert canonical_entry(e, n, bytes(32)) == rfc8785.dumps(payload)

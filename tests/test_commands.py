@@ -31,7 +31,9 @@ def demo_on_handmade(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     return data, work, run_cli("demo", "--data", str(data), "--workdir", str(work))
 
 
-def test_demo_on_foreign_data_exits_0_and_prints_its_summary(demo_on_handmade) -> None:  # type: ignore[no-untyped-def]
+def test_demo_on_foreign_data_exits_0_and_prints_its_summary(
+    demo_on_handmade: tuple[Path, Path, subprocess.CompletedProcess[str]],
+) -> None:
     _, work, done = demo_on_handmade
     assert done.returncode == 0, done.stderr[-3000:]
     for heading in ("Indexes published", "Supervision models run", "Time per phase", "over mutual TLS"):
@@ -48,7 +50,9 @@ def test_demo_on_foreign_data_exits_0_and_prints_its_summary(demo_on_handmade) -
 
 
 @pytest.mark.parametrize("model", [m.id for m in CATALOG])
-def test_demo_reports_agree_with_reference_and_hand_answers(demo_on_handmade, model: str) -> None:  # type: ignore[no-untyped-def]
+def test_demo_reports_agree_with_reference_and_hand_answers(
+    demo_on_handmade: tuple[Path, Path, subprocess.CompletedProcess[str]], model: str
+) -> None:
     data, work, done = demo_on_handmade
     assert done.returncode == 0
     spec = CATALOG.get(model)
@@ -66,7 +70,9 @@ def test_demo_reports_agree_with_reference_and_hand_answers(demo_on_handmade, mo
             assert rows[number][header.index(capability)] == expected, (model, number, capability)
 
 
-def test_demo_gateway_folder_holds_no_subject_id(demo_on_handmade) -> None:  # type: ignore[no-untyped-def]
+def test_demo_gateway_folder_holds_no_subject_id(
+    demo_on_handmade: tuple[Path, Path, subprocess.CompletedProcess[str]],
+) -> None:
     data, work, done = demo_on_handmade
     assert done.returncode == 0
     assert find_leaks(work / "gateway", subject_id_forms(data)) == []

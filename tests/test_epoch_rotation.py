@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -194,7 +195,7 @@ def _rotate_args(stack: Stack, generated: Path, tmp_path: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _entries(stack: Stack, kind: str) -> list[dict[str, object]]:
+def _entries(stack: Stack, kind: str) -> list[dict[str, Any]]:
     """The audit log's entries of `kind` (read from the gateway's store), oldest first."""
     engine = make_engine(f"sqlite:///{stack.root / 'gateway' / 'gateway.sqlite'}")
     try:
@@ -230,7 +231,7 @@ def _orphan_digests(stack: Stack) -> int:
 
 def _ticketed(stack: Stack, *, epoch: int) -> httpx.Response:
     """One element sent to the court connector with a valid gateway ticket for `epoch`."""
-    elements = [oprf.blind([b"retired-epoch-probe"], oprf.Mode.VOPRF)[0].blinded_element]
+    elements: list[bytes] = [oprf.blind([b"retired-epoch-probe"], oprf.Mode.VOPRF)[0].blinded_element]
     kid, key = TicketKeys(stack.dev.ticket_keys).current()
     ticket = issue_ticket(
         key, kid=kid, issuer="xiezhi-gateway", connector="court", request_id="r-probe", requester_org=ORG,

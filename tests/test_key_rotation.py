@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import Session, select
@@ -64,7 +65,7 @@ class Live:
     def client(self, roles: list[str], **kwargs: object) -> GatewayClient:
         return GatewayClient(self.stack.gateway_url, self.stack.user_token(roles, **kwargs))  # type: ignore[arg-type]
 
-    def entries(self, kind: str) -> list[dict[str, object]]:
+    def entries(self, kind: str) -> list[dict[str, Any]]:
         engine = make_engine(f"sqlite:///{self.stack.root / 'gateway' / 'gateway.sqlite'}")
         try:
             with Session(engine) as session:
@@ -155,7 +156,7 @@ def test_rotation_keeps_old_results_open_and_new_runs_matching(live: Live) -> No
     assert rotate[0]["detail"]["kek"] == new_kek and rotate[0]["detail"]["previous_kek"] == old_kek
     assert rotate[0]["detail"]["previous_data_key"] == old_dek
     rewraps = [e for e in rotations if e["action"] == "rewrap"]
-    assert rewraps and sum(e["detail"]["rewrapped"] for e in rewraps) >= 1  # type: ignore[misc]
+    assert rewraps and sum(e["detail"]["rewrapped"] for e in rewraps) >= 1
     assert all(e["detail"]["kek"] == new_kek for e in rewraps)
     assert rotate[0]["seq"] < activated[-1]["seq"]  # both rotations, in the order they happened
 
@@ -166,7 +167,7 @@ def test_only_the_security_admin_sees_or_rotates_keys(live: Live) -> None:
         assert refused.returncode != 0 and "403" in refused.stderr + refused.stdout, (role, refused.stderr)
     status = _xiezhi_keys(live, "status")
     assert status.returncode == 0 and "await rewrapping" in status.stdout
-    denied = [e for e in live.entries("decision") if e["detail"].get("object") == "keys:gateway"]  # type: ignore[union-attr]
+    denied = [e for e in live.entries("decision") if e["detail"].get("object") == "keys:gateway"]
     assert {e["outcome"] for e in denied} >= {"deny", "allow"}
 
 

@@ -191,7 +191,7 @@ def test_fastapi_native_telemetry_passes_the_same_redaction(tmp_path: Path) -> N
     def lookup(body: Body) -> dict[str, int]:
         return {"count": body.count}
 
-    server = LoopbackServer(app).start()  # plain HTTP: this app is not a service of ours
+    server: Any = LoopbackServer(app).start()  # plain HTTP: this app is not a service of ours
     try:
         assert httpx.get(f"{server.url}/v1/subjects/{RESIDENT}?id={RESIDENT.lower()}").status_code == 500
         assert httpx.post(f"{server.url}/v1/lookups", json={"count": RESIDENT}).status_code == 422
