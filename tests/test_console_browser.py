@@ -270,7 +270,7 @@ def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Pa
         held[0].continue_()
     # Once the page has read the late answer, what it does with it (drop it, or wrongly draw
     # it) has run too: that follows in the same chain of promise callbacks.
-    page.wait_for_function("window.answersRead >= 1", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => window.answersRead >= 1", timeout=TIMEOUT_MS)
     assert set(_column(page, 7)) == {"deny"}
     page.unroute("**/v1/audit/entries?*")
 
