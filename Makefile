@@ -1,10 +1,10 @@
-# The two commands: `make demo` and `make test`. Each sets up .venv first.
+# The two commands: `make demo` and `make test` (`make check`: the unit tests alone). Each sets up .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean chromium
+.PHONY: demo test check lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,14 @@ chromium:
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
+# The unit tier (tests/tiers.py): no integration test, and no test may start a process or
+# open a server socket.
+check: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q --unit
+
 lint: $(STAMP)
 	$(BIN)/ruff check xiezhi audit_log gateway connectors requester devkit cli tests bench
-	$(BIN)/mypy xiezhi audit_log gateway connectors requester devkit cli
+	$(BIN)/mypy xiezhi audit_log gateway connectors requester devkit cli tests bench
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_oprf.py

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import shutil
 import sys
 from pathlib import Path
@@ -91,11 +92,12 @@ def main() -> None:
         for size in args.sizes:
             subjects = subjects_file(data, size)
             seconds, runs = median_seconds(
-                lambda s=subjects: match_file(
+                functools.partial(
+                    match_file,
                     gateway,
                     token,
                     spec,
-                    s,
+                    subjects,
                     OUT / "e2e-report.csv",
                     show_progress=False,
                     on_pending=approver,

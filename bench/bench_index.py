@@ -7,6 +7,7 @@ connector does before publishing), timing the build only, as medians of several 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -18,9 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import dataset, median_seconds
 from connectors.config import ConnectorConfig
-from connectors.indexer import build
+from connectors.indexer import BuiltIndex, build
 from devkit.environment import load_roster
 from xiezhi import oprf
+
+
+def build_all(configs: list[ConnectorConfig], key: oprf.KeyPair, workers: int) -> list[BuiltIndex]:
+    return [build(c, key, 1, workers=workers) for c in configs]
 
 
 def main() -> None:
@@ -39,10 +44,10 @@ def main() -> None:
     for column in ("workers", "subjects", "tokens", "seconds", "subjects/s", "subjects/s per core"):
         table.add_column(column, justify="right")
     for workers in sorted({1, cores}):
-        built = [build(c, key, 1, workers=workers) for c in configs]
+        built = build_all(configs, key, workers)
         subjects = sum(b.subjects for b in built)
         tokens = sum(len(i.tokens) for b in built for i in b.capabilities)
-        seconds, _ = median_seconds(lambda w=workers: [build(c, key, 1, workers=w) for c in configs], args.repeats)
+        seconds, _ = median_seconds(functools.partial(build_all, configs, key, workers), args.repeats)
         table.add_row(
             str(workers),
             f"{subjects:,}",

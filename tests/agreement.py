@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import base64
+import codecs
 import csv
 import re
+import shutil
 import sqlite3
+import tempfile
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
 
@@ -15,6 +21,7 @@ from xiezhi.crypto import derive_token
 from xiezhi.errors import InvalidIdentifier
 from xiezhi.ids import IdType, SubjectId, normalise_subject_id
 from xiezhi.supervision import SubjectKind, SupervisionModel
+from xiezhi.wire import Capability
 
 
 def read_csv(path: Path) -> list[list[str]]:
@@ -36,7 +43,7 @@ def expected_report(
         if key is None:
             invalid.append((number, case_no))
             continue
-        subject_flags = {capability: key in flags[capability] for capability in model.looks_up}
+        subject_flags: dict[str, bool] = {capability: key in flags[capability] for capability in model.looks_up}
         clue = model.clue.evaluate(subject_flags)
         rows.append([str(number), case_no, _yes(clue), *(_yes(subject_flags[c]) for c in model.reveals)])
     return [["行号", "案号", "线索", *model.reveals], *rows], invalid
@@ -117,17 +124,164 @@ def _raw_ids(data_dir: Path) -> list[str]:
     return raws
 
 
+# A needle is found where it is really stored. Text is matched after decoding: every value of
+# an SQLite database, and any other file that decodes strictly. Raw bytes (binary files,
+# deleted records, old WAL frames) are searched only for encoded forms chance cannot make:
+# one of at least 6 bytes turns up at a given offset of random bytes (a sealed blob) with
+# probability 2^-48, about once in 280 TB-needles, where a scan does some 10^10. A name of two
+# CJK characters is 6 bytes in UTF-8 but 4 in GB18030 or UTF-16 (once in 4 GB-needles), and
+# in UTF-16 some are printable ASCII, which base64 text is full of (李琴 is "Ng4t"): those are
+# matched in decoded text only.
+MIN_RAW_BYTES = 6
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def find_leaks(folder: Path, needles: set[str]) -> list[tuple[str, str]]:
-    """(file, needle) for every needle found in any file under `folder` (UTF-8 and UTF-16)."""
-    encoded = {n: (n.encode(), n.encode("utf-16-le")) for n in needles}
-    found = []
-    for path in (p for p in folder.rglob("*") if p.is_file()):
+    """(file, needle) for every needle stored in a file under `folder` in UTF-8, GB18030 or UTF-16.
+
+    An SQLite database is read through SQLite from a copy (with its WAL), so the original is
+    left as it is; its raw bytes are searched too."""
+    text, raw = _Needles(needles), _RawForms(needles)
+    found: set[tuple[str, str]] = set()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         data = path.read_bytes()
-        found += [(str(path), n) for n, forms in encoded.items() if any(f in data for f in forms)]
-    return found
+        hits = raw.find(data)
+        if data.startswith(SQLITE_HEADER):
+            hits.update(needle for value in _sqlite_texts(path) for needle in text.find(value))
+        elif (decoded := _as_text(data, gb18030=True)) is not None:
+            hits |= text.find(decoded)
+        found |= {(str(path), needle) for needle in hits}
+    return sorted(found)
 
 
-def subject_tokens(data_dir: Path, keys: dict[str, bytes], capabilities: set[str]) -> set[bytes]:
+class _Needles:
+    """Which of many strings occur in a text: a regex finds runs of their characters, and each
+    run's substrings are looked up by their first characters."""
+
+    def __init__(self, needles: Iterable[str]) -> None:
+        self.needles = frozenset(n for n in needles if n)
+        self.prefix = min(map(len, self.needles), default=1)
+        self.lengths: dict[str, set[int]] = defaultdict(set)  # a prefix → lengths of the needles it starts
+        for needle in self.needles:
+            self.lengths[needle[: self.prefix]].add(len(needle))
+        alphabet = "".join(sorted({c for needle in self.needles for c in needle}))
+        self.runs = re.compile(f"[{re.escape(alphabet)}]{{{self.prefix},}}") if alphabet else None
+
+    def find(self, text: str) -> set[str]:
+        found: set[str] = set()
+        for run in self.runs.finditer(text) if self.runs else ():
+            chars = run.group()
+            for at in range(len(chars) - self.prefix + 1):
+                for length in self.lengths.get(chars[at : at + self.prefix], ()):
+                    if chars[at : at + length] in self.needles:
+                        found.add(chars[at : at + length])
+        return found
+
+
+class _RawForms:
+    """The needles' encoded forms that chance cannot make (see MIN_RAW_BYTES), found in raw bytes.
+
+    UTF-8 and UTF-16 resynchronise after any bad byte (UTF-16 at a given parity), so decoding
+    with replacement keeps every such form intact; GB18030 does not, so its forms are looked
+    for byte by byte (as Latin-1 text: one character per byte)."""
+
+    def __init__(self, needles: Iterable[str]) -> None:
+        needles = set(needles)
+        self.utf8 = _Needles(n for n in needles if _distinctive(n, "utf-8"))
+        self.utf16 = {e: _Needles(n for n in needles if _distinctive(n, e)) for e in ("utf-16-le", "utf-16-be")}
+        # ASCII needles are the same bytes in GB18030 as in UTF-8.
+        gb = (n for n in needles if not n.isascii() and _distinctive(n, "gb18030"))
+        self.gb = {n.encode("gb18030").decode("latin-1"): n for n in gb}
+        self.gb_forms = _Needles(self.gb)
+
+    def find(self, data: bytes) -> set[str]:
+        found = self.utf8.find(data.decode("utf-8", "replace"))
+        for encoding, forms in self.utf16.items():
+            for parity in (0, 1):
+                found |= forms.find(data[parity:].decode(encoding, "replace"))
+        return found | {self.gb[form] for form in self.gb_forms.find(data.decode("latin-1"))}
+
+
+def _distinctive(needle: str, encoding: str) -> bool:
+    """Whether `needle` in `encoding` is long enough for raw bytes, and not printable ASCII
+    standing for something else."""
+    try:
+        form = needle.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    printable = all(32 <= byte < 127 or byte in b"\t\n\r" for byte in form)
+    return len(form) >= MIN_RAW_BYTES and (needle.isascii() or not printable)
+
+
+def _as_text(data: bytes, *, gb18030: bool) -> str | None:
+    """`data` as text, if it decodes strictly as UTF-16 with a BOM, UTF-8, or (with `gb18030`)
+    GB18030 that reads as text. Random bytes often decode as GB18030 (an 8-byte one in nine
+    times, into printable characters): never tried for short values such as keyed digests."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return _decoded(data, "utf-16")
+    if (text := _decoded(data, "utf-8-sig")) is not None or not gb18030:
+        return text
+    text = _decoded(data, "gb18030")
+    return text if text is not None and _reads_as_text(text) else None
+
+
+def _decoded(data: bytes, encoding: str) -> str | None:
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+
+
+def _reads_as_text(text: str) -> bool:
+    """No control character but white space, and no private-use, surrogate or unassigned one."""
+    return all(c in "\t\n\r" or unicodedata.category(c) not in ("Cc", "Co", "Cs", "Cn") for c in text)
+
+
+def _sqlite_texts(database: Path) -> Iterator[str]:
+    """Every text value of an SQLite database, its WAL included; blobs that decode as text;
+    integers in decimal. Read from a read-only copy, so the database and its WAL stay as they are."""
+    with tempfile.TemporaryDirectory(prefix="xiezhi-leak-scan-") as scratch:
+        copy = Path(scratch) / database.name
+        _copy_at_rest(database, copy)
+        with closing(sqlite3.connect(f"{copy.as_uri()}?mode=ro", uri=True)) as connection:
+            connection.text_factory = lambda raw: raw.decode("utf-8", "replace")
+            tables = [t for (t,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                quoted = '"' + table.replace('"', '""') + '"'
+                for row in connection.execute(f"SELECT * FROM {quoted}"):
+                    yield from (text for text in map(_value_text, row) if text is not None)
+
+
+def _copy_at_rest(database: Path, copy: Path, attempts: int = 20) -> None:
+    """Copy a database and its WAL, again until neither changed while copying (a running
+    gateway may write meanwhile). Not its -shm: SQLite rebuilds that index from the WAL, and
+    one copied at another moment could point past the copied WAL's end."""
+    pairs = [(Path(f"{database}{suffix}"), Path(f"{copy}{suffix}")) for suffix in ("", "-wal")]
+    for _ in range(attempts):
+        before = [_file_state(source) for source, _ in pairs]
+        for source, target in pairs:
+            target.unlink(missing_ok=True)
+            if source.exists():
+                shutil.copyfile(source, target)
+        if [_file_state(source) for source, _ in pairs] == before:
+            return
+    raise RuntimeError(f"{database.name} kept changing while it was copied")
+
+
+def _file_state(path: Path) -> tuple[int, int] | None:
+    if not path.exists():
+        return None
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _value_text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return _as_text(value, gb18030=False)
+    return str(value) if isinstance(value, str | int) else None
+
+
+def subject_tokens(data_dir: Path, keys: Mapping[str, bytes], capabilities: Iterable[str]) -> set[bytes]:
     """Every token any valid ID in the data could have, per capability, under each connector's key.
 
     `keys` maps a connector to its OPRF secret key; a capability belongs to the connector
@@ -137,7 +291,7 @@ def subject_tokens(data_dir: Path, keys: dict[str, bytes], capabilities: set[str
     tokens: set[bytes] = set()
     for connector, key in keys.items():
         outputs = oprf.evaluate_batch(key, inputs, oprf.Mode.VOPRF)
-        for capability in (c for c in capabilities if c.split(".", 1)[0] == connector):
+        for capability in (c for c in map(Capability, capabilities) if c.connector == connector):
             tokens |= {derive_token(output, capability) for output in outputs}
     return tokens
 

@@ -11,6 +11,9 @@ from tests.demo_run import DemoRun, start
 from tests.postgres import postgres_server
 from tests.stack import Stack, start_stack
 
+# tests.tiers: the unit and integration tiers (`--unit`); pytester: tests that run pytest on a planted test file.
+pytest_plugins = ["tests.tiers", "pytester"]
+
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -48,7 +51,7 @@ def postgres() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A new, empty database on each backend the gateway supports."""
     if request.param == "sqlite":

@@ -34,6 +34,7 @@ from devkit.environment import REPO_ROOT, DevEnvironment, ensure_pki, init_dev, 
 from devkit.pki import DevPki, add_party
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from tests.polling import WAIT_SECONDS
 from xiezhi.telemetry import TelemetrySettings
 from xiezhi.tls import ServerTLS, TLSFiles, client_context, uvicorn_tls
 
@@ -145,6 +146,20 @@ def loopback_socket() -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, setting `settled` once start-up has finished or failed."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.settled = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        finally:
+            self.settled.set()
+
+
 class LoopbackServer:
     """One ASGI app served by uvicorn on 127.0.0.1 in a thread, over TLS when `tls` is given."""
 
@@ -155,21 +170,25 @@ class LoopbackServer:
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         options = uvicorn_tls(tls) if tls else {}
         config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=5, **options)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+        self._server = _Server(config)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        try:
+            self._server.run(sockets=[self._socket])
+        finally:
+            self._server.settled.set()  # also when the thread fails before start-up
 
     def start(self) -> LoopbackServer:
         self._thread.start()
-        started = threading.Event()
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError("server thread died during start-up")
-            started.wait(0.02)
+        # An event, not polling; the bound only ends a start-up that hangs.
+        if not self._server.settled.wait(WAIT_SECONDS) or not self._server.started:
+            raise RuntimeError("server did not start")
         return self
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=WAIT_SECONDS)
         self._socket.close()
 
 
@@ -295,6 +314,6 @@ def start_stack(
         pki=pki,
         telemetry=telemetry_file(telemetry, "gateway").model_dump(mode="json", exclude_none=True),
     )
-    settings = GatewaySettings.from_file(dev.gateway_config)
-    gateway = LoopbackServer(create_app(settings, clock), settings.tls, gateway_socket).start()
+    gateway_settings = GatewaySettings.from_file(dev.gateway_config)
+    gateway = LoopbackServer(create_app(gateway_settings, clock), gateway_settings.tls, gateway_socket).start()
     return Stack(root, dev, gateway.url, urls, [*connectors.values(), gateway])

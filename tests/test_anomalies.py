@@ -267,6 +267,7 @@ def _court_tokens(live: Live) -> set[bytes]:
     return {derive_token(output, "court.multiple_terminated") for output in outputs}
 
 
+@pytest.mark.integration
 def test_token_repeated_over_real_lookups_and_no_token_is_stored(live: Live) -> None:
     first = live.run(REQUESTER_A)
     live.clock.advance(minutes=1)
@@ -295,6 +296,7 @@ def test_token_repeated_over_real_lookups_and_no_token_is_stored(live: Live) -> 
     assert not [f for f in forms for entry in entries if f in entry], "a token in the audit log"
 
 
+@pytest.mark.integration
 def test_outside_working_hours_on_a_saturday(live: Live) -> None:
     live.clock.now = (MONDAY + timedelta(days=5)).replace(hour=22).astimezone(UTC)
     assert live.create("prosecutor-330803-33").status_code == 201
@@ -305,6 +307,7 @@ def test_outside_working_hours_on_a_saturday(live: Live) -> None:
     assert [f for f in live.flags("outside_working_hours", "330800") if f["actor"] == "prosecutor-330803-33"]
 
 
+@pytest.mark.integration
 def test_denial_burst_at_its_count(live: Live) -> None:
     live.clock.now = (MONDAY + timedelta(days=7)).astimezone(UTC)
     for _ in range(2):
@@ -316,6 +319,7 @@ def test_denial_burst_at_its_count(live: Live) -> None:
     assert len(flags) == 1 and len(flags[0]["seqs"]) == 3 and "purpose_malformed ×3" in flags[0]["reason"]
 
 
+@pytest.mark.integration
 def test_fast_approval_and_volume(live: Live) -> None:
     live.clock.now = (MONDAY + timedelta(days=8)).astimezone(UTC)
     head = live.stack.approver()
@@ -335,6 +339,7 @@ def test_fast_approval_and_volume(live: Live) -> None:
     assert len(volume) == 1 and "1200 subjects" in volume[0]["reason"] and len(volume[0]["seqs"]) == 2
 
 
+@pytest.mark.integration
 def test_every_export_is_flagged(live: Live) -> None:
     auditor = live.token(["security_auditor"], "auditor-330800-05", "330800")
     response = HTTP.get(
@@ -347,6 +352,7 @@ def test_every_export_is_flagged(live: Live) -> None:
     assert len(flags) == 1 and "kind=request.created" in flags[0]["reason"]
 
 
+@pytest.mark.integration
 def test_bad_periods_are_refused(live: Live) -> None:
     auditor = live.token(["security_auditor"], "auditor-330000-01", "330000")
     for params, code in (

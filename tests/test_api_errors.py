@@ -27,15 +27,16 @@ def _call(stack: Stack, method: str, path: str, token: str | None = None, **kwar
 def _problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert body["code"] == code and body["status"] == status and body["detail"]
-    return body  # type: ignore[no-any-return]
+    return body
 
 
 def _request(stack: Stack, token: str, model: str = "housing_fund", n: int = 2) -> dict[str, Any]:
     response = _call(stack, "POST", "/v1/requests", token, json={"model": model, "subject_count": n, **PURPOSE})
     assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def _elements(n: int) -> list[str]:

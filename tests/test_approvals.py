@@ -29,6 +29,8 @@ from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Clock, Stack, start_stack
 from xiezhi.errors import ApprovalRequired, Conflict
 from xiezhi.supervision import ModelCatalog
 
+pytestmark = pytest.mark.integration  # every test runs a stack
+
 CATALOG = ModelCatalog.load(REPO_ROOT / "policies" / "models")
 REQUESTER = "prosecutor-330803-07"
 

@@ -10,6 +10,7 @@ import json
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, select, text
@@ -21,6 +22,7 @@ from audit_log.export import DatabaseSource, write_export
 from audit_log.merkle import LeafList, consistency_proof, inclusion_proof, leaf_hash, root_of, verify_inclusion
 from audit_log.note import generate_signer, open_checkpoint
 from audit_log.verify import ExportSource, verify
+from tests.polling import WAIT_SECONDS
 
 AT = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
 LOG_KEY = generate_signer("xiezhi.test/audit")
@@ -167,7 +169,7 @@ def test_a_checkpoint_is_signed_after_t_seconds_without_n_entries(tmp_path: Path
     signed = threading.Event()
     writer = writer_for(log, every_entries=10_000, every_seconds=0.2, on_checkpoint=lambda size: signed.set())
     writer.append(event(1))
-    assert signed.wait(5), "no checkpoint within T"
+    assert signed.wait(WAIT_SECONDS), "no checkpoint after T seconds"  # the bound ends a stuck test only
     assert log.latest_size() == 1
     writer.close()
 
@@ -252,6 +254,7 @@ DROP_UPDATE_TRIGGER = {  # what someone with the database's owner rights can do
 }
 
 
+@pytest.mark.integration
 def test_a_log_of_several_chunks_verifies_in_parallel_and_a_change_is_named(database_url: str) -> None:
     """Workers re-open the database by its URL; a changed entry sends the check back to the
     sequential pass, which names it."""
@@ -294,5 +297,5 @@ def test_the_fast_canonical_form_is_rfc8785() -> None:
             for i in range(rng.randint(0, 6))
         }
         e = event(n, **detail)
-        payload = {**e.payload(), "seq": n, "prev": base64.b64encode(bytes(32)).decode()}
+        payload: dict[str, Any] = {**e.payload(), "seq": n, "prev": base64.b64encode(bytes(32)).decode()}
         assert canonical_entry(e, n, bytes(32)) == rfc8785.dumps(payload)

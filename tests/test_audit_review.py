@@ -23,6 +23,8 @@ import pytest
 
 from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Clock, Stack, start_stack
 
+pytestmark = pytest.mark.integration  # every test reads a live stack's log
+
 START = datetime(2026, 6, 1, 1, 30, tzinfo=UTC)  # Monday 09:30 in China
 PURPOSE_B = "（2025）浙0802执监7号"
 ALICE, BOB = "prosecutor-330803-21", "prosecutor-330802-22"

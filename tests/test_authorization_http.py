@@ -74,6 +74,7 @@ def _body(row: Row) -> dict[str, Any]:
     return body
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("row", RUN_ROWS, ids=lambda r: f"{r.table}:{r.case}")
 def test_run_row_over_http(dated: tuple[Stack, Clock], row: Row) -> None:
     stack, clock = dated
@@ -95,6 +96,7 @@ def test_run_row_over_http(dated: tuple[Stack, Clock], row: Row) -> None:
         assert response.headers["content-type"] == "application/problem+json"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("row", ACCESS_DENIALS, ids=lambda r: f"{r.table}:{r.case}")
 def test_access_denial_over_http(dated: tuple[Stack, Clock], row: Row) -> None:
     stack, _ = dated

@@ -52,7 +52,7 @@ def test_a_permit_cannot_be_made_or_copied_outside_authz() -> None:
     with pytest.raises(TypeError):
         AuthorizedRequest(PROSECUTOR, "r-1", "run", allowed.decision)  # type: ignore[call-arg]
     with pytest.raises(ValueError):  # the token is not stored, so replace() has none to copy
-        dataclasses.replace(allowed, request_id="someone-elses")
+        dataclasses.replace(allowed, request_id="someone-elses")  # type: ignore[call-arg]
     with pytest.raises(dataclasses.FrozenInstanceError):
         allowed.request_id = "someone-elses"  # type: ignore[misc]
 

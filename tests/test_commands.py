@@ -20,6 +20,8 @@ from tests.demo_run import FIFTH, PENSION, PENSION_EXPECTED, PENSION_REFERENCE, 
 from tests.stack import PURPOSE, Stack, run_cli
 from xiezhi.supervision import ModelCatalog, SupervisionModel
 
+pytestmark = pytest.mark.integration  # every test runs the CLI or a stack
+
 CATALOG = ModelCatalog.load(REPO_ROOT / "policies" / "models")
 ON_THE_DEMO = pytest.mark.xdist_group("demo")  # the tests sharing the one demo run
 

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import sqlite3
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +33,10 @@ from audit_log.note import generate_signer
 from gateway.quotas import CHINA
 from requester.job import match_file
 from requester.protocol import MatchSpec
+from tests.polling import wait_until
 from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Clock, Stack, session_pki, start_stack
+
+pytestmark = pytest.mark.integration  # every test runs a stack and Chromium
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -50,7 +52,16 @@ ARGS = [
 SATURDAY_NIGHT = datetime(2026, 6, 6, 23, 0, tzinfo=CHINA)
 PROSECUTOR = "prosecutor-330803-41"
 AUDITOR = "auditor-330800-41"
-TIMEOUT_MS = 15_000
+# A bound on each wait for the page (it ends a stuck test), not a speed check: generous for a loaded machine.
+TIMEOUT_MS = 60_000
+# Counts the answers the page has read (Response.json), so a test can wait until it handled one.
+COUNT_ANSWERS_READ = """() => {
+  const json = Response.prototype.json;
+  window.answersRead = 0;
+  Response.prototype.json = function () {
+    return json.call(this).finally(() => { window.answersRead += 1; });
+  };
+}"""
 
 
 def _chromium() -> str | None:
@@ -110,10 +121,11 @@ def _api(stack: Stack, path: str, token: str, **params: Any) -> httpx.Response:
 
 def _checkpointed(stack: Stack, token: str, seq: int) -> None:
     """Wait (bounded) until the writer has signed a checkpoint covering `seq`."""
-    deadline = time.monotonic() + 10
-    while _api(stack, "/v1/audit/checkpoint", token).json().get("size", 0) <= seq:
-        assert time.monotonic() < deadline, f"no checkpoint covers entry {seq}"
-        time.sleep(0.1)
+
+    def covered() -> bool:
+        return int(_api(stack, "/v1/audit/checkpoint", token).json().get("size", 0)) > seq
+
+    wait_until(covered, f"a checkpoint covering entry {seq}")
 
 
 def _page(browser: Any, stack: Stack, **options: Any) -> Any:
@@ -247,16 +259,18 @@ def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Pa
     page.click("#clear-button")
     page.fill("#f-decision", "deny")
     page.click("#search-button")
-    deadline = time.monotonic() + TIMEOUT_MS / 1000
-    while len(held) < 2 and time.monotonic() < deadline:
-        page.wait_for_timeout(20)  # lets the driver deliver the held requests
+    # Waiting in the page (not in Python) lets the driver deliver the held requests.
+    wait_until(lambda: len(held) >= 2, "both searches held", pause=lambda s: page.wait_for_timeout(s * 1000))
     assert len(held) == 2 and "decision=deny" in held[1].request.url
     held[1].continue_()
     outcomes = _column(page, 7)
     assert outcomes and set(outcomes) == {"deny"}
+    page.evaluate(COUNT_ANSWERS_READ)
     with page.expect_response(lambda r: r.url == held[0].request.url, timeout=TIMEOUT_MS):
         held[0].continue_()
-    page.wait_for_timeout(500)  # time for the late answer to be (wrongly) drawn
+    # Once the page has read the late answer, what it does with it (drop it, or wrongly draw
+    # it) has run too: that follows in the same chain of promise callbacks.
+    page.wait_for_function("() => window.answersRead >= 1", timeout=TIMEOUT_MS)
     assert set(_column(page, 7)) == {"deny"}
     page.unroute("**/v1/audit/entries?*")
 

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -47,6 +48,7 @@ def court(tmp_path: Path, generated: Path) -> Iterator[Stack]:
         running.stop()
 
 
+@pytest.mark.integration
 def test_rotation_lets_requests_in_flight_finish_on_their_epoch(court: Stack, generated: Path, tmp_path: Path) -> None:
     stack = court
     inputs = [row.subject.oprf_input() for row in read_subjects(generated / "subjects.csv")[0]]
@@ -193,7 +195,7 @@ def _rotate_args(stack: Stack, generated: Path, tmp_path: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _entries(stack: Stack, kind: str) -> list[dict[str, object]]:
+def _entries(stack: Stack, kind: str) -> list[dict[str, Any]]:
     """The audit log's entries of `kind` (read from the gateway's store), oldest first."""
     engine = make_engine(f"sqlite:///{stack.root / 'gateway' / 'gateway.sqlite'}")
     try:
@@ -229,7 +231,7 @@ def _orphan_digests(stack: Stack) -> int:
 
 def _ticketed(stack: Stack, *, epoch: int) -> httpx.Response:
     """One element sent to the court connector with a valid gateway ticket for `epoch`."""
-    elements = [oprf.blind([b"retired-epoch-probe"], oprf.Mode.VOPRF)[0].blinded_element]
+    elements: list[bytes] = [oprf.blind([b"retired-epoch-probe"], oprf.Mode.VOPRF)[0].blinded_element]
     kid, key = TicketKeys(stack.dev.ticket_keys).current()
     ticket = issue_ticket(
         key, kid=kid, issuer="xiezhi-gateway", connector="court", request_id="r-probe", requester_org=ORG,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import re
 import sqlite3
-import time
 from collections import Counter, defaultdict
 from contextlib import closing
 from pathlib import Path
@@ -86,16 +85,14 @@ DIRTY = {
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GenerationSummary, float]:
-    """The default-size data set, its summary and how long generating it took."""
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GenerationSummary]:
+    """The default-size data set and its summary."""
     root = tmp_path_factory.mktemp("generated")
-    started = time.perf_counter()
-    summary = generate(root)
-    return root, summary, time.perf_counter() - started
+    return root, generate(root)
 
 
 @pytest.fixture(scope="module")
-def data_dir(data: tuple[Path, GenerationSummary, float]) -> Path:
+def data_dir(data: tuple[Path, GenerationSummary]) -> Path:
     return data[0]
 
 
@@ -157,14 +154,14 @@ def test_generating_again_replaces_the_old_data(tmp_path: Path) -> None:
     assert fresh.subject_rows == len(subject_rows(tmp_path / "subjects.csv"))
 
 
-def test_default_size_is_fast(data: tuple[Path, GenerationSummary, float]) -> None:
-    _, summary, seconds = data
-    assert seconds < 5.0
+def test_default_size(data: tuple[Path, GenerationSummary]) -> None:
+    # The size only: how long generating takes depends on the machine's load, a matter for bench/.
+    _, summary = data
     assert 1200 < summary.subject_rows < 1400
 
 
-def test_summary_counts_what_was_written(data: tuple[Path, GenerationSummary, float]) -> None:
-    data_dir, summary, _ = data
+def test_summary_counts_what_was_written(data: tuple[Path, GenerationSummary]) -> None:
+    data_dir, summary = data
     for (agency, table), columns in ID_COLUMNS.items():
         key = f"{agency}.{table}"
         rows = _rows(data_dir, agency, f"SELECT {', '.join(columns)} FROM {table}")

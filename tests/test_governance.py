@@ -20,6 +20,8 @@ from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Clock, LoopbackServer, Stack, start_stack
 
+pytestmark = pytest.mark.integration  # every test runs a stack
+
 POLICY = (REPO_ROOT / "policies" / "policy.csv").read_text(encoding="utf-8")
 
 

@@ -226,6 +226,7 @@ def clocked(tmp_path: Path, generated: Path) -> Iterator[tuple[Stack, Clock]]:
         running.stop()
 
 
+@pytest.mark.integration
 def test_rotation_reaches_the_running_gateway_and_connector(clocked: tuple[Stack, Clock]) -> None:
     stack, clock = clocked
     folder = TicketKeys(stack.dev.ticket_keys)  # the operator's view, as `xiezhi keys rotate-tickets`
@@ -254,6 +255,7 @@ def test_rotation_reaches_the_running_gateway_and_connector(clocked: tuple[Stack
     assert _relay(stack, request_id).status_code == 200
 
 
+@pytest.mark.integration
 def test_rotate_tickets_command(tmp_path: Path) -> None:
     dev = init_dev(tmp_path, connectors={}, database_url=f"sqlite:///{tmp_path / 'g.sqlite'}", pki=session_pki())
     keys = TicketKeys(dev.ticket_keys)

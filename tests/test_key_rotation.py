@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import Session, select
@@ -34,9 +34,12 @@ from requester.gateway_client import GatewayClient
 from requester.job import MatchSummary, match_file
 from requester.protocol import MatchSpec
 from tests.agreement import subjects_file
+from tests.polling import wait_until
 from tests.stack import LEGAL_BASIS, PURPOSE, Clock, LoopbackServer, Stack, run_cli, start_stack
 from xiezhi.errors import Gone
 from xiezhi.supervision import ModelCatalog
+
+pytestmark = pytest.mark.integration  # every test runs a stack
 
 MODEL = ModelCatalog.load(REPO_ROOT / "policies" / "models").get("housing_fund")
 
@@ -63,7 +66,7 @@ class Live:
     def client(self, roles: list[str], **kwargs: object) -> GatewayClient:
         return GatewayClient(self.stack.gateway_url, self.stack.user_token(roles, **kwargs))  # type: ignore[arg-type]
 
-    def entries(self, kind: str) -> list[dict[str, object]]:
+    def entries(self, kind: str) -> list[dict[str, Any]]:
         engine = make_engine(f"sqlite:///{self.stack.root / 'gateway' / 'gateway.sqlite'}")
         try:
             with Session(engine) as session:
@@ -100,15 +103,6 @@ def _xiezhi_keys(live: Live, *args: str, roles: str = "security_admin") -> subpr
     return run_cli("keys", *args, "--gateway", live.stack.gateway_url, "--token-file", str(token_file), timeout=60)
 
 
-def _wait_for(condition: object, seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
-
 def test_rotation_keeps_old_results_open_and_new_runs_matching(live: Live) -> None:
     before = live.run("before")
     assert before.request_id is not None and before.clues > 0
@@ -125,7 +119,7 @@ def test_rotation_keeps_old_results_open_and_new_runs_matching(live: Live) -> No
 
     # The background rewrap moves every data key to the new KEK while the gateway serves.
     admin = live.client(["security_admin"], subject="security_admin-330000-01", org="330000")
-    _wait_for(lambda: admin.key_status().awaiting_rewrap == 0)
+    wait_until(lambda: admin.key_status().awaiting_rewrap == 0, "every data key rewrapped")
     status = admin.key_status()
     assert status.kek == new_kek and status.data_keys == 2 and status.data_key not in (None, old_dek)
 
@@ -163,7 +157,7 @@ def test_rotation_keeps_old_results_open_and_new_runs_matching(live: Live) -> No
     assert rotate[0]["detail"]["kek"] == new_kek and rotate[0]["detail"]["previous_kek"] == old_kek
     assert rotate[0]["detail"]["previous_data_key"] == old_dek
     rewraps = [e for e in rotations if e["action"] == "rewrap"]
-    assert rewraps and sum(e["detail"]["rewrapped"] for e in rewraps) >= 1  # type: ignore[misc]
+    assert rewraps and sum(e["detail"]["rewrapped"] for e in rewraps) >= 1
     assert all(e["detail"]["kek"] == new_kek for e in rewraps)
     assert rotate[0]["seq"] < activated[-1]["seq"]  # both rotations, in the order they happened
 
@@ -174,7 +168,7 @@ def test_only_the_security_admin_sees_or_rotates_keys(live: Live) -> None:
         assert refused.returncode != 0 and "403" in refused.stderr + refused.stdout, (role, refused.stderr)
     status = _xiezhi_keys(live, "status")
     assert status.returncode == 0 and "await rewrapping" in status.stdout
-    denied = [e for e in live.entries("decision") if e["detail"].get("object") == "keys:gateway"]  # type: ignore[union-attr]
+    denied = [e for e in live.entries("decision") if e["detail"].get("object") == "keys:gateway"]
     assert {e["outcome"] for e in denied} >= {"deny", "allow"}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,7 +50,7 @@ def test_roots_match_the_published_tree(size: int) -> None:
 
 
 @pytest.mark.parametrize("vector", VECTORS["inclusion"], ids=lambda v: f"{v['index']}-of-{v['size']}")
-def test_inclusion_proofs_match_the_published_ones(vector: dict) -> None:
+def test_inclusion_proofs_match_the_published_ones(vector: dict[str, Any]) -> None:
     index, size = vector["index"], vector["size"]
     proof = [bytes.fromhex(h) for h in vector["proof"]]
     assert inclusion_proof(LeafList(LEAVES), index, size) == proof
@@ -57,7 +58,7 @@ def test_inclusion_proofs_match_the_published_ones(vector: dict) -> None:
 
 
 @pytest.mark.parametrize("vector", VECTORS["consistency"], ids=lambda v: f"{v['first']}-to-{v['second']}")
-def test_consistency_proofs_match_the_published_ones(vector: dict) -> None:
+def test_consistency_proofs_match_the_published_ones(vector: dict[str, Any]) -> None:
     first, second = vector["first"], vector["second"]
     proof = [bytes.fromhex(h) for h in vector["proof"]]
     assert consistency_proof(LeafList(LEAVES), first, second) == proof

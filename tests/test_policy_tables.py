@@ -188,6 +188,7 @@ def policy_test(*args: str) -> subprocess.CompletedProcess[str]:
 ALL_PASS = re.compile(r"\b(\d+)/\1 rows pass in 3 tables\b")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("extra", [[], ["--plain"]], ids=["fast", "plain"])
 def test_cli_passes_on_the_shipped_policy(extra: list[str]) -> None:
     done = policy_test("--policy-dir", str(POLICY_DIR), *extra)
@@ -209,6 +210,7 @@ def broken_copy(tmp_path: Path, line: str, replacement: str) -> Path:
     return copy
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("line", "replacement", "failing"),
     [
@@ -245,6 +247,7 @@ def test_cli_fails_and_names_the_case_when_a_rule_breaks(
     assert (int(summary.group(1)), int(summary.group(2))) == (len(ROWS) - len(failing), len(ROWS))
 
 
+@pytest.mark.integration
 def test_cli_refuses_an_invalid_policy(tmp_path: Path) -> None:
     broken = broken_copy(
         tmp_path,

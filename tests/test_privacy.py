@@ -56,6 +56,8 @@ from xiezhi.errors import Denied, NotFound
 from xiezhi.supervision import ModelCatalog
 from xiezhi.wire import b64decode
 
+pytestmark = pytest.mark.integration  # every test runs a stack
+
 CATALOG = ModelCatalog.load(REPO_ROOT / "policies" / "models")
 TICKET_CLAIMS = {"iss", "aud", "sub", "rid", "epoch", "cnt", "dig", "jti", "iat", "exp"}
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from connectors.config import DistinctKeys, LatestValue
-from connectors.reduce import reduce_rows
+from connectors.reduce import Reduced, reduce_rows
 from xiezhi.ids import normalise_subject_id
 
 A18 = "11010519491231002X"
@@ -9,7 +9,7 @@ A15 = "130503670401001"  # the 15-digit form of 130503196704010016
 A15_AS_18 = "130503196704010016"
 
 
-def _ids(result) -> set[str]:  # type: ignore[no-untyped-def]
+def _ids(result: Reduced) -> set[str]:
     return {s.value for s in result.subjects}
 
 

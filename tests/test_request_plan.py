@@ -27,7 +27,10 @@ WINNING = Capability("court.winning_plaintiff_unpaid")
 def test_a_capability_knows_its_connector_and_is_its_id() -> None:
     assert WINNING.connector == "court"
     assert Capability("civil_affairs.spouse").connector == "civil_affairs"
-    assert WINNING == "court.winning_plaintiff_unpaid" and {WINNING: 1}["court.winning_plaintiff_unpaid"] == 1
+    assert (
+        WINNING == "court.winning_plaintiff_unpaid" and {WINNING: 1}[Capability("court.winning_plaintiff_unpaid")] == 1
+    )
+    assert {"court.winning_plaintiff_unpaid": 1}[WINNING] == 1  # hashes as its id
     assert type(WINNING.connector) is str
 
 
@@ -82,10 +85,22 @@ def test_the_requester_sees_each_connector_by_name_with_sorted_capabilities() ->
 def test_the_column_reads_and_writes_the_same_text(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'gateway.sqlite'}")
     now = datetime.now(UTC)
-    fields = dict(model="m", requester="u", org="330803", purpose="p", legal_basis="b", subject_count=1, created_at=now)
     plan = RequestPlan({"court": PinnedConnector(epoch=1, public_key=bytes(32), publications={WINNING: "p-1"})})
     with Session(engine) as session:
-        session.add(MatchRequest(id="typed", status="evaluating", plan=plan, **fields))
+        session.add(
+            MatchRequest(
+                id="typed",
+                model="m",
+                requester="u",
+                org="330803",
+                purpose="p",
+                legal_basis="b",
+                subject_count=1,
+                created_at=now,
+                status="evaluating",
+                plan=plan,
+            )
+        )
         session.commit()
     with engine.begin() as connection:  # a row as an older gateway wrote it
         connection.execute(

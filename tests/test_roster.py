@@ -16,6 +16,7 @@ from devkit.demo.generate import generate
 from devkit.environment import ROSTER_DIR, ensure_pki
 from tests.demo_run import FIFTH, FIFTH_CONFIG
 from xiezhi.errors import InvalidInput
+from xiezhi.wire import Capability
 
 REFERENCE = ["court", "tax", "housing_fund", "civil_affairs"]
 
@@ -33,7 +34,7 @@ def test_the_repository_roster_holds_the_four_agencies_in_order() -> None:
     assert roster.path("tax") == ROSTER_DIR / "tax.yaml"
     assert all(entry.config.tables for entry in roster)  # the development kit builds databases from them
     capabilities = [c.id for entry in roster for c in entry.config.capabilities]
-    assert all(c.split(".", 1)[0] in REFERENCE for c in capabilities) and len(capabilities) == 9
+    assert all(Capability(c).connector in REFERENCE for c in capabilities) and len(capabilities) == 9
 
 
 def test_a_new_file_joins_after_the_listed_ones(roster_dir: Path) -> None:

@@ -95,7 +95,7 @@ def test_report_columns(tmp_path: Path, suffix: str) -> None:
     if suffix == ".csv":
         rows = list(csv.reader(out.open(encoding="utf-8-sig")))
     else:
-        rows = [[str(c) for c in r] for r in load_workbook(out).active.iter_rows(values_only=True)]  # type: ignore[union-attr]
+        rows = [[str(c) for c in r] for r in load_workbook(out).active.iter_rows(values_only=True)]
     assert rows == [["行号", "案号", "线索", "a.x", "a.y"], ["3", "（2023）浙0803执1号", "是", "是", "否"]]
     errors = write_errors(out, [])
     assert errors.name == f"r{suffix}.errors.csv"

@@ -170,6 +170,7 @@ def test_every_signal_is_redacted_and_safe_attributes_pass(secret: str, tmp_path
     assert "Traceback" not in stream.getvalue() and "[ValueError]" in stream.getvalue()
 
 
+@pytest.mark.integration
 def test_fastapi_native_telemetry_passes_the_same_redaction(tmp_path: Path) -> None:
     # FastAPI records the path, the query, and logs exceptions "including exception messages
     # and stack traces"; none of that may carry the ID the request sent.
@@ -200,9 +201,9 @@ def test_fastapi_native_telemetry_passes_the_same_redaction(tmp_path: Path) -> N
     text = path.read_text(encoding="utf-8")
     assert not _leaked(RESIDENT, text) and RESIDENT[:17] not in text
     rows = _rows(path)
-    server = [r for r in rows if r["signal"] == "span" and r["kind"] == "SERVER"]
-    assert {r["name"] for r in server} == {"GET /v1/subjects/{subject}", "POST /v1/lookups"}
-    assert all("url.path" not in r["attributes"] and "url.query" not in r["attributes"] for r in server)
+    server_spans = [r for r in rows if r["signal"] == "span" and r["kind"] == "SERVER"]
+    assert {r["name"] for r in server_spans} == {"GET /v1/subjects/{subject}", "POST /v1/lookups"}
+    assert all("url.path" not in r["attributes"] and "url.query" not in r["attributes"] for r in server_spans)
     logs = {r["event_name"]: r for r in rows if r["signal"] == "log"}
     assert logs["http.server.request.exception"]["attributes"]["exception.type"] == "ValueError"
     assert "exception.message" not in logs["http.server.request.exception"]["attributes"]
@@ -210,6 +211,7 @@ def test_fastapi_native_telemetry_passes_the_same_redaction(tmp_path: Path) -> N
     assert any(r["signal"] == "metric" and r["name"] == "http.server.request.duration" for r in rows)
 
 
+@pytest.mark.integration
 def test_otlp_export_goes_through_redaction_too() -> None:
     received: list[tuple[str, bytes]] = []
 
@@ -269,6 +271,7 @@ def _points(metrics: list[dict[str, Any]], service: str, name: str) -> list[dict
     return [p for m in metrics if m["service"] == service and m["name"] == name for p in m["points"]]
 
 
+@pytest.mark.integration
 def test_one_trace_from_client_through_gateway_to_connectors(tmp_path: Path, generated: Path) -> None:
     folder = tmp_path / "telemetry"
     stack = start_stack(tmp_path / "stack", telemetry=folder)

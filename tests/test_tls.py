@@ -30,6 +30,7 @@ from xiezhi.errors import InvalidInput
 from xiezhi.tls import ServerTLS, client_context, connector_identity, gateway_identity, peer_names
 
 
+@pytest.mark.integration
 def test_pki_init_makes_a_ca_and_certificates_that_name_their_holders(tmp_path: Path) -> None:
     done = run_cli("pki", "init", "--out", str(tmp_path / "pki"), "--client", "qz-procuratorate", timeout=120)
     assert done.returncode == 0, done.stderr
@@ -55,6 +56,7 @@ def test_pki_init_makes_a_ca_and_certificates_that_name_their_holders(tmp_path: 
     assert again.returncode == 2 and "already there" in again.stderr  # never overwrites a CA
 
 
+@pytest.mark.integration
 def test_a_certificate_from_another_ca_is_not_trusted(tmp_path: Path) -> None:
     stranger = init_pki(tmp_path / "other", ["court"], [], datetime.now(UTC))
     app = FastAPI()
@@ -80,11 +82,12 @@ def impostor() -> Any:
     server.stop()
 
 
+@pytest.mark.integration
 def test_the_gateway_pins_each_connector_to_its_own_certificate(impostor: LoopbackServer) -> None:
     gateway = session_pki().gateway()
     tls = ServerTLS.serving(gateway)
     # The tax connector's certificate at the address the gateway has for the court: refused.
-    links = ConnectorLinks({"court": impostor.url, "tax": impostor.url}, tls, timeout_seconds=5)
+    links = ConnectorLinks({"court": impostor.url, "tax": impostor.url}, tls, timeout_seconds=60)
     try:
         with pytest.raises(httpx.ConnectError, match=r"not valid for 'court\.connector\.xiezhi\.internal'"):
             links.client("court").get(f"{links.url('court')}/healthz", extensions=links.extensions("court"))
@@ -151,6 +154,7 @@ def test_plain_http_is_refused_without_the_development_flag(tmp_path: Path, stac
     assert "INSECURE" in loud.stderr and "gateway_unreachable" in loud.stderr  # warned, then tried
 
 
+@pytest.mark.integration
 def test_certificates_expire(tmp_path: Path) -> None:
     """A certificate past its validity is refused by the handshake (the PKI's dates are real)."""
     old = init_pki(tmp_path / "old", ["court"], [], datetime.now(UTC) - timedelta(days=400), days=30)
