@@ -178,8 +178,8 @@ def generate(data_dir: Path, *, seed: int = 7, debtors: int = 1200, roster: Rost
     The databases follow the tables of `roster` (default: deploy/connectors); raises
     InvalidInput if it lacks a table this generator fills or gives one another width.
     """
-    schemas = _schemas(roster or load_roster())
-    id_columns = {key: _id_columns(schemas[key.split(".")[0]][key.split(".")[1]]) for key in _FILLED}
+    tables = _tables(roster or load_roster())
+    id_columns = {key: _id_columns(tables[key]) for key in _FILLED}
     world = _World(Random(seed), noise=max(100, debtors), id_columns=id_columns)
     subjects = world.debtors(debtors)
     persons = [party for party in subjects if party.id_type is IdType.RESIDENT]
@@ -197,12 +197,10 @@ def generate(data_dir: Path, *, seed: int = 7, debtors: int = 1200, roster: Rost
     subject_rows = world.list_rows(cases, debtor_side=True)
     applicant_rows = world.list_rows(cases, debtor_side=False)
 
-    _write_databases(data_dir / "agencies", schemas, world.tables)
+    rows = {key: world.tables.get(key, []) for key in tables}
+    _write_databases(data_dir / "agencies", tables, rows)
     _write_list(data_dir / "subjects.csv", subject_rows)
     _write_list(data_dir / "applicants.csv", applicant_rows)
-    tables = {f"{agency}.{table}": columns for agency, agency_tables in schemas.items()
-              for table, columns in agency_tables.items()}  # fmt: skip
-    rows = {key: world.tables.get(key, []) for key in tables}
     invalid = {key: _count_invalid(rows[key], _id_columns(tables[key])) for key in tables}
     invalid["subjects.csv"] = _count_invalid(subject_rows, (2,))
     invalid["applicants.csv"] = _count_invalid(applicant_rows, (2,))
@@ -605,25 +603,25 @@ def _count_invalid(rows: list[Row], columns: tuple[int, ...]) -> int:
     return sum(1 for row in rows if not all(_is_valid(str(row[c])) for c in columns))
 
 
-Schemas = dict[str, dict[str, list[tuple[str, str]]]]  # agency → table → (column, type)
+Tables = dict[str, list[tuple[str, str]]]  # "agency.table" → its (column, type) in row order
 
 
-def _schemas(roster: Roster) -> Schemas:
+def _tables(roster: Roster) -> Tables:
     """Every roster connector's tables, checked against the rows this generator writes."""
-    schemas: Schemas = {}
+    tables: Tables = {}
     for entry in roster:
         if not entry.config.tables:
             raise InvalidInput(
                 f"{entry.path.name}: connector {entry.name} declares no tables, so no database can be "
                 "generated for it; give the demo --data with agencies/<connector>.sqlite instead"
             )
-        schemas[entry.name] = {table: table_columns(columns) for table, columns in entry.config.tables.items()}
+        for table, columns in entry.config.tables.items():
+            tables[f"{entry.name}.{table}"] = table_columns(columns)
     for key, width in _FILLED.items():
-        agency, table = key.split(".")
-        columns = schemas.get(agency, {}).get(table)
-        if columns is None or len(columns) != width:
+        if key not in tables or len(tables[key]) != width:
+            agency, table = key.split(".")
             raise InvalidInput(f"the roster's {agency} needs a table {table} of {width} columns for generated data")
-    return schemas
+    return tables
 
 
 def _id_columns(columns: list[tuple[str, str]]) -> tuple[int, ...]:
@@ -631,17 +629,19 @@ def _id_columns(columns: list[tuple[str, str]]) -> tuple[int, ...]:
     return tuple(at for at, (name, _) in enumerate(columns) if name.endswith("_id"))
 
 
-def _write_databases(directory: Path, schemas: Schemas, tables: dict[str, list[Row]]) -> None:
+def _write_databases(directory: Path, tables: Tables, rows: dict[str, list[Row]]) -> None:
+    """One database per agency, holding its tables in the order the roster gives them."""
     directory.mkdir(parents=True, exist_ok=True)
-    for agency, agency_tables in schemas.items():
+    for agency in dict.fromkeys(key.split(".")[0] for key in tables):
         path = directory / f"{agency}.sqlite"
         path.unlink(missing_ok=True)
         with closing(sqlite3.connect(path)) as connection, connection:
-            for table, columns in agency_tables.items():
+            for key in (k for k in tables if k.split(".")[0] == agency):
+                table, columns = key.split(".")[1], tables[key]
                 definition = ", ".join(f"{name} {kind}" for name, kind in columns)
                 connection.execute(f"CREATE TABLE {table} ({definition})")
                 marks = ", ".join("?" * len(columns))
-                connection.executemany(f"INSERT INTO {table} VALUES ({marks})", tables.get(f"{agency}.{table}", []))
+                connection.executemany(f"INSERT INTO {table} VALUES ({marks})", rows[key])
 
 
 def _write_list(path: Path, rows: list[Row]) -> None:
