@@ -86,15 +86,34 @@ class AuditTail(SQLModel, table=True):
 
 
 LOG_TABLES = ("audit_entries", "audit_nodes", "audit_checkpoints", "audit_cosignatures")
+# Each log table's primary key: an insert that names a stored key is a rewrite, not an append.
+_KEYS = {
+    "audit_entries": ("seq",),
+    "audit_nodes": ("level", "idx"),
+    "audit_checkpoints": ("size",),
+    "audit_cosignatures": ("size", "witness"),
+}
 
 
 def _triggers(dialect: str) -> list[str]:
     if dialect == "sqlite":
         return [
-            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
-            "BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END"
-            for table in LOG_TABLES
-            for verb in ("UPDATE", "DELETE")
+            *(
+                f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
+                "BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END"
+                for table in LOG_TABLES
+                for verb in ("UPDATE", "DELETE")
+            ),
+            # NOTE: `INSERT OR REPLACE` (and `REPLACE INTO`) deletes the stored row without
+            # firing a DELETE trigger (SQLite fires them for REPLACE only under
+            # recursive_triggers). An insert that names a key already stored is refused
+            # before the conflict is ever resolved.
+            *(
+                f"CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table} "
+                f"WHEN EXISTS (SELECT 1 FROM {table} WHERE {_same_key(table)}) "
+                "BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END"
+                for table in LOG_TABLES
+            ),
         ]
     if dialect == "postgresql":
         return [
@@ -112,6 +131,10 @@ def _triggers(dialect: str) -> list[str]:
             ),
         ]
     raise RuntimeError(f"no append-only triggers for dialect {dialect}")
+
+
+def _same_key(table: str) -> str:
+    return " AND ".join(f"{column} = NEW.{column}" for column in _KEYS[table])
 
 
 def install_append_only(engine: Engine) -> None:

@@ -123,6 +123,41 @@ def test_every_log_table_refuses_update_and_delete_at_the_database(database_url:
     assert log.size() == 300 and len(log.entries()) == 300 and len(log.checkpoints()) == 1
 
 
+def test_an_insert_that_replaces_a_stored_row_is_refused_at_the_database(database_url: str) -> None:
+    """`INSERT OR REPLACE` deletes the old row without a DELETE trigger on SQLite, and an
+    upsert updates it; both must be refused like any other rewrite."""
+    log = new_log(database_url)
+    writer = writer_for(log)
+    for n in range(300):
+        writer.append(event(n))
+    writer.close()
+    log.add_cosignature(300, "court", "\u2014 w AAAA\n", AT)
+    stored = log.entry(3)
+    assert stored is not None
+    forged = {"seq": 3, "at": "2025-01-01 00:00:00", "entry": b"{}", "leaf": b"\x00" * 32}
+    columns = "seq, recorded_at, kind, actor, outcome, entry, leaf_hash"
+    values = ":seq, :at, 'relay', 'x', 'ok', :entry, :leaf"
+    upsert = "ON CONFLICT (seq) DO UPDATE SET entry = excluded.entry, leaf_hash = excluded.leaf_hash"
+    statements = [f"INSERT INTO audit_entries ({columns}) VALUES ({values}) {upsert}"]
+    if log.engine.dialect.name == "sqlite":
+        statements += [
+            f"INSERT OR REPLACE INTO audit_entries ({columns}) VALUES ({values})",
+            f"REPLACE INTO audit_entries ({columns}) VALUES ({values})",
+            "INSERT OR REPLACE INTO audit_checkpoints (size, root, note, issued_at) VALUES (300, :leaf, '', :at)",
+            "INSERT OR REPLACE INTO audit_cosignatures (size, witness, line, received_at) VALUES (300, 'court', '', :at)",
+            "INSERT OR REPLACE INTO audit_nodes (level, idx, hash) VALUES (8, 0, :leaf)",
+        ]
+    for statement in statements:
+        with log.engine.begin() as connection, pytest.raises(DatabaseError, match="append-only"):
+            connection.execute(text(statement), forged)
+    after = log.entry(3)
+    assert after is not None and after.entry == stored.entry and after.leaf_hash == stored.leaf_hash
+    assert [c.line for c in log.cosignatures()] == ["\u2014 w AAAA\n"] and log.checkpoints()[0].note
+    # Appending new rows still works through the same triggers.
+    log.append_now(event(300))
+    assert log.size() == 301
+
+
 def test_concurrent_appends_are_batched_contiguous_and_chained(database_url: str) -> None:
     log = new_log(database_url)
     writer = writer_for(log, every_entries=100)
