@@ -43,6 +43,7 @@ class EventKind(StrEnum):
     KEY_ROTATION = "key.rotation"
     EXPORT = "audit.export"
     VERIFICATION = "audit.verification"
+    ALARM = "alarm"  # raised (a witness refusing the log's checkpoint) or resolved by an operator
 
 
 Scalar = str | int | bool | None

@@ -27,6 +27,7 @@ import json
 import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -35,6 +36,14 @@ import rfc8785
 from audit_log.entries import GENESIS
 from audit_log.merkle import CompactRange, fold, leaf_hash, levels_of, prefix_nodes
 from audit_log.note import Checkpoint, NoteError, Verifier, cosignature_time, open_checkpoint
+from audit_log.witness_policy import (
+    SignedCheckpoint,
+    WitnessPolicy,
+    check_held,
+    check_quorum,
+    check_unsigned_tail,
+    open_signed,
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,10 @@ class Report:
     latest_checkpoint: int | None = None
     cosigned: dict[str, int] = field(default_factory=dict)  # witness → checkpoints it cosigned
     problems: list[Problem] = field(default_factory=list)
+    # Each checkpoint size the log holds → the policy's witnesses whose cosignature it keeps,
+    # and each witness → the largest size it cosigned in the log.
+    in_log: dict[int, frozenset[str]] = field(default_factory=dict, repr=False)
+    witnessed: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -168,18 +181,37 @@ class ExportSource:
 CHUNK_LEVEL = 14  # entries are hashed in aligned chunks of 2^14, a level at a time
 
 
-def verify(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...] = (), workers: int = 1) -> Report:
+def verify(
+    source: Source,
+    log_key: Verifier,
+    witnesses: tuple[Verifier, ...] = (),
+    workers: int = 1,
+    policy: WitnessPolicy | None = None,
+) -> Report:
     """Check the whole log; `workers` > 1 hashes whole chunks in that many processes first.
+
+    With a `policy`, its witnesses replace `witnesses`, and the log is also held to the
+    checkpoints kept outside it and to the witnesses' quorum (`audit_log.witness_policy`).
 
     The parallel pass only answers "all good"; anything else is re-checked sequentially,
     which is what names the position.
     """
-    if workers > 1:
-        fast = _parallel(source, log_key, witnesses, workers)
-        if fast is not None:
-            return fast
+    policy = policy if policy is not None else WitnessPolicy(witnesses={w.name: w for w in witnesses})
+    held, held_problems = _open_held(policy, log_key)
+    report = None
+    if workers > 1 and not held_problems:
+        report = _parallel(source, log_key, policy, held, workers)
+    if report is None:
+        report = _sequential(source, log_key, policy, held)
+    report.problems.extend(held_problems)
+    _hold_to_policy(source, report, policy, held)
+    return report
+
+
+def _sequential(source: Source, log_key: Verifier, policy: WitnessPolicy, held: list[SignedCheckpoint]) -> Report:
     report = Report()
-    roots = _checkpoints(source, log_key, witnesses, report)
+    roots = _checkpoints(source, log_key, policy.witnesses, report)
+    outside = _add_held(roots, held, report)
     targets = sorted(roots)
     tree, found = CompactRange(), None
     boundary, boundary_prev = 0, GENESIS  # the largest checkpoint proven so far, and its last leaf
@@ -200,14 +232,75 @@ def verify(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...] = 
     if found is not None:
         report.problems.append(found)
     elif targets and targets[-1] > tree.size:
-        report.problems.append(
-            Problem(
-                tree.size,
-                "log_truncated",
-                f"the log ends after {tree.size} entries, but a checkpoint was signed for {targets[-1]}",
-            )
-        )
+        report.problems.append(_truncated(tree.size, targets[-1], outside))
     return report
+
+
+def _truncated(size: int, signed: int, outside: dict[int, str]) -> Problem:
+    if signed in outside:
+        return Problem(
+            size,
+            "log_rolled_back",
+            f"the log ends after {size} entries, but {outside[signed]} holds a checkpoint of size {signed}: "
+            "the log was rolled back or truncated",
+        )
+    return Problem(
+        size, "log_truncated", f"the log ends after {size} entries, but a checkpoint was signed for {signed}"
+    )
+
+
+def _open_held(policy: WitnessPolicy, log_key: Verifier) -> tuple[list[SignedCheckpoint], list[Problem]]:
+    """The policy's held checkpoints whose log signature verifies; a problem for each that does not."""
+    held, problems = [], []
+    for item in policy.held:
+        try:
+            held.append(open_signed(item.note, log_key, policy.witnesses, item.source))
+        except NoteError as exc:
+            problems.append(Problem(None, "held_checkpoint_invalid", f"{item.source}: {exc}"))
+    return held, problems
+
+
+def _add_held(roots: dict[int, bytes], held: list[SignedCheckpoint], report: Report) -> dict[int, str]:
+    """Add the held checkpoints' roots to the log's own; a held root that differs from the
+    log's own checkpoint of that size is a fork. Returns size → source for sizes only held."""
+    outside: dict[int, str] = {}
+    for item in held:
+        size, root = item.checkpoint.size, item.checkpoint.root
+        known = roots.get(size)
+        if known is not None and known != root:
+            report.problems.append(
+                Problem(None, "checkpoints_fork", f"{item.source} holds a checkpoint of size {size} with another root")
+            )
+            continue
+        if known is None:
+            roots[size] = root
+            outside[size] = item.source
+    return outside
+
+
+def _hold_to_policy(source: Source, report: Report, policy: WitnessPolicy, held: list[SignedCheckpoint]) -> None:
+    """The checks that need the witnesses or the held checkpoints, after the tree is recomputed."""
+    in_log, cosigned = report.in_log, dict(report.witnessed)
+    for item in held:
+        for name in item.cosigners:
+            cosigned[name] = max(cosigned.get(name, 0), item.checkpoint.size)
+    findings = check_held(held, in_log, report.entries)
+    findings += check_quorum(policy, in_log, cosigned)
+    signed = max((size for size in in_log if size <= report.entries), default=0)
+    if report.ok and signed < report.entries:  # (after a problem, the count stops where it was found)
+        first, newest = _entry_time(source, signed), _entry_time(source, report.entries - 1)
+        findings += check_unsigned_tail(policy, signed, first, newest)
+    report.problems.extend(Problem(f.position, f.code, f.message) for f in findings)
+
+
+def _entry_time(source: Source, seq: int) -> datetime | None:
+    for _, entry, _ in source.entries(seq, seq + 1):
+        try:
+            at = json.loads(entry or b"null")["at"]
+            return datetime.fromisoformat(at)
+        except (ValueError, KeyError, TypeError):
+            return None
+    return None
 
 
 def _chunk(
@@ -280,7 +373,9 @@ class Reopenable(Protocol):
         ...
 
 
-def _parallel(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...], workers: int) -> Report | None:
+def _parallel(
+    source: Source, log_key: Verifier, policy: WitnessPolicy, held: list[SignedCheckpoint], workers: int
+) -> Report | None:
     if not hasattr(source, "reopen") or not hasattr(source, "count"):
         return None
     notes = source.checkpoint_notes()
@@ -290,7 +385,9 @@ def _parallel(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...]
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         # The workers check signatures while this process counts the entries and finds the chunks.
         opening = pool.map_async(
-            functools.partial(_open_quietly, log_key, witnesses), notes, chunksize=max(1, len(notes) // (workers * 4))
+            functools.partial(_open_quietly, log_key, policy.witnesses),
+            notes,
+            chunksize=max(1, len(notes) // (workers * 4)),
         )
         size = source.count()
         full = size >> CHUNK_LEVEL
@@ -302,9 +399,15 @@ def _parallel(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...]
         for checkpoint_size, root, cosigned in opened:  # type: ignore[misc]
             if roots.setdefault(checkpoint_size, root) != root:
                 return None
+            report.in_log[checkpoint_size] = report.in_log.get(checkpoint_size, frozenset()) | frozenset(cosigned)
             for name in cosigned:
-                report.cosigned[name] = report.cosigned.get(name, 0) + 1
+                key = policy.witnesses[name].name
+                report.cosigned[key] = report.cosigned.get(key, 0) + 1
+                report.witnessed[name] = max(report.witnessed.get(name, 0), checkpoint_size)
         report.checkpoints, report.latest_checkpoint = len(roots), max(roots, default=None)
+        _add_held(roots, held, report)
+        if report.problems:
+            return None
         targets = sorted(roots)
         tasks = [
             (source, c, [t - (c << CHUNK_LEVEL) for t in targets if c << CHUNK_LEVEL < t <= (c + 1) << CHUNK_LEVEL])
@@ -333,11 +436,11 @@ def _parallel(source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...]
     return report
 
 
-def _open_quietly(log_key: Verifier, witnesses: tuple[Verifier, ...], note: str) -> tuple[int, bytes, list[str]] | None:
+def _open_quietly(log_key: Verifier, witnesses: dict[str, Verifier], note: str) -> tuple[int, bytes, list[str]] | None:
     """In a worker: a checkpoint's size, root and valid cosigners; None if anything is wrong."""
     try:
         checkpoint = open_checkpoint(note, log_key)
-        cosigned = [w.name for w in witnesses if cosignature_time(note, w) is not None]
+        cosigned = [name for name, w in witnesses.items() if cosignature_time(note, w) is not None]
     except NoteError:
         return None
     return checkpoint.size, checkpoint.root, cosigned
@@ -402,9 +505,7 @@ def redacted_leaf(line: bytes) -> bytes | None:
     return leaf if len(leaf) == 32 else None
 
 
-def _checkpoints(
-    source: Source, log_key: Verifier, witnesses: tuple[Verifier, ...], report: Report
-) -> dict[int, bytes]:
+def _checkpoints(source: Source, log_key: Verifier, witnesses: dict[str, Verifier], report: Report) -> dict[int, bytes]:
     roots: dict[int, bytes] = {}
     covered = 0
     for note in source.checkpoint_notes():
@@ -426,12 +527,16 @@ def _checkpoints(
             )
         roots[checkpoint.size] = checkpoint.root
         covered = max(covered, checkpoint.size)
-        for witness in witnesses:
+        cosigners = set(report.in_log.get(checkpoint.size, frozenset()))
+        for name, witness in witnesses.items():
             try:
                 if cosignature_time(note, witness) is not None:
                     report.cosigned[witness.name] = report.cosigned.get(witness.name, 0) + 1
+                    cosigners.add(name)
+                    report.witnessed[name] = max(report.witnessed.get(name, 0), checkpoint.size)
             except NoteError as exc:
                 report.problems.append(Problem(None, "cosignature_invalid", f"checkpoint {checkpoint.size}: {exc}"))
+        report.in_log[checkpoint.size] = frozenset(cosigners)
     report.checkpoints = len(roots)
     report.latest_checkpoint = max(roots) if roots else None
     return roots

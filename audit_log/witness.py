@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from audit_log.merkle import ProofFailed, verify_consistency
-from audit_log.note import Checkpoint, NoteError, Signer, Verifier, open_checkpoint
+from audit_log.note import Checkpoint, NoteError, Signer, Verifier, open_checkpoint, split_note
 from xiezhi.errors import XiezhiError
 
 log = logging.getLogger("xiezhi.witness")
@@ -60,12 +61,25 @@ class Witness:
         self._lock = threading.Lock()
 
     def latest(self) -> Cosigned | None:
+        entry = self._entry()
+        return None if entry is None else Cosigned(int(entry["size"]), base64.b64decode(entry["root"]))
+
+    def latest_note(self) -> str | None:
+        """The newest checkpoint this witness cosigned, as the log signed it plus this witness's
+        cosignature: what an auditor holds the log to (None before the first, or for a state
+        kept before notes were)."""
+        entry = self._entry()
+        if entry is None or "note" not in entry or "cosignature" not in entry:
+            return None
+        return str(entry["note"]) + str(entry["cosignature"])
+
+    def _entry(self) -> dict[str, Any] | None:
         try:
             data = json.loads(self._state.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         entry = data.get(self._log_key.name)
-        return None if entry is None else Cosigned(int(entry["size"]), base64.b64decode(entry["root"]))
+        return entry if isinstance(entry, dict) else None
 
     def add_checkpoint(self, body: str) -> str:
         """Handle an add-checkpoint request body; returns the cosignature line(s)."""
@@ -96,17 +110,22 @@ class Witness:
                     raise WitnessRefusal(422, f"the consistency proof does not verify: {exc}") from exc
             elif proof:
                 raise WitnessRefusal(422, "a proof from the empty tree must be empty")
-            self._save(checkpoint)
-        text = checkpoint.text()
+            cosignature = self.signer.cosign(checkpoint.text(), int(self._clock()))
+            self._save(checkpoint, note, cosignature)
         log.info("cosigned checkpoint size=%d", checkpoint.size)
-        return self.signer.cosign(text, int(self._clock()))
+        return cosignature
 
-    def _save(self, checkpoint: Checkpoint) -> None:
+    def _save(self, checkpoint: Checkpoint, note: str, cosignature: str) -> None:
         try:
             data = json.loads(self._state.read_text(encoding="utf-8"))
         except FileNotFoundError:
             data = {}
-        data[checkpoint.origin] = {"size": checkpoint.size, "root": base64.b64encode(checkpoint.root).decode()}
+        data[checkpoint.origin] = {
+            "size": checkpoint.size,
+            "root": base64.b64encode(checkpoint.root).decode(),
+            "note": _log_signed(note, self._log_key),
+            "cosignature": cosignature,
+        }
         tmp = self._state.with_name(self._state.name + ".tmp")
         tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
         with tmp.open("rb") as handle:
@@ -118,6 +137,13 @@ class Witness:
         with evidence.open("a", encoding="utf-8") as out:
             out.write(json.dumps({"at": int(self._clock()), "why": why, "note": note}, ensure_ascii=False) + "\n")
         log.warning("refused an inconsistent checkpoint of the gateway's log; evidence kept")
+
+
+def _log_signed(note: str, log_key: Verifier) -> str:
+    """`note` with only the log's own signature line: what the witness keeps and hands out."""
+    text, lines = split_note(note)
+    kept = "".join(str(line) for line in lines if line.name == log_key.name and line.key_id == log_key.key_id)
+    return text + "\n" + kept
 
 
 def _parse(body: str) -> tuple[int, list[bytes], str]:

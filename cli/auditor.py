@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,7 +24,8 @@ from audit_log.merkle import ProofFailed, leaf_hash, verify_consistency, verify_
 from audit_log.note import NoteError, Verifier, load_signer, open_checkpoint, parse_witnesses, read_verifier
 from audit_log.store import AuditLog
 from audit_log.verify import ExportSource, Report, Source, verify
-from cli.common import GatewayUrl, error, gateway_client
+from audit_log.witness_policy import HeldCheckpoint, WitnessPolicy, read_held
+from cli.common import GatewayUrl, error, fail, gateway_client
 from requester.gateway_client import GatewayClient
 from xiezhi.errors import XiezhiError
 
@@ -123,6 +125,28 @@ def _print(report: Report, as_json: bool) -> None:
         typer.echo(f"  {problem}")
 
 
+PolicyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy",
+        help="A witness policy file (YAML: witnesses, quorum, max_uncosigned_checkpoints, max_unsigned_seconds, "
+        "checkpoints); it replaces the witnesses of --settings",
+    ),
+]
+HeldOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--checkpoints",
+        help="Checkpoints kept outside the log (JSON lines with a note each, or one note): the witnesses' "
+        "(`xiezhi audit witness-checkpoints`) or the gateway's published ones. The log must extend every one",
+    ),
+]
+WitnessUrlOption = Annotated[
+    list[str] | None,
+    typer.Option("--witness-url", help="NAME=URL of a witness to read (default: the connectors' URLs in --settings)"),
+]
+
+
 @audit_app.command("verify")
 def verify_command(
     source: Annotated[
@@ -131,23 +155,117 @@ def verify_command(
     settings: SettingsOption = None,
     log_key: LogKeyOption = None,
     witness: WitnessOption = None,
+    policy_file: PolicyOption = None,
+    quorum: Annotated[
+        int | None, typer.Option(min=0, help="How many witnesses must cosign (default: 1 when witnesses are named)")
+    ] = None,
+    held_files: HeldOption = None,
+    from_witnesses: Annotated[
+        bool,
+        typer.Option(
+            "--from-witnesses",
+            help="Also read each witness's newest cosigned checkpoint from the witness itself (mutual TLS with "
+            "$XIEZHI_TLS_*) and hold the log to it",
+        ),
+    ] = False,
+    witness_url: WitnessUrlOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
     workers: Annotated[
         int, typer.Option(min=1, help="Processes hashing whole chunks of a large log (default: one per core)")
     ] = os.cpu_count() or 1,
 ) -> None:
-    """Recompute the tree, check every checkpoint and cosignature, name the first bad entry.
+    """Recompute the tree, check every checkpoint and cosignature, name the first bad entry,
+    and hold the log to its witnesses: to what each cosigned, and to their quorum.
 
     Exit status 0 if the log verifies, 1 if it does not, 2 if it could not be checked.
     """
     loaded = _settings(settings)
     key, witnesses = _trust(loaded, log_key, witness)
     try:
-        report = verify(_open(source, loaded), key, tuple(witnesses.values()), workers=workers)
+        policy = _policy(loaded, witnesses, policy_file, quorum, held_files or [])
+        if from_witnesses:
+            policy = replace(policy, held=(*policy.held, *_read_witnesses(loaded, witness_url, policy)))
+        report = verify(_open(source, loaded), key, workers=workers, policy=policy)
     except NoteError as exc:
         raise error(str(exc)) from None
+    except XiezhiError as exc:
+        raise fail(exc) from None
     _print(report, as_json)
     raise typer.Exit(0 if report.ok else 1)
+
+
+@audit_app.command("witness-checkpoints")
+def witness_checkpoints_command(
+    out: Annotated[Path, typer.Option(help="File to write (JSON lines: source, size, note)")],
+    settings: SettingsOption = None,
+    witness: WitnessOption = None,
+    witness_url: WitnessUrlOption = None,
+    log_key: LogKeyOption = None,
+) -> None:
+    """Read each witness's newest cosigned checkpoint and keep them in a file, for
+    `xiezhi audit verify --checkpoints FILE` on any later copy of the log."""
+    loaded = _settings(settings)
+    key, witnesses = _trust(loaded, log_key, witness)
+    policy = WitnessPolicy(witnesses=witnesses)
+    try:
+        held = _read_witnesses(loaded, witness_url, policy)
+        lines = []
+        for item in held:
+            checkpoint = open_checkpoint(item.note, key)  # refuse to keep what the log did not sign
+            lines.append(json.dumps({"source": item.source, "size": checkpoint.size, "note": item.note}) + "\n")
+    except XiezhiError as exc:
+        raise fail(exc) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(lines), encoding="utf-8")
+    typer.echo(f"kept {len(lines)} witnesses' cosigned checkpoints in {out}")
+
+
+def _policy(
+    settings: GatewaySettings | None,
+    witnesses: dict[str, Verifier],
+    policy_file: Path | None,
+    quorum: int | None,
+    held_files: list[Path],
+) -> WitnessPolicy:
+    """The witness policy: a policy file, else the witnesses named (quorum 1 when there are any)."""
+    if policy_file is not None:
+        policy = WitnessPolicy.load(policy_file)
+    else:
+        audit = settings.audit if settings is not None else None
+        policy = WitnessPolicy(
+            witnesses=witnesses,
+            quorum=(audit.witness_quorum if audit is not None else None) or (1 if witnesses else 0),
+            max_unsigned_seconds=(audit.checkpoint_every_seconds + 60.0) if audit is not None else 70.0,
+        )
+    held = [item for path in held_files for item in read_held(path)]
+    return replace(policy, quorum=policy.quorum if quorum is None else quorum, held=(*policy.held, *held))
+
+
+def _read_witnesses(
+    settings: GatewaySettings | None, witness_url: list[str] | None, policy: WitnessPolicy
+) -> list[HeldCheckpoint]:
+    """Each policy witness's newest cosigned checkpoint, read from the witness over mutual TLS."""
+    from requester.witness_reader import read_witness_checkpoint
+    from xiezhi.tls import TRUST_DOMAIN, client_tls_from_env, insecure_http_from_env
+
+    urls = {name: str(url) for name, url in (settings.connectors.items() if settings is not None else ())}
+    for item in witness_url or []:
+        name, sep, url = item.partition("=")
+        if not sep:
+            raise error(f"--witness-url {item!r}: expected NAME=URL")
+        urls[name] = url
+    missing = sorted(set(policy.witnesses) - set(urls))
+    if missing:
+        raise error(f"no URL for witness {', '.join(missing)}: give --witness-url NAME=URL or --settings")
+    domain = settings.tls.domain if settings is not None and settings.tls is not None else TRUST_DOMAIN
+    tls, insecure = client_tls_from_env(), insecure_http_from_env()
+    return [
+        HeldCheckpoint(
+            read_witness_checkpoint(name, urls[name], tls=tls, domain=domain, insecure_http=insecure),
+            f"witness {name}",
+        )
+        for name in sorted(policy.witnesses)
+    ]
 
 
 @audit_app.command("export")

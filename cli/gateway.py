@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import fail, setup_logging
+from cli.common import GatewayUrl, TokenFile, calling, fail, setup_logging
 from xiezhi.errors import XiezhiError
 
 gateway_app = typer.Typer(help="The gateway service.", no_args_is_help=True)
@@ -76,3 +76,38 @@ def keys_rotate_tickets(config: SettingsFile) -> None:
     typer.echo(f"ticket key {kid} is current (was {previous[0] if previous else 'none'})")
     for old in pruned:
         typer.echo(f"pruned ticket key {old}")
+
+
+@gateway_app.command("alarms")
+def gateway_alarms(
+    gateway: GatewayUrl,
+    all_alarms: Annotated[bool, typer.Option("--all", help="Also the resolved ones")] = False,
+    token_file: TokenFile = None,
+) -> None:
+    """List the open alarms (a witness refusing the audit log's checkpoint). While one is open,
+    /readyz answers 503. Exit status 1 if any is open."""
+    with calling(gateway, token_file) as client:
+        alarms = client.alarms(include_resolved=all_alarms)
+    for alarm in alarms:
+        state = f"resolved by {alarm.resolved_by}: {alarm.resolution}" if alarm.resolved_at else "OPEN"
+        typer.echo(
+            f"{alarm.id}  {alarm.kind} from {alarm.source} [{alarm.reason}] raised {alarm.raised_at:%Y-%m-%d %H:%M:%S}Z"
+            f" ×{alarm.repeats}  {state}\n    {alarm.message}"
+        )
+    if not alarms:
+        typer.echo("no open alarms" if not all_alarms else "no alarms")
+    raise typer.Exit(1 if any(a.resolved_at is None for a in alarms) else 0)
+
+
+@gateway_app.command("resolve-alarm")
+def gateway_resolve_alarm(
+    alarm_id: Annotated[str, typer.Argument(help="The alarm's id (from `xiezhi gateway alarms`)")],
+    gateway: GatewayUrl,
+    reason: Annotated[str, typer.Option(help="What you did about it (kept in the audit log)")],
+    token_file: TokenFile = None,
+) -> None:
+    """Resolve an alarm once you have acted on it: the readiness check turns healthy again
+    when no alarm is open."""
+    with calling(gateway, token_file) as client:
+        alarm = client.resolve_alarm(alarm_id, reason)
+    typer.echo(f"{alarm.id}: resolved by {alarm.resolved_by}")

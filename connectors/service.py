@@ -29,10 +29,10 @@ from connectors.gateway_keys import gateway_keys
 from connectors.keys import KeyStore
 from xiezhi import __version__, oprf, problems
 from xiezhi.crypto import batch_digest
-from xiezhi.errors import Denied, InvalidInput, Unauthenticated
+from xiezhi.errors import Denied, InvalidInput, NotFound, Unauthenticated
 from xiezhi.telemetry import ActiveTelemetry, Telemetry, TelemetrySettings, annotate, record_batch, traced
 from xiezhi.tickets import KeyLookup, TicketClaims, verify_ticket
-from xiezhi.tls import TRUST_DOMAIN, ServerTLS, gateway_identity, peer_names
+from xiezhi.tls import TRUST_DOMAIN, ServerTLS, client_identity, gateway_identity, peer_names
 from xiezhi.wire import EvaluationResult, TicketedBatch, b64encode
 
 log = logging.getLogger("xiezhi.connector")
@@ -51,6 +51,9 @@ class ConnectorSettings:
     witness_key: Path | None = None  # this connector's cosignature key, to witness the gateway's audit log
     log_key: str | None = None  # the gateway log's verifier key (name+id+key), the log it witnesses
     tls: ServerTLS | None = None  # this connector's certificate; it then accepts calls from the gateway only
+    # Client certificates (by name) that may also read the newest checkpoint this connector
+    # cosigned (GET /witness/checkpoint): the auditors who hold the gateway's log to it.
+    witness_readers: tuple[str, ...] = ("auditor",)
     insecure_http: bool = False  # development only: serve plain HTTP (warned at start)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)  # where traces, metrics, logs go
 
@@ -114,17 +117,26 @@ class Evaluator:
         )
 
 
+WITNESS_CHECKPOINT = "/witness/checkpoint"
+
+
 def _callers(settings: ConnectorSettings) -> Any:
-    """The dependency every route has: over TLS, only the gateway's certificate may call."""
+    """The dependency every route has: over TLS, only the gateway's certificate may call, and
+    the witness readers' certificates may read the newest cosigned checkpoint."""
     if settings.tls is None:
         if not settings.insecure_http:
             raise InvalidInput("a connector needs tls (certificate, key, CA) or the development flag insecure_http")
         return Depends(lambda: None)
     expected = gateway_identity(settings.tls.domain)
+    readers = {client_identity(name, settings.tls.domain) for name in settings.witness_readers}
 
     def gateway_only(request: Request) -> None:
-        if expected not in peer_names(request.scope):
-            raise Denied("only the gateway may call this connector", code="caller_not_gateway")
+        names = peer_names(request.scope)
+        if expected in names:
+            return
+        if request.method == "GET" and request.url.path == WITNESS_CHECKPOINT and readers.intersection(names):
+            return
+        raise Denied("only the gateway may call this connector", code="caller_not_gateway")
 
     return Depends(gateway_only)
 
@@ -192,5 +204,14 @@ def create_connector_app(
                 return PlainTextResponse(await run_in_threadpool(witness.add_checkpoint, body))
             except WitnessRefusal as refusal:
                 return PlainTextResponse(refusal.body, status_code=refusal.status, media_type=refusal.content_type)
+
+        @app.get(WITNESS_CHECKPOINT, response_class=PlainTextResponse)
+        def cosigned_checkpoint() -> PlainTextResponse:
+            """The newest checkpoint of the gateway's log this connector cosigned, with its
+            cosignature: an auditor's verifier fails a log smaller than it or inconsistent with it."""
+            note = witness.latest_note()
+            if note is None:
+                raise NotFound("this witness has cosigned no checkpoint yet", code="no_cosigned_checkpoint")
+            return PlainTextResponse(note)
 
     return app

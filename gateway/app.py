@@ -17,13 +17,16 @@ from sqlalchemy import Engine
 
 from audit_log import AuditLog, AuditWriter, CheckpointSigner
 from audit_log.note import Signer, Verifier, load_signer, parse_witnesses
-from gateway import api, audit_api, review_api
+from audit_log.witness_policy import WitnessPolicy
+from gateway import api, audit_api, review_api, system_api
 from gateway.admission import Admission
+from gateway.alarms import WITNESS_REFUSAL, Alarms
 from gateway.approvals import Approvals
 from gateway.audit_proofs import AuditProofs
 from gateway.audit_review import AuditReview
 from gateway.auth import Authenticator
 from gateway.authz import Authorizer
+from gateway.checkpoint_publication import CheckpointPublication
 from gateway.db import make_engine
 from gateway.evaluation import BlindEvaluation
 from gateway.key_admin import KeyAdmin
@@ -62,12 +65,17 @@ class _AuditParts(NamedTuple):
     log: AuditLog
     writer: AuditWriter
     witnessing: Witnessing
+    publication: CheckpointPublication
     signer: Signer
     witnesses: dict[str, Verifier]
 
 
 def build_services(
-    settings: GatewaySettings, engine: Engine, links: ConnectorLinks, clock: Callable[[], datetime]
+    settings: GatewaySettings,
+    engine: Engine,
+    links: ConnectorLinks,
+    clock: Callable[[], datetime],
+    telemetry: Telemetry | None = None,
 ) -> GatewayServices:
     """Every service of the gateway, over one engine and one set of connector links.
 
@@ -98,6 +106,8 @@ def build_services(
     )
     retention = ResultRetention(engine, recorder, timedelta(days=settings.retention.result_days), clock)
     retention.start(settings.retention.sweep_every_seconds)
+    alarms = Alarms(engine, recorder, authorizer, clock, telemetry)
+    audit.witnessing.start(lambda witness, reason, message: _witness_refused(alarms, witness, reason, message))
     return GatewayServices(
         authenticator=Authenticator(settings.identity_keys, issuer=settings.issuer, audience=settings.audience),
         sign_ins=SignIns(recorder),
@@ -114,10 +124,21 @@ def build_services(
         keys=keys,
         system=SystemView(engine, authorizer, recorder),
         review=AuditReview(audit.log, authorizer, recorder, settings.audit, clock),
-        audit_proofs=AuditProofs(audit.log, audit.signer, audit.witnesses, authorizer, recorder, clock),
+        audit_proofs=AuditProofs(
+            audit.log,
+            audit.signer,
+            audit.witnesses,
+            authorizer,
+            recorder,
+            clock,
+            _witness_policy(settings, audit.witnesses),
+            held=audit.witnessing.held_views,
+        ),
         audit=audit.log,
         audit_writer=audit.writer,
         witnessing=audit.witnessing,
+        publication=audit.publication,
+        alarms=alarms,
         retention=retention,
     )
 
@@ -128,18 +149,37 @@ def _audit_log(
     """The audit log, its batched writer signing checkpoints, and the witnesses cosigning them."""
     audit = AuditLog(engine)
     witnesses = parse_witnesses(settings.audit.witnesses)
-    witnessing = Witnessing(audit, witnesses, links, clock)
     signer = load_signer(settings.audit.signing_key)
+    publication = CheckpointPublication(audit, settings.audit.publish_dir)
+    witnessing = Witnessing(audit, witnesses, links, clock, signer.verifier(), on_cosigned=publication.published)
+
+    def signed(size: int) -> None:
+        publication.published(size)
+        witnessing.submit(size)
+
     writer = AuditWriter(
         audit,
         CheckpointSigner(audit, signer, clock),
         every_entries=settings.audit.checkpoint_every_entries,
         every_seconds=settings.audit.checkpoint_every_seconds,
         max_batch=settings.audit.max_batch,
-        on_checkpoint=witnessing.submit,
+        on_checkpoint=signed,
     )
     audit.batch_through(writer.append)
-    return _AuditParts(audit, writer, witnessing, signer, witnesses)
+    return _AuditParts(audit, writer, witnessing, publication, signer, witnesses)
+
+
+def _witness_policy(settings: GatewaySettings, witnesses: dict[str, Verifier]) -> WitnessPolicy:
+    quorum = settings.audit.witness_quorum
+    return WitnessPolicy(
+        witnesses=witnesses,
+        quorum=quorum if quorum is not None else (1 if witnesses else 0),
+        max_unsigned_seconds=settings.audit.checkpoint_every_seconds + 60.0,
+    )
+
+
+def _witness_refused(alarms: Alarms, witness: str, reason: str, message: str) -> None:
+    alarms.raise_alarm(WITNESS_REFUSAL, witness, reason, message)
 
 
 def _match_requests(
@@ -175,7 +215,7 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
             timeout_seconds=settings.limits.connector_timeout_seconds,
             insecure_http=settings.insecure_http,
         )
-        services = build_services(settings, engine, links, clock)
+        services = build_services(settings, engine, links, clock, telemetry)
         app.state.services = services
         try:
             yield
@@ -202,4 +242,5 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
     app.include_router(api.router)
     app.include_router(audit_api.router)
     app.include_router(review_api.router)
+    app.include_router(system_api.router)
     return app

@@ -4,18 +4,22 @@ verification, and an export that verifies offline.
 All of it is read-only and for security auditors (`audit:entries`). Proofs and checkpoints
 say nothing about entry contents; an inclusion proof is given only for an entry the auditor
 may read. An export redacts entries of organisations outside the auditor's subtree to their
-leaf hashes, so it still verifies. Verifications and exports are themselves logged.
+leaf hashes, so it still verifies. Verifications and exports are themselves logged. A
+verification also holds the log to each witness's newest cosigned checkpoint, read from the
+witness at that moment, and to the witnesses' quorum (`audit_log.witness_policy`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 
 from audit_log import AuditCheckpoint, AuditLog, EventKind
 from audit_log.export import DatabaseSource
 from audit_log.note import Signer, Verifier
 from audit_log.verify import redacted_line, verify
+from audit_log.witness_policy import HeldCheckpoint, WitnessPolicy
 from gateway.auth import Principal
 from gateway.authz import Authorizer
 from gateway.recorder import Recorder
@@ -42,13 +46,19 @@ class AuditProofs:
         authorizer: Authorizer,
         recorder: Recorder,
         clock: Callable[[], datetime],
+        policy: WitnessPolicy | None = None,
+        held: Callable[[], list[HeldCheckpoint]] = list,
     ) -> None:
+        """`policy` is what the live log is held to (default: its witnesses, a quorum of one);
+        `held` reads each witness's newest cosigned checkpoint at each verification."""
         self._audit = audit
         self._log_key = signer.verifier()
         self._witnesses = witnesses
         self._authorizer = authorizer
         self._recorder = recorder
         self._clock = clock
+        self._policy = policy or WitnessPolicy(witnesses=witnesses, quorum=1 if witnesses else 0)
+        self._held = held
 
     def log_key(self, principal: Principal) -> LogKeyView:
         self._authorize(principal)
@@ -109,7 +119,8 @@ class AuditProofs:
     def verification(self, principal: Principal) -> VerificationView:
         """Verify the whole live log now, and log that it was done and what it found."""
         self._authorize(principal)
-        report = verify(DatabaseSource(self._audit), self._log_key, tuple(self._witnesses.values()))
+        policy = replace(self._policy, held=(*self._policy.held, *self._held()))
+        report = verify(DatabaseSource(self._audit), self._log_key, policy=policy)
         self._recorder.record_alone(
             principal,
             EventKind.VERIFICATION,

@@ -158,6 +158,25 @@ class ResultBatch(SQLModel, table=True):
     sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
+class Alarm(SQLModel, table=True):
+    """Something an operator must act on (a witness refusing the log's checkpoints). While one
+    is open, the gateway's readiness check fails; raising and resolving it are audited."""
+
+    __tablename__ = "alarms"
+
+    id: str = Field(primary_key=True)
+    kind: str = Field(index=True)
+    source: str  # what raised it: a witness's name
+    reason: str  # a reason code
+    message: str  # what happened, in counts and sizes only
+    raised_at: datetime
+    last_at: datetime
+    repeats: int = 1
+    resolved_at: datetime | None = Field(default=None, index=True)
+    resolved_by: str | None = None
+    resolution: str | None = None
+
+
 def make_engine(database_url: str) -> Engine:
     """Create the engine and every table; SQLite gets WAL and foreign keys."""
     engine = create_engine(database_url)

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 from audit_log import AuditLog, AuditWriter
 from gateway.admission import Admission
+from gateway.alarms import Alarms
 from gateway.approvals import Approvals
 from gateway.audit_proofs import AuditProofs
 from gateway.audit_review import AuditReview
 from gateway.auth import Authenticator
+from gateway.checkpoint_publication import CheckpointPublication
 from gateway.key_admin import KeyAdmin
 from gateway.pipeline import Pipeline
 from gateway.policy_admin import PolicyAdmin
@@ -49,6 +51,8 @@ class GatewayServices:
     audit: AuditLog
     audit_writer: AuditWriter
     witnessing: Witnessing
+    publication: CheckpointPublication
+    alarms: Alarms
     retention: ResultRetention
 
 

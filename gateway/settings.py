@@ -64,6 +64,15 @@ class AuditSettings(BaseModel):
     witnesses: dict[str, str] = Field(
         default_factory=dict, description="connector id → its cosignature/v1 verifier key; it cosigns checkpoints"
     )
+    witness_quorum: Annotated[int | None, Field(ge=0)] = Field(
+        default=None,
+        description="how many witnesses must cosign a checkpoint for `xiezhi audit verify` (default: 1 with witnesses)",
+    )
+    publish_dir: Path | None = Field(
+        default=None,
+        description="a folder outside the database where every signed checkpoint is also written "
+        "(`checkpoint`: the newest, `checkpoints.jsonl`: all, with cosignatures as they arrive), for auditors to copy",
+    )
     max_batch: Annotated[int, Field(ge=1)] = 2_000
     anomalies: AnomalyThresholds = AnomalyThresholds()
     # An auditor's CSV export of more entries than this is refused (export_too_large), not cut short.
@@ -148,6 +157,8 @@ class GatewaySettings(BaseModel):
             parse_witnesses(self.audit.witnesses)
         except NoteError as exc:
             raise ValueError(f"audit.witnesses: {exc}") from exc
+        if (self.audit.witness_quorum or 0) > len(self.audit.witnesses):
+            raise ValueError(f"audit.witness_quorum {self.audit.witness_quorum} exceeds the witnesses named")
         return self
 
     @classmethod

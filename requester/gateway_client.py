@@ -15,6 +15,8 @@ from xiezhi import errors
 from xiezhi.telemetry import annotate, span, trace_headers
 from xiezhi.tls import TLSFiles, check_scheme, client_tls_from_env, insecure_http_from_env, verification
 from xiezhi.wire import (
+    AlarmResolution,
+    AlarmView,
     ApprovalDecision,
     ApprovalView,
     CheckpointView,
@@ -111,6 +113,16 @@ class GatewayClient:
 
     def result(self, request_id: str) -> MatchResult:
         return MatchResult.model_validate(self._call("GET", f"/v1/requests/{request_id}/result"))
+
+    # ---- alarms (operators; auditors read them) ---------------------------------------------
+
+    def alarms(self, include_resolved: bool = False) -> list[AlarmView]:
+        query = "?include_resolved=true" if include_resolved else ""
+        return [AlarmView.model_validate(a) for a in self._call("GET", f"/v1/system/alarms{query}")]
+
+    def resolve_alarm(self, alarm_id: str, reason: str) -> AlarmView:
+        body = AlarmResolution(reason=reason).model_dump(mode="json")
+        return AlarmView.model_validate(self._call("POST", f"/v1/system/alarms/{alarm_id}/resolve", body))
 
     # ---- keys (security administrators) -----------------------------------------------------
 

@@ -102,6 +102,7 @@ ALLOWED: dict[str, Shape] = {
     "xiezhi.operation": _NAME,  # span names, e.g. "POST /v1/requests/{request_id}/lookups"
     "xiezhi.outcome": _CODE,
     "xiezhi.reason": _CODE,
+    "xiezhi.alarm": _CODE,
     "xiezhi.action": _CODE,
     "xiezhi.object_kind": _WORD,
     "xiezhi.event_kind": _CODE,

@@ -344,6 +344,28 @@ class SystemStatus(Wire):
     requests_by_status: dict[str, int]
 
 
+class AlarmView(Wire):
+    """An alarm: open until an operator resolves it with a reason."""
+
+    id: str
+    kind: str
+    source: str
+    reason: str
+    message: str
+    raised_at: datetime
+    last_at: datetime
+    repeats: int
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    resolution: str | None = None
+
+
+class AlarmResolution(Wire):
+    """What the operator did about an alarm (kept in the audit log)."""
+
+    reason: Annotated[str, Field(min_length=4, max_length=500)]
+
+
 class KeyRotation(Wire):
     """What `POST /v1/keys/rotate` rotates: the key-encryption key, the data key, or both."""
 

@@ -50,6 +50,7 @@
     state.logKey = null;
     $("app").hidden = true;
     $("banner").hidden = true;
+    $("alarm").hidden = true;
     $("logout").hidden = true;
     $("login").hidden = false;
     $("login-message").textContent = message || "";
@@ -108,7 +109,28 @@
       if (!(error instanceof SignedOut)) signOut(`无法连接审计接口 · The audit API failed: ${error.message}`);
       return;
     }
-    await Promise.all([loadBanner(), search(), loadAnomalies()]);
+    await Promise.all([loadAlarms(), loadBanner(), search(), loadAnomalies()]);
+  }
+
+  // ---- alarms: a witness refusing the log's checkpoint, until an operator resolves it ------
+
+  async function loadAlarms() {
+    const node = $("alarm");
+    try {
+      const alarms = await getJson("/v1/system/alarms");
+      node.hidden = alarms.length === 0;
+      node.textContent = alarms
+        .map(
+          (a) =>
+            `告警 · Alarm: ${a.source} — ${a.message} [${a.reason}] · 首次 raised ${chinaTime(a.raised_at)}` +
+            (a.repeats > 1 ? ` · ${a.repeats}×, last ${chinaTime(a.last_at)}` : ""),
+        )
+        .join("\n");
+    } catch (error) {
+      if (error instanceof SignedOut) return;
+      node.hidden = false;
+      node.textContent = `无法读取告警 · Alarms could not be read: ${error.message}`;
+    }
   }
 
   // ---- verification banner ---------------------------------------------------------------

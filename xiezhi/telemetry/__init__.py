@@ -17,7 +17,7 @@ an allowlist, names and log text a scan for IDs, tokens, keys and names.
 Spans: `client.match`, `<METHOD> <route>` (client and FastAPI server spans),
 `gateway.create`, `gateway.evaluate`, `gateway.lookup`, `authz.decide`, `relay.evaluate`,
 `audit.append`, `connector.evaluate`. Metrics: `xiezhi.requests`, `xiezhi.decisions`,
-`xiezhi.operation.duration`, `xiezhi.batch.size`, `xiezhi.matches`, `xiezhi.clues`, and
+`xiezhi.operation.duration`, `xiezhi.batch.size`, `xiezhi.matches`, `xiezhi.clues`, `xiezhi.alarms`, and
 FastAPI's `http.server.request.duration`.
 """
 
@@ -42,6 +42,7 @@ __all__ = [
     "Telemetry",
     "TelemetrySettings",
     "annotate",
+    "count_alarm",
     "count_clues",
     "count_decision",
     "count_matches",
@@ -156,6 +157,12 @@ def count_matches(capability: str, found: int) -> None:
     telemetry = ACTIVE.get()
     if telemetry is not None:
         telemetry.instruments.matches.add(found, {"xiezhi.capability": capability})
+
+
+def count_alarm(kind: str, source: str) -> None:
+    telemetry = ACTIVE.get()
+    if telemetry is not None:
+        telemetry.instruments.alarms.add(1, {"xiezhi.alarm": kind, "xiezhi.connector": source})
 
 
 def count_clues(model: str, clues: int) -> None:

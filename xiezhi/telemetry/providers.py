@@ -114,6 +114,9 @@ class _Instruments:
         )
         self.matches = meter.create_counter("xiezhi.matches", "{token}", "Tokens found in an index")
         self.clues = meter.create_counter("xiezhi.clues", "{row}", "Rows the model's rule made a clue")
+        self.alarms = meter.create_counter(
+            "xiezhi.alarms", "{alarm}", "Alarms raised or repeated (a witness refusing the log's checkpoint)"
+        )
 
 
 class Telemetry:

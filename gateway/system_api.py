@@ -1,0 +1,69 @@
+"""HTTP routes an operator's monitoring and the log's outside copies use: readiness, the
+newest checkpoint, and alarms."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import text
+
+from gateway.alarms import Alarms
+from gateway.api import Caller, Services
+from xiezhi.errors import NotFound, Unavailable
+from xiezhi.wire import AlarmResolution, AlarmView
+
+router = APIRouter(tags=["service"])
+
+
+def _alarms(services: Services) -> Alarms:
+    return services.alarms
+
+
+Alarming = Annotated[Alarms, Depends(_alarms)]
+AlarmId = Annotated[str, Path(max_length=64)]
+
+
+@router.get("/readyz", response_class=JSONResponse)
+def readyz(services: Services, alarms: Alarming) -> dict[str, str]:
+    """Ready to serve: the database answers and no alarm is open. No caller token (probes have
+    none); over mutual TLS like every route. 503 names the open alarms' kinds and sources."""
+    try:
+        with services.audit.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure to reach the database is "not ready", said as such
+        raise Unavailable("the database does not answer", code="database_unavailable") from exc
+    open_alarms = alarms.open_alarms()
+    if open_alarms:
+        names = ", ".join(f"{a.kind} from {a.source}" for a in open_alarms)
+        raise Unavailable(
+            f"{len(open_alarms)} open alarm(s): {names}; an operator must act and resolve them",
+            code="alarm_open",
+        )
+    return {"status": "ready"}
+
+
+@router.get("/checkpoint", response_class=PlainTextResponse)
+def newest_checkpoint(services: Services) -> PlainTextResponse:
+    """The newest checkpoint of the audit log, as a signed note with its cosignatures (the
+    form transparency logs publish). No caller token: it holds a size and a root hash only.
+    Keep copies of it: `xiezhi audit verify --checkpoints` holds any later log to them."""
+    note = services.publication.newest()
+    if note is None:
+        raise NotFound("no checkpoint has been signed yet", code="not_yet_checkpointed")
+    return PlainTextResponse(note, headers={"cache-control": "no-cache"})
+
+
+@router.get("/v1/system/alarms")
+def list_alarms(
+    caller: Caller,
+    alarms: Alarming,
+    include_resolved: Annotated[bool, Query(description="also the resolved ones")] = False,
+) -> list[AlarmView]:
+    return alarms.list(caller, include_resolved)
+
+
+@router.post("/v1/system/alarms/{alarm_id}/resolve")
+def resolve_alarm(alarm_id: AlarmId, body: AlarmResolution, caller: Caller, alarms: Alarming) -> AlarmView:
+    return alarms.resolve(caller, alarm_id, body.reason)
