@@ -570,8 +570,9 @@ def _locate(source: Source, start: int, end: int, prev: bytes) -> Problem:
     return Problem(
         start,
         "checkpoint_mismatch",
-        f"entries {start}–{end - 1} do not make the root signed at size {end}; "
-        "they were rewritten consistently, so the first changed one cannot be told",
+        f"entries {start}–{end - 1} do not make the root signed at size {end}"
+        + (f", though entries before {start} do" if start else "")
+        + ": an entry in that range was inserted, removed or changed and the rest re-chained to hide it",
     )
 
 

@@ -175,30 +175,37 @@ def check_held(held: Sequence[SignedCheckpoint], in_log: dict[int, frozenset[str
 
     `in_log` maps each checkpoint size the log holds to the witnesses whose cosignature it
     keeps. (A held checkpoint beyond the log's end, or with another root, is found where the
-    tree is recomputed.)"""
-    findings = []
-    for item in sorted(held, key=lambda h: h.checkpoint.size):
+    tree is recomputed.) One finding per size, and per size and witness, naming who holds it."""
+    sources: dict[int, list[str]] = {}
+    cosigned: dict[tuple[int, str], list[str]] = {}
+    for item in held:
         size = item.checkpoint.size
-        if size > entries:
-            continue
-        if size not in in_log:
-            findings.append(
-                Finding(
-                    None,
-                    "checkpoint_missing",
-                    f"{item.source} holds a checkpoint of size {size} the log no longer holds",
-                )
-            )
-            continue
-        for witness in sorted(item.cosigners - in_log[size]):
-            findings.append(
-                Finding(
-                    None,
-                    "cosignature_missing",
-                    f"{item.source} holds witness {witness}'s cosignature on checkpoint {size}; the log no longer does",
-                )
-            )
+        if size <= entries:
+            sources.setdefault(size, []).append(item.source)
+            for witness in item.cosigners:
+                cosigned.setdefault((size, witness), []).append(item.source)
+    findings = [
+        Finding(None, "checkpoint_missing", f"{_who(names)} a checkpoint of size {size} the log no longer holds")
+        for size, names in sorted(sources.items())
+        if size not in in_log
+    ]
+    findings += [
+        Finding(
+            None,
+            "cosignature_missing",
+            f"{_who(names)} witness {witness}'s cosignature on checkpoint {size}; the log has lost it",
+        )
+        for (size, witness), names in sorted(cosigned.items())
+        if size in in_log and witness not in in_log[size]
+    ]
     return findings
+
+
+def _who(sources: list[str]) -> str:
+    distinct = list(dict.fromkeys(sources))
+    if len(distinct) == 1:
+        return f"{distinct[0]} holds"
+    return f"{distinct[0]} and {len(distinct) - 1} other held copies hold"
 
 
 def witnessed_size(cosigned: dict[str, int], quorum: int) -> int:

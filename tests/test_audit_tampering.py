@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -24,15 +25,15 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DatabaseError
 
 from audit_log import AuditLog, CheckpointSigner
-from audit_log.entries import AuditEvent
-from audit_log.merkle import leaf_hash
+from audit_log.entries import AuditEvent, canonical_entry
+from audit_log.merkle import CompactRange, leaf_hash
 from audit_log.note import generate_signer
 from audit_log.store import append_events
 from devkit.environment import REPO_ROOT
 from requester.job import match_file
 from requester.protocol import MatchSpec
 from tests.agreement import subjects_file
-from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, start_stack
+from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, session_pki, start_stack
 from xiezhi.supervision import ModelCatalog
 
 pytestmark = pytest.mark.integration  # every test runs a stack or the CLI
@@ -44,7 +45,7 @@ MODEL = ModelCatalog.load(REPO_ROOT / "policies" / "models").get("asset_sweep")
 def finished(tmp_path_factory: pytest.TempPathFactory, generated: Path) -> dict[str, Any]:
     """A stack that ran one model and was stopped; its settings, database and an API export."""
     root = tmp_path_factory.mktemp("tamper")
-    stack = start_stack(root, audit={"checkpoint_every_entries": 32})
+    stack = start_stack(root, audit={"checkpoint_every_entries": 32, "publish_dir": str(root / "published")})
     try:
         stack.publish(generated)
         token = stack.user_token(["prosecutor"])
@@ -86,6 +87,14 @@ def finished(tmp_path_factory: pytest.TempPathFactory, generated: Path) -> dict[
             "audit", "proof", "consistency", "--gateway", stack.gateway_url, "--token-file", str(auditor),
             "--first", str(sizes[0]), "--second", str(sizes[-1]), "--log-key", stack.dev.audit_vkey,
         )  # fmt: skip
+        # The gateway stops (signing a last checkpoint the witnesses cosign); an auditor then
+        # keeps what each witness cosigned, read from the witnesses themselves.
+        stack.servers[-1].stop()
+        kept = run_cli(
+            "audit", "witness-checkpoints", "--settings", str(stack.dev.gateway_config),
+            "--out", str(root / "witnesses.jsonl"), env=auditor_tls(),
+        )  # fmt: skip
+        assert kept.returncode == 0, kept.stdout + kept.stderr
     finally:
         stack.stop()
     return {
@@ -99,11 +108,24 @@ def finished(tmp_path_factory: pytest.TempPathFactory, generated: Path) -> dict[
     }
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120, env=env)
 
 
-def verify_copy(finished: dict[str, Any], tmp_path: Path, tamper: Callable[[sqlite3.Connection], object]) -> str:
+def auditor_tls() -> dict[str, str]:
+    """The environment of a command run with the security auditor system's certificate."""
+    files = session_pki().client("auditor")
+    return {
+        **os.environ,
+        "XIEZHI_TLS_CERT": str(files.cert),
+        "XIEZHI_TLS_KEY": str(files.key),
+        "XIEZHI_TLS_CA": str(files.ca),
+    }
+
+
+def tampered_copy(finished: dict[str, Any], tmp_path: Path, tamper: Callable[[sqlite3.Connection], object]) -> Path:
+    """A copy of the gateway's database, its triggers dropped as an attacker with file access
+    would, changed by `tamper`."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     copy = tmp_path / "copy.sqlite"
     shutil.copy(finished["database"], copy)
@@ -111,7 +133,16 @@ def verify_copy(finished: dict[str, Any], tmp_path: Path, tamper: Callable[[sqli
         for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
             db.execute(f"DROP TRIGGER {name}")
         tamper(db)
-    result = run_cli("audit", "verify", str(copy), "--settings", str(finished["settings"]))
+    return copy
+
+
+def verify_copy(
+    finished: dict[str, Any], tmp_path: Path, tamper: Callable[[sqlite3.Connection], object], *held: Path
+) -> str:
+    """Verify a tampered copy (holding it to `held` checkpoint files); it must fail."""
+    copy = tampered_copy(finished, tmp_path, tamper)
+    options = [arg for path in held for arg in ("--checkpoints", str(path))]
+    result = run_cli("audit", "verify", str(copy), "--settings", str(finished["settings"]), *options)
     assert result.returncode == 1, result.stdout + result.stderr
     return result.stdout
 
@@ -257,3 +288,178 @@ def test_export_redacts_other_organisations_and_still_verifies(finished: dict[st
     assert len(visible) > 50
     for line in redacted:
         assert len(base64.b64decode(json.loads(line)["leaf_hash"])) == 32
+
+
+# ---- what a database administrator can do that the log alone cannot show -----------------------
+# Each case below leaves a log consistent with itself. What catches it is held outside the
+# database: each witness's newest cosigned checkpoint (read from the witnesses by
+# `xiezhi audit witness-checkpoints`), the checkpoints the gateway published to its folder, and
+# the witnesses' quorum.
+
+
+def checkpoint_sizes(db: sqlite3.Connection) -> list[int]:
+    return [row[0] for row in db.execute("SELECT size FROM audit_checkpoints ORDER BY size")]
+
+
+def roll_back(db: sqlite3.Connection, to: int) -> None:
+    """Cut the log back to `to` entries as a restore from an old backup would leave it: later
+    entries, checkpoints, cosignatures and nodes gone, the tail rewound."""
+    db.execute("DELETE FROM audit_entries WHERE seq >= ?", (to,))
+    db.execute("DELETE FROM audit_cosignatures WHERE size > ?", (to,))
+    db.execute("DELETE FROM audit_checkpoints WHERE size > ?", (to,))
+    db.execute("DELETE FROM audit_nodes WHERE (idx + 1) << level > ?", (to,))
+    rechain(db, to)
+
+
+def rechain(db: sqlite3.Connection, start: int, entries: list[dict[str, Any]] | None = None) -> None:
+    """Write `entries` (payloads) from position `start` on, each placed and chained after the
+    one before, with leaf hashes and the tail recomputed: a rewrite no chain check can see."""
+    leaves = [
+        bytes(row[0]) for row in db.execute("SELECT leaf_hash FROM audit_entries WHERE seq < ? ORDER BY seq", (start,))
+    ]
+    db.execute("DELETE FROM audit_entries WHERE seq >= ?", (start,))
+    db.execute("DELETE FROM audit_nodes")
+    columns = "seq, recorded_at, kind, actor, org, request_id, model, connector, outcome, purpose, entry, leaf_hash"
+    for offset, payload in enumerate(entries or []):
+        seq = start + offset
+        entry = canonical_entry(payload, seq, leaves[-1] if leaves else bytes(32))
+        leaves.append(leaf_hash(entry))
+        fields = ("kind", "actor", "org", "request_id", "model", "connector", "outcome", "purpose")
+        row = (seq, payload["at"], *(payload.get(name) for name in fields), entry, leaves[-1])
+        db.execute(f"INSERT INTO audit_entries ({columns}) VALUES ({', '.join('?' * 12)})", row)
+    tree = CompactRange()
+    tree.extend(leaves)
+    db.execute(
+        "UPDATE audit_tail SET size = ?, frontier = ?, last_leaf = ?",
+        (len(leaves), tree.to_bytes(), leaves[-1] if leaves else bytes(32)),
+    )
+
+
+def payloads(db: sqlite3.Connection, start: int) -> list[dict[str, Any]]:
+    rows = db.execute("SELECT entry FROM audit_entries WHERE seq >= ? ORDER BY seq", (start,)).fetchall()
+    payloads = [json.loads(row[0]) for row in rows]
+    for payload in payloads:
+        del payload["seq"], payload["prev"]
+    return payloads
+
+
+def test_the_untouched_log_verifies_against_the_witnesses_and_the_published_checkpoints(
+    finished: dict[str, Any],
+) -> None:
+    root = finished["root"]
+    held = [line for line in (root / "witnesses.jsonl").read_text().splitlines() if line]
+    assert len(held) == 4  # one newest cosigned checkpoint per witness
+    result = run_cli(
+        "audit", "verify", str(finished["database"]), "--settings", str(finished["settings"]),
+        "--checkpoints", str(root / "witnesses.jsonl"), "--checkpoints", str(root / "published" / "checkpoints.jsonl"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The published `checkpoint` file is the newest checkpoint, with the witnesses' cosignatures.
+    newest = (root / "published" / "checkpoint").read_text()
+    with sqlite3.connect(finished["database"]) as db:
+        assert newest.split("\n")[1] == str(max(checkpoint_sizes(db)))
+    assert newest.count("\u2014 xiezhi.dev/witness/") == 4
+
+
+def test_a_rollback_to_an_earlier_checkpoint_is_caught_by_the_witnesses(
+    finished: dict[str, Any], tmp_path: Path
+) -> None:
+    root, cut = finished["root"], []
+
+    def restore_old_backup(db: sqlite3.Connection) -> None:
+        cut.append(checkpoint_sizes(db)[-3])
+        roll_back(db, cut[0])
+
+    out = verify_copy(finished, tmp_path, restore_old_backup, root / "witnesses.jsonl")
+    assert f"first bad entry at position {cut[0]}" in out and "[log_rolled_back]" in out and "witness" in out
+    # The gateway's published checkpoints, as an auditor copied them, catch it as well.
+    out = verify_copy(finished, tmp_path / "published", restore_old_backup, root / "published" / "checkpoints.jsonl")
+    assert f"first bad entry at position {cut[0]}" in out and "[log_rolled_back]" in out
+    # So they do on an export of the rolled-back database.
+    export = tmp_path / "export"
+    made = run_cli("audit", "export", "--database", str(tmp_path / "copy.sqlite"), "--out", str(export))
+    assert made.returncode == 0, made.stderr
+    checked = run_cli(
+        "audit",
+        "verify",
+        str(export),
+        "--log-key",
+        str(finished["vkey"]),
+        "--checkpoints",
+        str(root / "witnesses.jsonl"),
+    )
+    assert checked.returncode == 1 and "[log_rolled_back]" in checked.stdout, checked.stdout + checked.stderr
+
+
+def test_deleted_checkpoints_and_rewritten_entries_are_caught(finished: dict[str, Any], tmp_path: Path) -> None:
+    root = finished["root"]
+
+    def rewrite(db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM audit_cosignatures")
+        db.execute("DELETE FROM audit_checkpoints")
+        rest = payloads(db, 40)
+        rest[0]["outcome"] = "deny" if rest[0]["outcome"] != "deny" else "allow"
+        rechain(db, 40, rest)
+
+    out = verify_copy(finished, tmp_path, rewrite, root / "witnesses.jsonl")
+    assert "TAMPERED" in out and "checkpoint_missing" in out
+    # The published checkpoints bound the rewrite between two of them, not at entry 0.
+    with sqlite3.connect(finished["database"]) as db:
+        before = max(size for size in checkpoint_sizes(db) if size <= 40)
+    out = verify_copy(finished, tmp_path / "published", rewrite, root / "published" / "checkpoints.jsonl")
+    assert f"first bad entry at position {before}" in out and "[checkpoint_mismatch]" in out
+
+
+def test_stripped_cosignatures_are_caught(finished: dict[str, Any], tmp_path: Path) -> None:
+    strip = lambda db: db.execute("DELETE FROM audit_cosignatures")  # noqa: E731
+    # The log alone: checkpoints no quorum of its witnesses cosigned.
+    assert "[unwitnessed_checkpoints]" in verify_copy(finished, tmp_path, strip)
+    # Held against what the witnesses hold: named per witness.
+    out = verify_copy(finished, tmp_path / "held", strip, finished["root"] / "witnesses.jsonl")
+    assert out.count("[cosignature_missing]") == 4  # one per witness
+
+
+def test_deleted_checkpoints_are_caught(finished: dict[str, Any], tmp_path: Path) -> None:
+    out = verify_copy(
+        finished, tmp_path, lambda db: db.execute("DELETE FROM audit_checkpoints"), finished["root"] / "witnesses.jsonl"
+    )
+    assert "[checkpoint_missing]" in out
+
+
+def test_a_rechained_insertion_is_named_where_the_checkpoints_bound_it(
+    finished: dict[str, Any], tmp_path: Path
+) -> None:
+    bounds: list[int] = []
+
+    def insert(db: sqlite3.Connection) -> None:
+        rest = payloads(db, 50)
+        forged = dict(rest[0], outcome="allow", action="read")
+        rechain(db, 50, [forged, *rest])
+        bounds.append(max(size for size in checkpoint_sizes(db) if size <= 50))
+
+    out = verify_copy(finished, tmp_path, insert)
+    assert f"first bad entry at position {bounds[0]}" in out and "inserted, removed or changed" in out
+    assert bounds[0] > 0
+
+    def delete(db: sqlite3.Connection) -> None:
+        rechain(db, 50, payloads(db, 51))
+
+    out = verify_copy(finished, tmp_path / "deleted", delete)
+    assert f"first bad entry at position {bounds[0]}" in out
+
+
+def test_an_insert_or_replace_on_the_gateways_database_is_refused(finished: dict[str, Any], tmp_path: Path) -> None:
+    copy = tmp_path / "copy.sqlite"
+    shutil.copy(finished["database"], copy)
+    with sqlite3.connect(copy) as db:
+        before = db.execute("SELECT entry FROM audit_entries WHERE seq = 5").fetchone()[0]
+        for statement in (
+            "INSERT OR REPLACE INTO audit_entries SELECT seq, recorded_at, kind, actor, org, request_id, model, "
+            "connector, 'allow', purpose, entry, leaf_hash FROM audit_entries WHERE seq = 5",
+            "REPLACE INTO audit_checkpoints SELECT size, root, '', issued_at FROM audit_checkpoints LIMIT 1",
+        ):
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                db.execute(statement)
+        assert db.execute("SELECT entry FROM audit_entries WHERE seq = 5").fetchone()[0] == before
+    result = run_cli("audit", "verify", str(copy), "--settings", str(finished["settings"]))
+    assert result.returncode == 0, result.stdout
