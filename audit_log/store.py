@@ -380,6 +380,16 @@ class AuditLog:
             query = select(AuditCheckpoint).order_by(AuditCheckpoint.size)  # type: ignore[arg-type]
             return list(session.exec(query).scalars())  # type: ignore[call-overload]
 
+    def checkpoints_since(self, moment: datetime) -> int:
+        """How many checkpoints were issued after `moment`."""
+        table = AuditCheckpoint.__table__  # type: ignore[attr-defined]
+        with self.engine.connect() as connection:
+            return int(
+                connection.execute(
+                    select(func.count()).select_from(table).where(table.c.issued_at > moment)
+                ).scalar_one()
+            )
+
     def latest_size(self, connection: Connection | None = None) -> int | None:
         """The size of the latest checkpoint, None before the first."""
         table = AuditCheckpoint.__table__  # type: ignore[attr-defined]

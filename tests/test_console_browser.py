@@ -239,6 +239,7 @@ def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Pa
     _sign_in(page, stack, auditor)
     expect(page.locator("#banner")).to_contain_text("Log verified", timeout=TIMEOUT_MS)
     expect(page.locator("#banner")).to_have_class("banner ok")
+    expect(page.locator("#alarm")).to_be_hidden()
 
     # The page's proof code agrees with the log's on every proof shape.
     cases = _agreement_cases()
@@ -308,6 +309,15 @@ def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Pa
     expect(page.locator("#search-status")).to_contain_text(f"Exported {len(rows)} entries")
     exports = _api(stack, "/v1/audit/entries", auditor, kind="audit.export", user=AUDITOR).json()["entries"]
     assert [e["detail"]["rows"] for e in exports] == [len(rows)]
+
+    # A witness refuses the log's checkpoint (raised here through the running gateway's own
+    # alarm service, as its witnessing does): a red banner names it after a reload.
+    services = stack.servers[-1].app.state.services
+    services.alarms.raise_alarm("witness_refusal", "court", "witness_ahead", "witness court has cosigned a larger log")
+    page.reload()
+    alarm = page.locator("#alarm")
+    expect(alarm).to_contain_text("court — witness court has cosigned a larger log [witness_ahead]", timeout=TIMEOUT_MS)
+    expect(alarm).to_have_class("banner bad")
 
     # Change one byte of one entry behind the gateway's back: the banner names that entry.
     with sqlite3.connect(stack.root / "gateway" / "gateway.sqlite") as db:

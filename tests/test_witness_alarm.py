@@ -1,0 +1,140 @@
+"""A gateway restarted on a rolled-back database: its witnesses refuse, and that is an alarm.
+
+A real stack (four connectors witnessing the gateway's log, mutual TLS on loopback) runs
+until every witness has cosigned; the gateway's database is backed up; more happens and is
+cosigned; the gateway stops and the backup is restored, as an administrator rolling the log
+back would; the gateway restarts with its real key and signs the old log again. Every
+witness remembers a larger log and refuses. Each refusal must be logged, counted in the
+metrics, written to the audit log as its own entry, listed for operators and auditors, and
+must turn the readiness check unhealthy until an operator resolves it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine
+
+from audit_log import AuditLog
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from tests.polling import wait_until
+from tests.stack import HTTP, LoopbackServer, Stack, start_stack
+
+pytestmark = pytest.mark.integration
+
+WITNESSES = {"court", "tax", "housing_fund", "civil_affairs"}
+
+
+def _log(stack: Stack) -> AuditLog:
+    return AuditLog.existing(create_engine(f"sqlite:///{stack.root / 'gateway' / 'gateway.sqlite'}"))
+
+
+def _cosigned_everywhere(log: AuditLog) -> int | None:
+    """The newest checkpoint size every witness has cosigned, if the newest checkpoint is one."""
+    latest = log.latest_size()
+    if latest is None:
+        return None
+    return latest if {c.witness for c in log.cosignatures(latest)} == WITNESSES else None
+
+
+def _busy(stack: Stack, url: str, token: str, calls: int) -> None:
+    for _ in range(calls):  # each read writes its decision to the audit log
+        assert HTTP.get(f"{url}/v1/audit/log-key", headers={"authorization": f"Bearer {token}"}).status_code == 200
+
+
+def _metric_points(folder: Path, name: str) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in (folder / "gateway.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [p for r in rows if r["signal"] == "metric" and r["name"] == name for p in r["points"]]
+
+
+def test_witnesses_refusing_a_rolled_back_log_raise_alarms_until_an_operator_resolves_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    telemetry = tmp_path / "telemetry"
+    stack = start_stack(tmp_path, audit={"checkpoint_every_entries": 4}, telemetry=telemetry)
+    try:
+        auditor = stack.user_token(["security_auditor"], subject="auditor-330803", org="330803")
+        log = _log(stack)
+        _busy(stack, stack.gateway_url, auditor, 3)
+        wait_until(lambda: _cosigned_everywhere(log), "every witness cosigning the newest checkpoint")
+        backup = tmp_path / "backup.sqlite"
+        with sqlite3.connect(stack.root / "gateway" / "gateway.sqlite") as live, sqlite3.connect(backup) as copy:
+            live.backup(copy)
+        backed_up = _cosigned_everywhere(log) or 0
+        _busy(stack, stack.gateway_url, auditor, 6)
+        wait_until(lambda: (_cosigned_everywhere(log) or 0) > backed_up + 4, "the witnesses cosigning a larger log")
+        log.engine.dispose()
+
+        # The administrator's rollback: the gateway stops, the old backup replaces its database.
+        stack.servers.pop().stop()
+        with sqlite3.connect(backup) as old, sqlite3.connect(stack.root / "gateway" / "gateway.sqlite") as live:
+            old.backup(live)
+        settings = GatewaySettings.from_file(stack.dev.gateway_config)
+        with caplog.at_level(logging.ERROR, logger="xiezhi.gateway.alarms"):
+            restarted = LoopbackServer(create_app(settings), settings.tls).start()
+            stack.servers.append(restarted)
+            url = restarted.url
+
+            def not_ready() -> bool:
+                return HTTP.get(f"{url}/readyz").status_code == 503
+
+            wait_until(not_ready, "the readiness check failing on the witnesses' refusal")
+            problem = HTTP.get(f"{url}/readyz").json()
+            assert problem["code"] == "alarm_open" and "witness_refusal" in problem["detail"]
+            headers = {"authorization": f"Bearer {auditor}"}
+
+            def every_witness_refused() -> bool:
+                listed = HTTP.get(f"{url}/v1/system/alarms", headers=headers).json()
+                return {a["source"] for a in listed} == WITNESSES
+
+            wait_until(every_witness_refused, "an alarm from every witness")
+        alarms = HTTP.get(f"{url}/v1/system/alarms", headers=headers).json()
+        assert {(a["kind"], a["reason"]) for a in alarms} == {("witness_refusal", "witness_ahead")}
+        assert all("rolled back" in a["message"] for a in alarms)
+        # Logged …
+        logged = [r.getMessage() for r in caplog.records if r.name == "xiezhi.gateway.alarms"]
+        assert {message.split(" from ")[1].split(":")[0] for message in logged} == WITNESSES
+        # … and in the audit log, one entry each, by the gateway itself.
+        raised = [json.loads(e.entry) for e in _log(stack).entries() if e.kind == "alarm"]
+        assert {(e["actor"], e["action"], e["detail"]["source"]) for e in raised} == {
+            ("gateway", "raise", name) for name in WITNESSES
+        }
+
+        # The operator acts (the witnesses are taken out of service while the log is
+        # investigated) and resolves each alarm; only then is the gateway ready again.
+        for server in stack.servers[:-1]:
+            server.stop()
+        del stack.servers[:-1]
+        admin = {"authorization": f"Bearer {stack.user_token(['system_admin'], subject='sysadmin-1', org='330000')}"}
+        for alarm in alarms:
+            assert HTTP.get(f"{url}/readyz").status_code == 503
+            answer = HTTP.post(
+                f"{url}/v1/system/alarms/{alarm['id']}/resolve",
+                headers=admin,
+                json={"reason": "日志回滚，已报告并调查"},
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["resolved_by"] == "sysadmin-1"
+        assert HTTP.get(f"{url}/readyz").status_code == 200
+        again = HTTP.post(f"{url}/v1/system/alarms/{alarms[0]['id']}/resolve", headers=admin, json={"reason": "again"})
+        assert again.status_code == 409
+        auditor_try = HTTP.post(
+            f"{url}/v1/system/alarms/{alarms[0]['id']}/resolve", headers=headers, json={"reason": "not mine"}
+        )
+        assert auditor_try.status_code == 403
+        resolved = [
+            json.loads(e.entry) for e in _log(stack).entries() if e.kind == "alarm" and '"resolve"' in e.entry.decode()
+        ]
+        assert len(resolved) == len(WITNESSES)
+    finally:
+        stack.stop()
+    # Counted in the metrics (exported as the gateway stopped).
+    points = _metric_points(telemetry, "xiezhi.alarms")
+    assert {p["attributes"]["xiezhi.connector"] for p in points} == WITNESSES
+    assert all(p["attributes"]["xiezhi.alarm"] == "witness_refusal" for p in points)
