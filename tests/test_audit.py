@@ -144,7 +144,8 @@ def test_an_insert_that_replaces_a_stored_row_is_refused_at_the_database(databas
             f"INSERT OR REPLACE INTO audit_entries ({columns}) VALUES ({values})",
             f"REPLACE INTO audit_entries ({columns}) VALUES ({values})",
             "INSERT OR REPLACE INTO audit_checkpoints (size, root, note, issued_at) VALUES (300, :leaf, '', :at)",
-            "INSERT OR REPLACE INTO audit_cosignatures (size, witness, line, received_at) VALUES (300, 'court', '', :at)",
+            "INSERT OR REPLACE INTO audit_cosignatures (size, witness, line, received_at) "
+            "VALUES (300, 'court', '', :at)",
             "INSERT OR REPLACE INTO audit_nodes (level, idx, hash) VALUES (8, 0, :leaf)",
         ]
     for statement in statements:
