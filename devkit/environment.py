@@ -122,7 +122,13 @@ def init_dev(
         "connectors": connectors,
         "policy_dir": str(policies),
         "models_dir": str(policies / "models"),
-        "audit": {"signing_key": str(audit_key.resolve()), "witnesses": witnesses or {}, **(audit or {})},
+        "audit": {
+            "signing_key": str(audit_key.resolve()),
+            "witnesses": witnesses or {},
+            # Checkpoints are also written outside the database, for auditors to copy.
+            "publish_dir": str((root / "gateway" / "published").resolve()),
+            **(audit or {}),
+        },
         "keys": {"provider": "local", "keyring": str(keyring.resolve())},
     }
     if telemetry is not None:

@@ -25,6 +25,7 @@ from audit_log.export import DatabaseSource
 from audit_log.note import Verifier, parse_witnesses
 from audit_log.store import AuditLog
 from audit_log.verify import Report, verify
+from audit_log.witness_policy import WitnessPolicy, read_held
 from connectors.roster import Roster
 from connectors.runner import PublishReport, build_and_publish
 from devkit.demo.generate import generate
@@ -118,11 +119,22 @@ def requester_telemetry(workdir: Path) -> Iterator[None]:
 def _verify_audit(dev: DevEnvironment) -> Report:
     settings = GatewaySettings.from_file(dev.gateway_config)
     engine = create_engine(settings.database_url)
+    witnesses = parse_witnesses(settings.audit.witnesses)
+    published = _published(settings)
+    policy = WitnessPolicy(
+        witnesses=witnesses,
+        quorum=1 if witnesses else 0,
+        held=tuple(read_held(published)) if published.is_file() else (),
+    )
     try:
-        witnesses = tuple(parse_witnesses(settings.audit.witnesses).values())
-        return verify(DatabaseSource(AuditLog.existing(engine)), Verifier.parse(dev.audit_vkey), witnesses)
+        return verify(DatabaseSource(AuditLog.existing(engine)), Verifier.parse(dev.audit_vkey), policy=policy)
     finally:
         engine.dispose()
+
+
+def _published(settings: GatewaySettings) -> Path:
+    folder = settings.audit.publish_dir or Path("published")
+    return folder / "checkpoints.jsonl"
 
 
 def _print_audit(console: Console, dev: DevEnvironment, report: Report) -> None:
@@ -133,7 +145,8 @@ def _print_audit(console: Console, dev: DevEnvironment, report: Report) -> None:
         f"checkpoint{'' if report.checkpoints == 1 else 's'} "
         f"(cosigned: {cosigned or 'none'}) — {verdict}"
     )
-    console.print(f"Check it yourself: xiezhi audit verify --settings {dev.gateway_config}")
+    published = _published(GatewaySettings.from_file(dev.gateway_config))
+    console.print(f"Check it yourself: xiezhi audit verify --settings {dev.gateway_config} --checkpoints {published}")
 
 
 @contextmanager
