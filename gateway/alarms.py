@@ -1,8 +1,9 @@
 """Alarms: what an operator must act on, kept in the database so every instance sees them.
 
-A witness that refuses the log's checkpoint is the one raised today: the witness remembers a
-larger or different log than the one this gateway now signs, so the log was rolled back or
-rewritten (or the witness was given the wrong key). Raising an alarm is logged, counted in
+Two are raised today: a witness that refuses the log's checkpoint (it remembers a larger or
+different log than the one this gateway now signs, so the log was rolled back or rewritten,
+or the witness was given the wrong key), and, at start-up, a database that no longer holds
+the newest checkpoint published outside it (`gateway.checkpoint_publication`). Raising an alarm is logged, counted in
 metrics (`xiezhi.alarms`) and written to the audit log as its own entry; while any alarm is
 open the readiness check fails. Further refusals of the same kind from the same source only
 count up on the open alarm, so a witness refusing every checkpoint does not flood the log.
@@ -35,6 +36,7 @@ log = logging.getLogger("xiezhi.gateway.alarms")
 
 ALARMS = "system:alarms"
 WITNESS_REFUSAL = "witness_refusal"
+CHECKPOINT_ROLLBACK = "checkpoint_rollback"  # the database no longer holds a checkpoint published outside it
 
 
 class Alarms:
@@ -63,7 +65,8 @@ class Alarms:
                 select(Alarm).where(Alarm.kind == kind, Alarm.source == source, col(Alarm.resolved_at).is_(None))
             ).first()
             if alarm is not None:
-                alarm.repeats, alarm.last_at, alarm.message, alarm.reason = alarm.repeats + 1, now, message, reason
+                # The first refusal's reason and message stand; repeats are counted.
+                alarm.repeats, alarm.last_at = alarm.repeats + 1, now
                 session.add(alarm)
                 session.commit()
                 return alarm.id
@@ -150,4 +153,4 @@ def _view(alarm: Alarm) -> AlarmView:
     return AlarmView.model_validate(alarm, from_attributes=True)
 
 
-__all__ = ["ALARMS", "WITNESS_REFUSAL", "Alarms"]
+__all__ = ["ALARMS", "CHECKPOINT_ROLLBACK", "WITNESS_REFUSAL", "Alarms"]

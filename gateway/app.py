@@ -20,7 +20,7 @@ from audit_log.note import Signer, Verifier, load_signer, parse_witnesses
 from audit_log.witness_policy import WitnessPolicy
 from gateway import api, audit_api, review_api, system_api
 from gateway.admission import Admission
-from gateway.alarms import WITNESS_REFUSAL, Alarms
+from gateway.alarms import CHECKPOINT_ROLLBACK, WITNESS_REFUSAL, Alarms
 from gateway.approvals import Approvals
 from gateway.audit_proofs import AuditProofs
 from gateway.audit_review import AuditReview
@@ -107,6 +107,9 @@ def build_services(
     retention = ResultRetention(engine, recorder, timedelta(days=settings.retention.result_days), clock)
     retention.start(settings.retention.sweep_every_seconds)
     alarms = Alarms(engine, recorder, authorizer, clock, telemetry)
+    behind = audit.publication.behind(audit.signer.verifier())
+    if behind is not None:
+        alarms.raise_alarm(CHECKPOINT_ROLLBACK, "published_checkpoints", "published_checkpoint_ahead", behind)
     audit.witnessing.start(lambda witness, reason, message: _witness_refused(alarms, witness, reason, message))
     return GatewayServices(
         authenticator=Authenticator(settings.identity_keys, issuer=settings.issuer, audience=settings.audience),

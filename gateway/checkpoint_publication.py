@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 
 from audit_log import AuditLog
+from audit_log.note import NoteError, Verifier, open_checkpoint
 
 log = logging.getLogger("xiezhi.gateway.checkpoints")
 
@@ -31,6 +32,26 @@ class CheckpointPublication:
         self._lock = threading.Lock()
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
+
+    def behind(self, log_key: Verifier) -> str | None:
+        """Why the database no longer holds the newest checkpoint this folder published (a
+        restore from an old backup leaves it behind), or None when it does."""
+        if self._folder is None or not (self._folder / "checkpoint").is_file():
+            return None
+        try:
+            published = open_checkpoint((self._folder / "checkpoint").read_text(encoding="utf-8"), log_key)
+        except (OSError, UnicodeDecodeError, NoteError):
+            return "the published newest checkpoint cannot be read or is not signed by the log's key"
+        stored = self._audit.checkpoint(published.size)
+        if stored is None:
+            newest = self._audit.latest_size() or 0
+            return (
+                f"a checkpoint of size {published.size} was published, but the database's newest is of {newest}: "
+                "the log was rolled back"
+            )
+        if bytes(stored.root) != published.root:
+            return f"the published checkpoint of size {published.size} has another root than the database's"
+        return None
 
     def newest(self) -> str | None:
         """The newest checkpoint note with every cosignature kept for it; None before the first."""

@@ -32,13 +32,16 @@ from gateway.links import ConnectorLinks
 
 log = logging.getLogger("xiezhi.gateway.witnessing")
 
-# What each refusal of c2sp.org/tlog-witness means for this log, as an alarm's reason code.
+# What each refusal of c2sp.org/tlog-witness means for this log: an alarm's reason code and why.
 _REFUSALS = {
-    400: "witness_bad_request",
-    403: "witness_signature_refused",
-    404: "witness_unknown_log",
-    409: "witness_conflicting_checkpoint",
-    422: "witness_inconsistent_log",
+    400: ("witness_bad_request", "the witness could not read the request"),
+    403: ("witness_signature_refused", "the witness does not accept the log's signature: is it given the right key?"),
+    404: ("witness_unknown_log", "the witness does not know this log's origin"),
+    409: ("witness_conflicting_checkpoint", "it cosigned another checkpoint of this size: the log was rewritten"),
+    422: (
+        "witness_inconsistent_log",
+        "this log does not extend the one it cosigned: the log was rolled back or rewritten",
+    ),
 }
 # Called with the witness's name, a reason code and a message (sizes and names only).
 OnRefusal = Callable[[str, str, str], None]
@@ -153,7 +156,8 @@ class Witnessing:
                     return self._recover(name, verifier)
                 continue
             if status in _REFUSALS:
-                self._refused(name, _REFUSALS[status], f"witness {name} refused checkpoint {size} (HTTP {status})")
+                reason, meaning = _REFUSALS[status]
+                self._refused(name, reason, f"witness {name} refused checkpoint {size} (HTTP {status}): {meaning}")
                 return False
             if status != 200:
                 log.warning("witness %s did not cosign checkpoint %d: HTTP %d", name, size, status)
@@ -186,7 +190,8 @@ class Witnessing:
             self._refused(
                 name,
                 "witness_conflicting_checkpoint",
-                f"witness {name} cosigned a checkpoint of size {theirs.size} that this log no longer holds",
+                f"witness {name} cosigned a checkpoint of size {theirs.size} that this log no longer holds: "
+                "the log was rolled back or rewritten",
             )
             return False
         return self._keep(name, verifier, theirs.size, ours.note, _signature_lines(note))

@@ -3,8 +3,9 @@
 A real stack (four connectors witnessing the gateway's log, mutual TLS on loopback) runs
 until every witness has cosigned; the gateway's database is backed up; more happens and is
 cosigned; the gateway stops and the backup is restored, as an administrator rolling the log
-back would; the gateway restarts with its real key and signs the old log again. Every
-witness remembers a larger log and refuses. Each refusal must be logged, counted in the
+back would; the gateway restarts with its real key and signs the old log again. Its own
+published checkpoints are ahead of the database, and every witness remembers a larger log
+and refuses. Each refusal must be logged, counted in the
 metrics, written to the audit log as its own entry, listed for operators and auditors, and
 must turn the readiness check unhealthy until an operator resolves it.
 """
@@ -29,6 +30,7 @@ from tests.stack import HTTP, LoopbackServer, Stack, run_cli, start_stack
 pytestmark = pytest.mark.integration
 
 WITNESSES = {"court", "tax", "housing_fund", "civil_affairs"}
+PUBLISHED = "published_checkpoints"  # the gateway's own copy of its checkpoints, outside the database
 
 
 def _log(stack: Stack) -> AuditLog:
@@ -85,25 +87,34 @@ def test_witnesses_refusing_a_rolled_back_log_raise_alarms_until_an_operator_res
                 return HTTP.get(f"{url}/readyz").status_code == 503
 
             wait_until(not_ready, "the readiness check failing on the witnesses' refusal")
-            problem = HTTP.get(f"{url}/readyz").json()
-            assert problem["code"] == "alarm_open" and "witness_refusal" in problem["detail"]
             headers = {"authorization": f"Bearer {auditor}"}
 
             def every_witness_refused() -> bool:
                 listed = HTTP.get(f"{url}/v1/system/alarms", headers=headers).json()
-                return {a["source"] for a in listed} == WITNESSES
+                return {a["source"] for a in listed} == WITNESSES | {PUBLISHED}
 
             wait_until(every_witness_refused, "an alarm from every witness")
+        problem = HTTP.get(f"{url}/readyz").json()
+        assert problem["code"] == "alarm_open" and "5 open alarm(s)" in problem["detail"]
+        assert "witness_refusal from court" in problem["detail"]
         alarms = HTTP.get(f"{url}/v1/system/alarms", headers=headers).json()
-        assert {(a["kind"], a["reason"]) for a in alarms} == {("witness_refusal", "witness_ahead")}
-        assert all("rolled back" in a["message"] for a in alarms)
+        # A witness's first refusal: it cosigned a larger log than the one submitted, or (had
+        # the restarted gateway already signed up to or past that size) another checkpoint of
+        # its size, or a log this one does not extend.
+        assert {(a["source"] == PUBLISHED, a["kind"]) for a in alarms} == {
+            (False, "witness_refusal"),
+            (True, "checkpoint_rollback"),
+        }
+        refusals = {"witness_ahead", "witness_conflicting_checkpoint", "witness_inconsistent_log"}
+        assert {a["reason"] for a in alarms if a["source"] != PUBLISHED} <= refusals
+        assert all("rolled back" in a["message"] or "rewritten" in a["message"] for a in alarms)
         # Logged …
         logged = [r.getMessage() for r in caplog.records if r.name == "xiezhi.gateway.alarms"]
-        assert {message.split(" from ")[1].split(":")[0] for message in logged} == WITNESSES
+        assert {message.split(" from ")[1].split(":")[0] for message in logged} == WITNESSES | {PUBLISHED}
         # … and in the audit log, one entry each, by the gateway itself.
         raised = [json.loads(e.entry) for e in _log(stack).entries() if e.kind == "alarm"]
         assert {(e["actor"], e["action"], e["detail"]["source"]) for e in raised} == {
-            ("gateway", "raise", name) for name in WITNESSES
+            ("gateway", "raise", name) for name in WITNESSES | {PUBLISHED}
         }
 
         # The operator acts (the witnesses are taken out of service while the log is
@@ -115,7 +126,7 @@ def test_witnesses_refusing_a_rolled_back_log_raise_alarms_until_an_operator_res
         admin = {"authorization": f"Bearer {admin_token}"}
         (tmp_path / "sysadmin.token").write_text(admin_token)
         listed = run_cli("gateway", "alarms", "--gateway", url, "--token-file", str(tmp_path / "sysadmin.token"))
-        assert listed.returncode == 1 and listed.stdout.count("OPEN") == 4, listed.stdout + listed.stderr
+        assert listed.returncode == 1 and listed.stdout.count("OPEN") == 5, listed.stdout + listed.stderr
         for alarm in alarms[1:]:
             assert HTTP.get(f"{url}/readyz").status_code == 503
             answer = HTTP.post(
@@ -142,10 +153,12 @@ def test_witnesses_refusing_a_rolled_back_log_raise_alarms_until_an_operator_res
         resolved = [
             json.loads(e.entry) for e in _log(stack).entries() if e.kind == "alarm" and '"resolve"' in e.entry.decode()
         ]
-        assert len(resolved) == len(WITNESSES)
+        assert len(resolved) == len(WITNESSES) + 1
     finally:
         stack.stop()
     # Counted in the metrics (exported as the gateway stopped).
     points = _metric_points(telemetry, "xiezhi.alarms")
-    assert {p["attributes"]["xiezhi.connector"] for p in points} == WITNESSES
-    assert all(p["attributes"]["xiezhi.alarm"] == "witness_refusal" for p in points)
+    assert {(p["attributes"]["xiezhi.connector"], p["attributes"]["xiezhi.alarm"]) for p in points} == {
+        *((name, "witness_refusal") for name in WITNESSES),
+        (PUBLISHED, "checkpoint_rollback"),
+    }
