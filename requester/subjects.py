@@ -222,10 +222,10 @@ def _csv_rows(name: str, data: bytes) -> Iterator[list[object]]:
         try:
             text = data.decode(encoding)
             break
-        except UnicodeDecodeError:
-            continue
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
     else:
-        raise InvalidInput(f"{name}: not UTF-8 or GB18030 text")
+        raise InvalidInput(f"{name}: line {line}: not UTF-8 or GB18030 text")
     reader = csv.reader(io.StringIO(text, newline=""))
     while True:
         try:

@@ -226,6 +226,13 @@ def test_a_damaged_header_is_named(tmp_path: Path) -> None:
         read_subjects(path)
 
 
+def test_text_in_neither_encoding_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_bytes("案号,姓名,证件号码\n".encode() + b"x,y,\x81\x30\xff\n")
+    with pytest.raises(InvalidInput, match=r"s\.csv: line 2: not UTF-8 or GB18030 text"):
+        read_subjects(path)
+
+
 def test_a_damaged_workbook_is_named(tmp_path: Path) -> None:
     path = tmp_path / "s.xlsx"
     path.write_bytes(b"PK\x03\x04 not really a workbook")
