@@ -17,9 +17,13 @@ WAITING = 3  # exit status of `match` when the request waits for approval
 def match(
     gateway: GatewayUrl,
     model: Annotated[str, typer.Option(help="Supervision model id, e.g. housing_fund")],
-    subjects: Annotated[Path, typer.Option(help="Subject list (.csv or .xlsx) with 案号, 姓名/名称, 证件号码")],
+    subjects: Annotated[
+        Path, typer.Option(help="Subject list (.csv or .xlsx) with 案号, 姓名/名称, 证件号码 (证件类型 optional)")
+    ],
     purpose: Annotated[str, typer.Option(help="Case number (案号) or special-action id this run serves")],
-    out: Annotated[Path, typer.Option(help="Clue report to write (.csv or .xlsx)")],
+    out: Annotated[
+        Path, typer.Option(help="Clue report to write (.csv or .xlsx); an earlier one is renamed .previous-<time>")
+    ],
     legal_basis: Annotated[str, typer.Option(help="Legal basis of the request")] = DEFAULT_LEGAL_BASIS,
     scope: Annotated[
         str | None, typer.Option(help="Region code whose data the run reaches (default: your organisation)")
@@ -35,7 +39,9 @@ def match(
     """Run a supervision model over a subject list and write the clue report.
 
     A run that needs a department head's approval exits with status 3 and prints the
-    request id; once approved, run the same command again with --request-id.
+    request id; once approved, run the same command again with --request-id. An earlier
+    report at --out (and its errors file) is renamed to <name>.previous-<time>.<ext> first,
+    and the new one is written only when the run succeeds.
     """
     from requester.job import match_file
     from requester.protocol import MatchSpec
@@ -61,6 +67,6 @@ def match(
     finally:
         traces.shutdown()
     typer.echo(
-        f"{summary.model}: {summary.rows} rows matched, {summary.clues} clues, "
+        f"{summary.model}: {summary.rows} rows checked, {summary.clues} clues, "
         f"{summary.invalid_rows} invalid rows → {summary.report} (errors: {summary.errors})"
     )

@@ -1,16 +1,33 @@
-"""One match job: subject file in, clue report and errors file out."""
+"""One match job: subject file in, clue report and errors file out.
+
+Output handling: an earlier report at `out` and its errors file are set aside first
+(requester.report.set_aside_previous); the new ones are written, atomically, only once the
+run has an answer. A run that fails therefore leaves no report at `out`. A list with no
+valid row leaves only its errors file.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from requester.gateway_client import GatewayClient
 from requester.protocol import MatchSpec, OnPending, run_match
-from requester.report import ReportRow, write_errors, write_report
-from requester.subjects import read_subjects
+from requester.report import (
+    CHINA_TIME,
+    Provenance,
+    ReportRow,
+    check_report_path,
+    errors_path,
+    set_aside_previous,
+    write_errors,
+    write_outputs,
+)
+from requester.subjects import load_subjects
 from xiezhi.errors import InvalidInput
 from xiezhi.tls import TLSFiles
 
@@ -38,16 +55,27 @@ def match_file(
     workers: int | None = None,
     on_pending: OnPending | None = None,
     tls: TLSFiles | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> MatchSummary:
     """Validate `subjects`, run `spec` over the valid rows, write `out` and `<out>.errors.csv`.
 
-    Raises InvalidInput if the file holds no valid row (nothing to ask), after writing the
-    errors file so the user sees why.
+    An earlier report at `out` and its errors file are renamed to
+    `<stem>.previous-<time><suffix>` first; both new files are written at the end, so a run
+    that fails (here or at the gateway) leaves no report. `clock` (default: now) dates the
+    report and the names of set-aside files.
+
+    Raises InvalidInput for an `out` that is no .csv or .xlsx, an unreadable list, or a list
+    with no valid row (nothing to ask; its errors file is written so the user sees why).
     """
-    valid, rejected = read_subjects(subjects)
-    errors = write_errors(out, rejected)
+    now = clock or (lambda: datetime.now(CHINA_TIME))
+    check_report_path(out)
+    set_aside_previous(out, now())
+    listed = load_subjects(subjects)
+    valid, rejected = listed.valid, listed.rejected
     if not valid:
-        raise InvalidInput(f"{subjects.name}: no valid row to match; see {errors.name}")
+        provenance = Provenance(None, spec.model, listed.name, listed.sha256, now(), 0, 0, len(rejected))
+        write_errors(out, rejected, provenance)
+        raise InvalidInput(f"{subjects.name}: no valid row to match; see {errors_path(out).name}")
     client = GatewayClient(gateway_url, token, tls=tls)
     try:
         with _progress(show_progress, spec.model) as (on_total, advance):
@@ -66,17 +94,12 @@ def match_file(
         ReportRow(row.row, row.case_no, flags.clue, flags.flags)
         for row, flags in zip(valid, sorted(result.rows, key=lambda r: r.row), strict=True)
     ]
-    write_report(out, report_rows, result.reveals)
-    return MatchSummary(
-        spec.model,
-        subjects,
-        result.request_id,
-        len(valid),
-        len(rejected),
-        sum(r.clue for r in report_rows),
-        out,
-        errors,
+    clues = sum(r.clue for r in report_rows)
+    provenance = Provenance(
+        result.request_id, spec.model, listed.name, listed.sha256, now(), len(valid), clues, len(rejected)
     )
+    errors = write_outputs(out, report_rows, result.reveals, rejected, provenance)
+    return MatchSummary(spec.model, subjects, result.request_id, len(valid), len(rejected), clues, out, errors)
 
 
 class _progress:

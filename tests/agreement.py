@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import codecs
 import csv
+import hashlib
 import re
 import shutil
 import sqlite3
@@ -29,6 +30,14 @@ def read_csv(path: Path) -> list[list[str]]:
         return list(csv.reader(handle))
 
 
+def read_report(path: Path) -> tuple[dict[str, str], list[list[str]]]:
+    """A CSV report or errors file: its key,value block (which request, which list) and the
+    table after the empty row (README, "The clue report")."""
+    lines = read_csv(path)
+    blank = lines.index([])
+    return dict((key, value) for key, value in lines[:blank]), lines[blank + 1 :]
+
+
 def subjects_file(data_dir: Path, model: SupervisionModel) -> Path:
     return data_dir / ("applicants.csv" if model.subjects is SubjectKind.APPLICANTS else "subjects.csv")
 
@@ -50,19 +59,37 @@ def expected_report(
 
 
 def assert_report_agrees(
-    data_dir: Path, model: SupervisionModel, report: Path, queries: reference.Queries = reference.REFERENCE_QUERIES
+    data_dir: Path,
+    model: SupervisionModel,
+    report: Path,
+    queries: reference.Queries = reference.REFERENCE_QUERIES,
+    *,
+    request_id: str | None = None,
 ) -> int:
-    """Assert `report` and its errors file equal the reference (`queries`, one per capability);
-    return the number of clues."""
+    """Assert `report` and its errors file equal the reference (`queries`, one per capability)
+    and name the model, the list they were made from and (if given) `request_id`; return the
+    number of clues."""
     expected, invalid = expected_report(data_dir, model, queries)
-    actual = read_csv(report)
+    about, actual = read_report(report)
     assert actual[0] == expected[0], f"{model.id}: header"
     mismatches = [(a, e) for a, e in zip(actual[1:], expected[1:], strict=False) if a != e]
     assert not mismatches, f"{model.id}: {len(mismatches)} rows differ, first {mismatches[0]}"
     assert len(actual) == len(expected), f"{model.id}: {len(actual) - 1} rows, expected {len(expected) - 1}"
-    errors = read_csv(report.with_name(report.name + ".errors.csv"))
+    errors_about, errors = read_report(report.with_name(report.name + ".errors.csv"))
     assert [(int(r[0]), r[1]) for r in errors[1:]] == invalid, f"{model.id}: errors file"
-    return sum(row[2] == "是" for row in actual[1:])
+    clues = sum(row[2] == "是" for row in actual[1:])
+    listed = subjects_file(data_dir, model)
+    assert about == errors_about, f"{model.id}: the errors file belongs to the report"
+    assert (about["模型"], about["名单文件"], about["名单SHA-256"]) == (
+        model.id,
+        listed.name,
+        hashlib.sha256(listed.read_bytes()).hexdigest(),
+    ), f"{model.id}: the report names its list"
+    counts = (about["核对行数"], about["线索数"], about["无效行数"])
+    assert counts == (str(len(actual) - 1), str(clues), str(len(invalid))), f"{model.id}: counts"
+    if request_id is not None:
+        assert about["请求编号"] == request_id, f"{model.id}: the report names its request"
+    return clues
 
 
 def _yes(value: bool) -> str:

@@ -31,7 +31,7 @@ def full_width(text: str) -> str:
 # People (normalised IDs). The 15-digit spelling exists for those born 19xx.
 A = rid("33080319750312001")  # two 终本 cases, spelled two ways; winning plaintiff (判决, 否)
 B = rid("42050219880709002")  # one 终本 case and one 执行中; wage 2024; housing fund sealed with balance
-C = uscc("91330803MA2D4K6L1")  # company: two 终本 cases; interest income 2019
+C = uscc("91330803MA2D4K6L9")  # company: two 终本 cases; interest income 2019
 D = rid("11010519491231002")  # duplicate row of one 终本 case; plaintiff but performed 是; married then tie
 E = rid("33082219650101003")  # divorced exactly 2020-01-01; dibao current
 F = rid("33082219700215004")  # divorced 2019-12-31 then remarried 2021; dibao ended

@@ -116,7 +116,7 @@ def test_request_waits_then_runs_after_the_right_approval(clocked: tuple[Stack, 
     spec = MatchSpec("spouse_property", PURPOSE, LEGAL_BASIS, request_id=request_id)
     summary = match_file(stack.gateway_url, requester, spec, generated / "subjects.csv", out, show_progress=False)
     assert summary.request_id == request_id
-    assert_report_agrees(generated, CATALOG.get("spouse_property"), out)
+    assert_report_agrees(generated, CATALOG.get("spouse_property"), out, request_id=request_id)
 
 
 def test_a_head_who_requests_cannot_approve_their_own(clocked: tuple[Stack, Clock]) -> None:

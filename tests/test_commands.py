@@ -7,15 +7,23 @@ agree with the reference SQL join and with answers reasoned out by hand.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 import yaml
-from openpyxl import Workbook
+from openpyxl import Workbook, load_workbook
 
 from devkit.environment import REPO_ROOT
 from tests import handmade
-from tests.agreement import assert_report_agrees, find_leaks, read_csv, subject_id_forms, subject_names
+from tests.agreement import (
+    assert_report_agrees,
+    find_leaks,
+    read_csv,
+    read_report,
+    subject_id_forms,
+    subject_names,
+)
 from tests.demo_run import FIFTH, PENSION, PENSION_EXPECTED, PENSION_REFERENCE, DemoRun
 from tests.stack import PURPOSE, Stack, run_cli
 from xiezhi.supervision import ModelCatalog, SupervisionModel
@@ -93,8 +101,9 @@ def _agrees_with_hand_answers(
 ) -> None:
     """Every valid row's revealed flags are the answers `expected` reasoned out by hand."""
     subjects = read_csv(run.data / ("applicants.csv" if model.subjects.value == "applicants" else "subjects.csv"))
-    rows = {int(r[0]): r for r in read_csv(report)[1:]}
-    header = read_csv(report)[0]
+    _, table = read_report(report)
+    rows = {int(r[0]): r for r in table[1:]}
+    header = table[0]
     checked = 0
     for number, (_, _, raw) in enumerate(subjects[1:], start=1):
         if number not in rows:
@@ -135,8 +144,14 @@ def test_match_command_with_xlsx_subjects(stack: Stack, generated: Path, tmp_pat
         "--no-progress",
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "housing_fund:" in done.stdout and out.is_file()
+    assert "housing_fund:" in done.stdout and " rows checked, " in done.stdout and out.is_file()
     assert (tmp_path / "clues.xlsx.errors.csv").is_file()
+    # The report names its request and its list (the 说明 sheet), as does its errors file.
+    about = {str(k): str(v) for k, v in load_workbook(out)["说明"].iter_rows(values_only=True)}
+    assert about["请求编号"] not in ("", "（未发出请求）") and about["模型"] == "housing_fund"
+    assert about["名单文件"] == "subjects.xlsx"
+    assert about["名单SHA-256"] == hashlib.sha256((tmp_path / "subjects.xlsx").read_bytes()).hexdigest()
+    assert read_report(tmp_path / "clues.xlsx.errors.csv")[0] == about
 
 
 def test_match_command_errors_are_clear(stack: Stack, generated: Path, tmp_path: Path) -> None:
@@ -158,8 +173,26 @@ def test_match_command_errors_are_clear(stack: Stack, generated: Path, tmp_path:
     assert done.returncode == 2 and "no bearer token" in done.stderr
     token_file = tmp_path / "token"
     token_file.write_text(stack.user_token(["system_admin"]))
+    # A run the gateway refuses leaves no report at --out; last week's is set aside.
+    (tmp_path / "o.csv").write_text("last week's 是/否", encoding="utf-8")
     done = run_cli(*args, "--token-file", str(token_file))
     assert done.returncode == 2 and "denied_by_policy" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "o.csv").exists()
+    (previous,) = tmp_path.glob("o.previous-*.csv")
+    assert previous.read_text(encoding="utf-8") == "last week's 是/否"
+    # So does a gateway that cannot be reached.
+    token_file.write_text(stack.user_token(["prosecutor"]))
+    unreachable = [*args, "--token-file", str(token_file)]
+    unreachable[unreachable.index(stack.gateway_url)] = "https://127.0.0.1:9"
+    done = run_cli(*unreachable)
+    assert done.returncode == 2 and "gateway_unreachable" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "o.csv").exists()
+    # A list that is not there is named.
+    missing = [*args, "--token-file", str(token_file)]
+    missing[missing.index(str(generated / "subjects.csv"))] = str(tmp_path / "nowhere.csv")
+    done = run_cli(*missing)
+    assert done.returncode == 2 and f"{tmp_path / 'nowhere.csv'}: no such file" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -23,6 +23,7 @@ from tests.agreement import (
     assert_report_agrees,
     find_leaks,
     find_token_leaks,
+    read_report,
     subject_id_forms,
     subject_names,
     subject_tokens,
@@ -39,7 +40,7 @@ def reports(stack: Stack, generated: Path, tmp_path_factory: pytest.TempPathFact
     out = tmp_path_factory.mktemp("reports")
     token = stack.user_token(["prosecutor"])
     for model in CATALOG:
-        match_file(
+        summary = match_file(
             stack.gateway_url,
             token,
             MatchSpec(model.id, PURPOSE, LEGAL_BASIS, batch_size=97),
@@ -49,6 +50,8 @@ def reports(stack: Stack, generated: Path, tmp_path_factory: pytest.TempPathFact
             workers=1,
             on_pending=stack.approver(),
         )
+        # Each report names the request that produced it.
+        assert summary.request_id and read_report(summary.report)[0]["请求编号"] == summary.request_id
     return {model.id: out / f"{model.id}.csv" for model in CATALOG}
 
 

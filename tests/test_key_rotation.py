@@ -33,7 +33,7 @@ from gateway.settings import GatewaySettings
 from requester.gateway_client import GatewayClient
 from requester.job import MatchSummary, match_file
 from requester.protocol import MatchSpec
-from tests.agreement import subjects_file
+from tests.agreement import read_report, subjects_file
 from tests.polling import wait_until
 from tests.stack import LEGAL_BASIS, PURPOSE, Clock, LoopbackServer, Stack, run_cli, start_stack
 from xiezhi.errors import Gone
@@ -127,7 +127,7 @@ def test_rotation_keeps_old_results_open_and_new_runs_matching(live: Live) -> No
     assert live.client(["prosecutor"]).result(before.request_id) == old_result
     # New runs seal under the new data key and match exactly as before.
     after = live.run("after")
-    assert after.report.read_text(encoding="utf-8") == before.report.read_text(encoding="utf-8")
+    assert read_report(after.report)[1] == read_report(before.report)[1]
     assert after.request_id is not None
     assert {Sealer.blob_key_id(b) for b in live.batches(after.request_id)} == {status.data_key}
 
@@ -147,7 +147,7 @@ def test_rotation_keeps_old_results_open_and_new_runs_matching(live: Live) -> No
     assert live.client(["prosecutor"]).result(before.request_id) == old_result
     assert live.client(["prosecutor"]).result(after.request_id).rows == old_result.rows
     epoch_two = live.run("epoch-2")
-    assert epoch_two.report.read_text(encoding="utf-8") == before.report.read_text(encoding="utf-8")
+    assert read_report(epoch_two.report)[1] == read_report(before.report)[1]
     activated = [e for e in live.entries("epoch.activated") if e["connector"] == "housing_fund"]
     assert [e["detail"]["epoch"] for e in activated] == [1, 2]
 

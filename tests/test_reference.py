@@ -26,7 +26,7 @@ P = "330803197707071234"
 Q = "110101200002290034"
 R = "420500199011110050"
 K = "91350100M000100Y43"  # companies
-L = "91330803MA28F3K7XK"
+L = "91330803MA28F3K720"
 BAD_CHECK = "110105194912310021"
 BAD_DATE = "110105194902300020"
 
@@ -94,7 +94,7 @@ ROWS: dict[str, list[tuple[object, ...]]] = {
         _civil(F.lower(), "判决", "false"),  # F
         _civil(H, "判决", 1, defendant=G),  # G is a losing defendant
         _civil(H, "调解成功", "0"),  # H, '0' stored in an INTEGER column
-        _civil("91330803ma28f3k7xk", "判决", 0),  # L, a company
+        _civil("91330803ma28f3k720", "判决", 0),  # L, a company
         _civil(BAD_CHECK, "判决", 0),
     ],
     "tax_declarations": [

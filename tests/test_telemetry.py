@@ -62,7 +62,7 @@ def _resident_id_ending_in_x() -> str:
 
 RESIDENT = _resident_id_ending_in_x()
 _FULL_WIDTH = str.maketrans("0123456789Xx", "０１２３４５６７８９ｘｘ")
-USCC = "91330803MA2B3C4D5" + uscc_check_char("91330803MA2B3C4D5")
+USCC = "91330803MA2B3C4D1" + uscc_check_char("91330803MA2B3C4D1")
 TOKEN = hashlib.sha256(b"a token").digest()[:16]
 ELEMENT = hashlib.sha256(b"a blinded element").digest()
 CALLER_JWT = jwt.encode({"sub": "prosecutor-330803-01", "roles": ["prosecutor"]}, "k" * 32, algorithm="HS256")

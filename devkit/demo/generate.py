@@ -42,7 +42,13 @@ from connectors.config import table_columns
 from connectors.roster import Roster
 from devkit.environment import load_roster
 from xiezhi.errors import InvalidIdentifier, InvalidInput
-from xiezhi.ids import IdType, normalise_subject_id, resident_id_check_char, uscc_check_char
+from xiezhi.ids import (
+    IdType,
+    normalise_subject_id,
+    organisation_code_check_char,
+    resident_id_check_char,
+    uscc_check_char,
+)
 
 __all__ = ["AS_OF", "GenerationSummary", "generate"]
 
@@ -279,7 +285,7 @@ class _World:
             name = f"{_CITIES[region[:4]]}{rng.choice(_BRANDS)}{rng.choice(_TRADES)}{suffix}"
         while True:
             body = "MA2" + "".join(rng.choices(_USCC_SYMBOLS, k=5))
-            first17 = "91" + region + body + _organisation_check_char(body)
+            first17 = "91" + region + body + organisation_code_check_char(body)
             id18 = first17 + uscc_check_char(first17)
             if id18 not in self.used_ids:
                 self.used_ids.add(id18)
@@ -581,14 +587,6 @@ class _World:
 
 
 # --- helpers and writers ------------------------------------------------------------------
-
-
-def _organisation_check_char(body: str) -> str:
-    """GB 11714 check character of an 8-character organisation code body."""
-    values = (int(char) if char.isdigit() else ord(char) - 55 for char in body)
-    total = sum(v * w for v, w in zip(values, (3, 7, 9, 10, 5, 8, 4, 2), strict=True))
-    check = 11 - total % 11
-    return {10: "X", 11: "0"}.get(check, str(check))
 
 
 def _is_valid(raw: str) -> bool:

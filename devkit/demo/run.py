@@ -161,6 +161,8 @@ def deployment(workdir: Path, roster: Roster, policy_dir: Path | None = None) ->
         stale.unlink()  # each run starts from an empty gateway, and so a new audit log
     for stale in (workdir / "telemetry").glob("*.jsonl"):
         stale.unlink()  # … and new telemetry files
+    for stale in (workdir / "reports").glob("*.csv"):
+        stale.unlink()  # … and reports of this run only (a report names a request of the old log)
     names = roster.names()
     witnesses = {}
     for connector in names:
