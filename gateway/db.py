@@ -150,9 +150,10 @@ class EvaluationCount(SQLModel, table=True):
 class BatchSlot(SQLModel, table=True):
     """One batch slot (`gateway.slots`): rows first_row … first_row+count−1 at one connector.
 
-    `attempts` counts the evaluations of the slot the requester obtained or is obtaining;
-    `proof_failures` the attempts whose proofs it reported as failing, the last at
-    `last_proof_failure_at`, for the attempt `reported_attempt`.
+    `attempts` counts the evaluations of the slot the requester obtained or is obtaining (an
+    attempt whose evaluation never reached it is given back); `proof_failures` the attempts
+    whose proofs it reported as failing, the last one `reported_attempt`, at
+    `last_proof_failure_at`.
     """
 
     __tablename__ = "evaluation_slots"

@@ -127,16 +127,16 @@ class RequestStore:
     ) -> BatchSlot | None:
         """Stage the requester's report that the last evaluation of a slot failed its proof; the
         slot then needs another attempt before its rows count as evaluated. Returns the slot,
-        or None if that attempt was reported already. Raises Conflict `unknown_slot` unless an
-        evaluated slot has exactly these rows."""
+        or None if its last evaluation was reported already. Raises Conflict `unknown_slot`
+        unless an evaluated slot has exactly these rows."""
         slot = session.get(BatchSlot, (request_id, connector, first_row))
         if slot is None or slot.count != count:
             raise Conflict("no batch slot of this connector has exactly these rows", code="unknown_slot")
-        if slot.status == SlotState.PROOF_FAILED.value and slot.reported_attempt == slot.attempts:
+        if slot.status == SlotState.PROOF_FAILED.value:
             return None  # the same report again (a retry): counted once
         changed = session.execute(
             _slot_update(request_id, connector, first_row)
-            .where(_SLOT.status == SlotState.EVALUATED.value, _SLOT.reported_attempt < _SLOT.attempts)
+            .where(_SLOT.status == SlotState.EVALUATED.value)
             .values(
                 status=SlotState.PROOF_FAILED.value,
                 proof_failures=_SLOT.proof_failures + 1,

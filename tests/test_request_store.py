@@ -132,6 +132,24 @@ def test_an_attempt_that_never_reached_the_requester_is_given_back(store: Reques
     assert _state(engine) == ([(0, 5, 1, "evaluated")], (5, 5))  # an evaluated slot stays
 
 
+def test_a_failure_is_reported_again_after_an_attempt_lost_on_the_way(store: RequestStore, engine: Engine) -> None:
+    request = _request(store)
+    _evaluated(store, store.claim_slot(request, "court", 0, 4, max_attempts=3))
+    with store.session() as session:
+        assert store.proof_failed(session, "r-1", "court", 0, 4) is not None
+        session.commit()
+    lost = store.claim_slot(request, "court", 0, 4, max_attempts=3)
+    store.release_slot("r-1", "court", lost)  # the relay failed: the attempt is given back
+    assert _state(engine) == ([(0, 4, 1, "proof_failed")], (4, 0))
+    answered = store.claim_slot(request, "court", 0, 4, max_attempts=3)
+    assert answered == Claim(0, 4, 2)
+    _evaluated(store, answered)
+    with store.session() as session:
+        again = store.proof_failed(session, "r-1", "court", 0, 4)
+        assert again is not None and again.proof_failures == 2 and again.reported_attempt == 2
+        session.commit()
+
+
 def test_only_an_evaluated_slot_with_exactly_those_rows_can_fail_its_proof(store: RequestStore) -> None:
     request = _request(store)
     store.claim_slot(request, "court", 0, 4, max_attempts=3)
