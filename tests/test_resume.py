@@ -291,29 +291,35 @@ def test_a_gateway_killed_during_lookups_is_resumed_to_the_undisturbed_flags(
 
 
 class _Faults:
-    """Which answers of the faulty connector get a corrupted proof: the `bad` numbers (1-based)
-    of its evaluation answers, or every answer."""
+    """What the faulty connector does to its evaluation answers, by their number (1-based): in
+    `bad` ones (all, if None) it corrupts the proof; `unavailable` ones it evaluates (its ticket
+    is spent) and then answers 503 instead."""
 
     def __init__(self) -> None:
-        self.bad: set[int] | None = set()  # None: every answer
+        self.bad: set[int] | None = set()
+        self.unavailable: set[int] = set()
         self.answers = 0
         self._lock = threading.Lock()
 
-    def take(self) -> bool:
+    def take(self) -> str:
         with self._lock:
             self.answers += 1
-            return self.bad is None or self.answers in self.bad
+            if self.answers in self.unavailable:
+                return "unavailable"
+            return "bad" if self.bad is None or self.answers in self.bad else ""
 
 
-class _CorruptProofs:
-    """A deliberately faulty connector: in the answers `faults` picks it changes the proof's first
-    character (low bits of its first scalar), so the batch DLEQ proof no longer verifies."""
+class _FaultyConnector:
+    """A deliberately faulty connector, for tests only. In the answers `faults` picks it changes
+    the proof's first character (low bits of its first scalar), so the batch DLEQ proof no
+    longer verifies, or replaces the whole answer with a 503."""
 
     def __init__(self, app: ASGIApp, faults: _Faults) -> None:
         self.app, self.faults = app, faults
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/v1/evaluate" or not self.faults.take():
+        fault = self.faults.take() if scope["type"] == "http" and scope["path"] == "/v1/evaluate" else ""
+        if not fault:
             await self.app(scope, receive, send)
             return
 
@@ -325,7 +331,14 @@ class _CorruptProofs:
                 message = {**message, "body": body[:at] + flipped + body[at + 1 :]}
             await send(message)
 
-        await self.app(scope, receive, corrupting)
+        async def unavailable(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(b"content-type", b"text/plain"), (b"content-length", b"11")]
+                await send({"type": "http.response.start", "status": 503, "headers": headers})
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                await send({"type": "http.response.body", "body": b"unavailable"})
+
+        await self.app(scope, receive, corrupting if fault == "bad" else unavailable)
 
 
 @pytest.fixture
@@ -334,7 +347,7 @@ def faulty(tmp_path: Path, generated: Path) -> Iterator[tuple[Stack, _Faults]]:
 
     def prepare(name: str, app: FastAPI) -> None:
         if name == "housing_fund":
-            app.add_middleware(_CorruptProofs, faults=faults)
+            app.add_middleware(_FaultyConnector, faults=faults)
 
     running = start_stack(tmp_path / "stack", prepare_connector=prepare)
     try:
@@ -419,6 +432,20 @@ def test_proofs_that_never_verify_end_the_run_with_how_to_resume_or_cancel(
     # Cancelling is the way out.
     cancelled = _xiezhi(stack, "requests", "cancel", "--gateway", stack.gateway_url, "--request-id", request_id)
     assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout, cancelled.stderr
+
+
+def test_the_gateway_tries_a_failing_connector_again_under_a_fresh_ticket(
+    faulty: tuple[Stack, _Faults], generated: Path, tmp_path: Path
+) -> None:
+    stack, faults = faulty
+    faults.unavailable = {2, 3}  # the second batch's answer, and that of its first retry
+    client = GatewayClient(stack.gateway_url, stack.user_token(["prosecutor"]), retry=NO_RETRIES)
+    result = run_match(client, MatchSpec("housing_fund", PURPOSE, LEGAL_BASIS, batch_size=50), _inputs(generated))
+    n = len(result.rows)
+    assert faults.answers == len(range(0, n, 50)) + 2  # the connector evaluated that batch three times
+    entries = _entries(stack, result.request_id)
+    assert _relays(entries, "housing_fund") == [(f, min(50, n - f), 1) for f in range(0, n, 50)]
+    assert _relays(entries, "housing_fund", "failed") == []  # one attempt, answered: no failure to audit
 
 
 # ---- (4) cancelling --------------------------------------------------------------------------
