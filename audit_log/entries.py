@@ -32,6 +32,7 @@ class EventKind(StrEnum):
     DECISION = "decision"
     REQUEST_CREATED = "request.created"
     REQUEST_REFUSED = "request.refused"
+    REQUEST_CANCELLED = "request.cancelled"
     APPROVAL = "approval"
     POLICY_CHANGE = "policy.change"
     RELAY = "relay"

@@ -1,6 +1,6 @@
 """The `xiezhi` command line, assembled from one module per role.
 
-xiezhi match                         the requester (cli.requester)
+xiezhi match, requests show|cancel   the requester (cli.requester)
 xiezhi approvals …                   the department head (cli.approver)
 xiezhi audit …                       the security auditor (cli.auditor)
 xiezhi policy …, keys status|rotate  the security administrator (cli.security_admin)
@@ -27,6 +27,7 @@ keys_app = typer.Typer(
 )
 
 app.command()(requester.match)
+app.add_typer(requester.requests_app, name="requests")
 app.command()(development.demo)
 app.add_typer(gateway.gateway_app, name="gateway")
 app.add_typer(connector.connector_app, name="connector")

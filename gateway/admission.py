@@ -30,7 +30,7 @@ from gateway.settings import Limits
 from xiezhi.errors import ApprovalRequired, Denied, InvalidInput, XiezhiError
 from xiezhi.supervision import ModelCatalog, SupervisionModel
 from xiezhi.telemetry import traced
-from xiezhi.wire import CreateMatchRequest, MatchRequestView, RequestStatus
+from xiezhi.wire import ConnectorProgress, CreateMatchRequest, MatchRequestView, RequestStatus
 
 
 class Admission:
@@ -78,7 +78,8 @@ class Admission:
                     "reasons": decision.approval_reasons,
                 },
             )
-        return request_view(request, model)
+        with self._store.session() as session:
+            return self._view(session, request, model)
 
     def view(self, principal: Principal, request_id: str) -> MatchRequestView:
         """The caller's own request: its status and, once it runs, what it pinned."""
@@ -86,7 +87,10 @@ class Admission:
             request = self._store.owned(session, principal, request_id)
             obj = "request:" + request_id
             self._recorder.enforce(principal, obj, "read", request_id, self._authorizer.decide(principal, obj, "read"))
-            return request_view(request, self._catalog.get(request.model))
+            return self._view(session, request, self._catalog.get(request.model))
+
+    def _view(self, session: Session, request: MatchRequest, model: SupervisionModel) -> MatchRequestView:
+        return request_view(request, model, self._store.progress(session, request), self._limits.max_batch_attempts)
 
     def _decide(
         self, principal: Principal, model: SupervisionModel, body: CreateMatchRequest, request_id: str, now: datetime
@@ -174,8 +178,11 @@ def _new_request(
     )
 
 
-def request_view(request: MatchRequest, model: SupervisionModel) -> MatchRequestView:
-    """The request as its requester sees it; `connectors` is empty until it may run."""
+def request_view(
+    request: MatchRequest, model: SupervisionModel, progress: tuple[ConnectorProgress, ...], max_batch_attempts: int
+) -> MatchRequestView:
+    """The request as its requester sees it: `connectors` is empty until it may run; `progress`
+    holds each pinned connector's batch slots."""
     return MatchRequestView(
         request_id=request.id,
         model=request.model,
@@ -185,6 +192,9 @@ def request_view(request: MatchRequest, model: SupervisionModel) -> MatchRequest
         reveals=model.reveals,
         created_at=request.created_at,
         connectors=request.plan.views(),
+        evaluations=progress,
+        rows_looked_up=request.rows_looked_up,
+        max_batch_attempts=max_batch_attempts,
     )
 
 

@@ -31,7 +31,9 @@ from xiezhi.wire import (
     CreateMatchRequest,
     EpochView,
     EvaluationBatch,
+    EvaluationFailure,
     EvaluationResult,
+    EvaluationSlot,
     KeyRotation,
     KeyStatus,
     LookupBatch,
@@ -180,6 +182,22 @@ def evaluate(
     request_id: str, connector: str, body: EvaluationBatch, caller: Caller, pipeline: Running
 ) -> EvaluationResult:
     return pipeline.evaluate(caller, request_id, connector, body)
+
+
+@router.post("/v1/requests/{request_id}/evaluations/{connector}/failures", tags=["requests"])
+def report_failure(
+    request_id: str, connector: str, body: EvaluationFailure, caller: Caller, pipeline: Running
+) -> EvaluationSlot:
+    """Report that an evaluation of one batch slot did not verify (its proof failed): audited
+    against the connector, counted in the system status; the slot then takes another attempt."""
+    return pipeline.report_failure(caller, request_id, connector, body)
+
+
+@router.post("/v1/requests/{request_id}/cancel", tags=["requests"])
+def cancel(request_id: str, caller: Caller, pipeline: Running) -> MatchRequestView:
+    """Cancel one's own request that waits for approval or runs; the quota of its rows never
+    looked up goes back. A cancelled request evaluates and looks up nothing more."""
+    return pipeline.cancel(caller, request_id)
 
 
 @router.post("/v1/requests/{request_id}/lookups", tags=["requests"])

@@ -30,7 +30,7 @@ from xiezhi.errors import Conflict, InvalidInput, NotFound
 from xiezhi.supervision import ModelCatalog
 from xiezhi.wire import ApprovalView, RequestStatus
 
-PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expired"
+PENDING, APPROVED, REJECTED, EXPIRED, CANCELLED = "pending", "approved", "rejected", "expired", "cancelled"
 
 
 class Approvals:
@@ -167,12 +167,27 @@ def check_runnable(session: Session, request: MatchRequest, now: datetime) -> No
         raise Conflict("the request was rejected", code="request_rejected")
     if status is RequestStatus.EXPIRED:
         raise Conflict("the request's approval expired", code="approval_expired")
+    if status is RequestStatus.CANCELLED:
+        raise Conflict("the request was cancelled", code="request_cancelled")
     approval = session.get(Approval, request.id)
     if approval is None or approval.valid_until is None or now < _aware(approval.valid_until):
         return
     started = session.exec(select(EvaluationCount.reserved).where(EvaluationCount.request_id == request.id)).all()
     if not any(started):
         raise Conflict("the approved request was not started in time", code="approval_expired")
+
+
+def withdraw(session: Session, request_id: str) -> bool:
+    """Stage the end of a pending approval whose request its requester cancelled; True if one was
+    pending. One conditional UPDATE, like a decision: of a cancel and an approval at once, one wins."""
+    row = Approval.__table__.c  # type: ignore[attr-defined]
+    withdrawn = session.execute(
+        update(Approval)
+        .where(row.request_id == request_id, row.status == PENDING)
+        .values(status=CANCELLED)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(withdrawn.rowcount)  # type: ignore[attr-defined]
 
 
 def new_approval(request: MatchRequest, reasons: tuple[str, ...], approver_org: str, pending_hours: float) -> Approval:

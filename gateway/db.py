@@ -113,7 +113,7 @@ class Approval(SQLModel, table=True):
     request_id: str = Field(primary_key=True, foreign_key="match_requests.id")
     approver_org: str = Field(index=True)
     reasons: str  # comma-separated reason codes: cross_region, batch_over_limit, tier3_capability
-    status: str  # pending, approved, rejected, expired
+    status: str  # pending, approved, rejected, expired, cancelled (by the requester)
     requested_at: datetime
     expires_at: datetime
     decided_by: str | None = None
@@ -133,10 +133,10 @@ class QuotaUsage(SQLModel, table=True):
 
 
 class EvaluationCount(SQLModel, table=True):
-    """Per request and connector: elements reserved for relay and elements evaluated.
+    """Per request and connector: rows in batch slots (reserved) and rows in evaluated slots.
 
-    Reservation is one conditional UPDATE, so concurrent batches can never together
-    exceed the request's subject count.
+    The row is also the lock a slot claim takes first (`gateway.request_store`), so concurrent
+    batches of one connector are checked against each other's slots one at a time.
     """
 
     __tablename__ = "evaluation_counts"
@@ -147,8 +147,33 @@ class EvaluationCount(SQLModel, table=True):
     evaluated: int = 0
 
 
+class BatchSlot(SQLModel, table=True):
+    """One batch slot (`gateway.slots`): rows first_row … first_row+count−1 at one connector.
+
+    `attempts` counts the evaluations of the slot the requester obtained or is obtaining (an
+    attempt whose evaluation never reached it is given back); `proof_failures` the attempts
+    whose proofs it reported as failing, the last one `reported_attempt`, at
+    `last_proof_failure_at`.
+    """
+
+    __tablename__ = "evaluation_slots"
+
+    request_id: str = Field(primary_key=True, foreign_key="match_requests.id")
+    connector: str = Field(primary_key=True)
+    first_row: int = Field(primary_key=True)
+    count: int
+    attempts: int = 0
+    status: str  # xiezhi.wire.SlotState
+    proof_failures: int = 0
+    reported_attempt: int = 0
+    last_proof_failure_at: datetime | None = Field(default=None, index=True)
+
+
 class ResultBatch(SQLModel, table=True):
-    """The flags of one lookup batch, sealed: rows first_row … first_row + rows − 1."""
+    """The flags of one lookup batch, sealed: rows first_row … first_row + rows − 1.
+
+    The sealed value also holds a digest of the batch's tokens, so a repeated lookup of the
+    same rows is answered from here and a different one refused (`gateway.vault`)."""
 
     __tablename__ = "result_batches"
 

@@ -3,9 +3,10 @@
 The gateway evaluates nothing itself. It refuses elements that are not canonical
 ristretto255 encodings (or the identity) here rather than at the connector, signs a
 short-lived ticket binding the batch (count and digest) to the permit's request, the
-connector and the epoch the request pinned, and relays it (`gateway.relay`). A relay that
-fails is audited here, on its own; one that succeeds is audited by `gateway.pipeline`
-together with the counters it advances.
+connector and the epoch the request pinned, and relays it (`gateway.relay`, which tries a
+transient failure again under a fresh ticket). A relay that fails is audited here, on its
+own, with the batch slot and attempt; one that succeeds is audited by `gateway.pipeline`
+together with the slot it evaluates.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from gateway.authz import AuthorizedRequest
 from gateway.recorder import Recorder
 from gateway.relay import ConnectorRelay
 from gateway.settings import Limits
+from gateway.slots import Claim
 from xiezhi import group
 from xiezhi.crypto import batch_digest
 from xiezhi.errors import Conflict, InvalidInput
@@ -55,16 +57,20 @@ class BlindEvaluation:
         return count
 
     def relay(
-        self, permit: AuthorizedRequest, org: str, connector: str, epoch: int, batch: EvaluationBatch
+        self, permit: AuthorizedRequest, org: str, connector: str, epoch: int, batch: EvaluationBatch, claim: Claim
     ) -> EvaluationResult:
-        """Relay `batch` to `connector` under a fresh ticket for `epoch`; audit a failure.
+        """Relay `batch` (the attempt `claim` at its slot) to `connector` under fresh tickets for
+        `epoch`; audit a failure.
 
         Raises what the relay raises (ConnectorError, NotFound), and Conflict if the
         connector answered under another epoch than the one the request pinned.
         """
-        ticket = self._ticket(permit, org, connector, epoch, batch)
+
+        def ticketed() -> TicketedBatch:
+            ticket = self._ticket(permit, org, connector, epoch, batch)
+            return TicketedBatch(ticket=ticket, blinded_elements=batch.blinded_elements)
+
         try:
-            ticketed = TicketedBatch(ticket=ticket, blinded_elements=batch.blinded_elements)
             result = self._relay.evaluate(permit, connector, ticketed)
         except Exception as exc:
             self._recorder.record_alone(
@@ -74,7 +80,9 @@ class BlindEvaluation:
                 "failed",
                 permit.request_id,
                 connector=connector,
-                count=len(batch.blinded_elements),
+                count=claim.count,
+                first_row=claim.first_row,
+                attempt=claim.attempt,
                 error=getattr(exc, "code", "internal_error"),
             )
             raise

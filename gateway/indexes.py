@@ -217,8 +217,14 @@ def _committed(session: Session, connector: str, capability: str | None, epoch: 
     return list(session.exec(query.order_by(col(Publication.committed_at).desc())))
 
 
-# Requests in these states will never look anything up again; any other state may.
-_FINISHED = (RequestStatus.COMPLETED.value, RequestStatus.REJECTED.value, RequestStatus.EXPIRED.value)
+# Requests in these states will never look anything up again (a completed request answers a
+# repeated lookup from its stored flags, not from an index); any other state may.
+_FINISHED = (
+    RequestStatus.COMPLETED.value,
+    RequestStatus.REJECTED.value,
+    RequestStatus.EXPIRED.value,
+    RequestStatus.CANCELLED.value,
+)
 
 
 def prune_superseded(session: Session, vault: Vault, connector: str) -> int:

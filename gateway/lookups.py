@@ -5,9 +5,16 @@ looked for only in the indexes the request's plan pinned, as keyed digests
 (`gateway.indexes.present`), under the permit authorization issued for the request. Each
 row then gets the model's clue (its rule over every capability's match) and the flags of
 the capabilities the model reveals; nothing else about a row leaves the gateway.
+
+A lookup batch is stored with its tokens' digest, so a retry of the same batch (an answer
+lost on the way, a run resumed) gets the stored flags again and a different batch for the
+same rows is refused.
 """
 
 from __future__ import annotations
+
+import hashlib
+import hmac
 
 from sqlmodel import Session
 
@@ -15,20 +22,14 @@ from gateway import indexes
 from gateway.authz import AuthorizedRequest
 from gateway.db import MatchRequest
 from gateway.request_plan import RequestPlan
-from gateway.vault import Vault
+from gateway.vault import StoredBatch, Vault
 from xiezhi.errors import Conflict, InvalidInput
 from xiezhi.supervision import SupervisionModel
 from xiezhi.wire import Capability, LookupBatch, RowFlags
 
 
-def check_batch(
-    request: MatchRequest, model: SupervisionModel, batch: LookupBatch, evaluated: list[int], max_batch: int
-) -> int:
-    """The batch's number of rows, once it fits the request where it stands.
-
-    `evaluated` holds the elements evaluated so far at each pinned connector: every one must
-    have evaluated the whole list first. Rows come in order, each exactly once.
-    """
+def check_shape(model: SupervisionModel, batch: LookupBatch, max_batch: int) -> int:
+    """The batch's number of rows, once it gives one token per row for exactly the model's capabilities."""
     if set(batch.tokens) != set(model.looks_up):
         raise InvalidInput("tokens must be given for exactly the model's capabilities", code="capabilities_mismatch")
     lengths = {len(tokens) for tokens in batch.tokens.values()}
@@ -37,13 +38,42 @@ def check_batch(
     rows = lengths.pop()
     if rows > max_batch:
         raise InvalidInput(f"a batch holds at most {max_batch} rows", code="batch_too_large")
+    return rows
+
+
+def check_order(request: MatchRequest, batch: LookupBatch, rows: int, evaluated: list[int]) -> None:
+    """Refuse a new batch that does not fit the request where it stands.
+
+    `evaluated` holds the rows in evaluated batch slots at each pinned connector: every one
+    must have evaluated the whole list first. Rows come in order, each exactly once.
+    """
     if any(count < request.subject_count for count in evaluated):
         raise Conflict("blind evaluation is not complete for every connector", code="evaluation_incomplete")
     if batch.first_row != request.rows_looked_up:
         raise Conflict(f"expected first_row {request.rows_looked_up}", code="row_out_of_order")
     if batch.first_row + rows > request.subject_count:
         raise Conflict("rows beyond the request's subject count", code="subject_count_exceeded")
-    return rows
+
+
+def tokens_digest(batch: LookupBatch) -> bytes:
+    """SHA-256 over the batch's first row and its tokens, capability by capability.
+
+    It identifies the batch, so that a repeated lookup of the same rows can be told from a
+    different one. Tokens are 16 pseudorandom bytes each and the digest is kept only sealed
+    with the batch's flags (`gateway.vault`), so it adds nothing a stored token would not."""
+    digest = hashlib.sha256(b"xiezhi/lookup-batch/v1\x00" + batch.first_row.to_bytes(8, "big"))
+    for capability in sorted(batch.tokens):
+        digest.update(capability.encode("ascii") + b"\x00" + len(batch.tokens[capability]).to_bytes(8, "big"))
+        digest.update(b"".join(batch.tokens[capability]))
+    return digest.digest()
+
+
+def check_replay(stored: StoredBatch, batch: LookupBatch) -> list[RowFlags]:
+    """The stored flags, for a batch that repeats the stored one exactly; Conflict `lookup_mismatch`
+    for a different batch at the same first row."""
+    if stored.tokens_digest is None or not hmac.compare_digest(stored.tokens_digest, tokens_digest(batch)):
+        raise Conflict("other tokens were already looked up for these rows", code="lookup_mismatch")
+    return stored.rows
 
 
 def find(
@@ -78,4 +108,4 @@ def flag_rows(model: SupervisionModel, batch: LookupBatch, hits: dict[Capability
     ]
 
 
-__all__ = ["check_batch", "find", "flag_rows"]
+__all__ = ["check_order", "check_replay", "check_shape", "find", "flag_rows", "tokens_digest"]

@@ -1,29 +1,32 @@
 """Match-request state in the database: the one module that holds its SQL.
 
-Loading a request for its owner, the per-connector evaluation counters, the sealed result
-batches, and the status changes that go with them. Methods that take a session stage their
-change in the caller's transaction, so it commits with the audit entry that describes it;
-a reservation of the counters commits on its own, at once, so concurrent batches see it.
+Loading a request for its owner, its batch slots (`gateway.slots`) with the per-connector
+counters that sum them, the sealed result batches, and the status changes that go with
+them (completion, cancellation). Methods that take a session stage their change in the
+caller's transaction, so it commits with the audit entry that describes it; a slot claim
+or release commits on its own, at once, so concurrent batches see it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Engine, insert, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, Update, delete, func, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from audit_log import EventKind
+from gateway import slots
 from gateway.auth import Principal
-from gateway.db import EvaluationCount, MatchRequest, ResultBatch
+from gateway.db import BatchSlot, EvaluationCount, MatchRequest, ResultBatch
 from gateway.recorder import Recorder
 from gateway.request_plan import RequestPlan
-from gateway.vault import Vault
+from gateway.vault import StoredBatch, Vault
 from xiezhi.errors import Conflict, NotFound
 from xiezhi.telemetry import annotate
-from xiezhi.wire import RequestStatus, RowFlags
+from xiezhi.wire import ConnectorProgress, EvaluationSlot, ProofFailures, RequestStatus, RowFlags, SlotState
 
 
 class RequestStore:
@@ -56,88 +59,249 @@ class RequestStore:
         session.flush()
         _open_counters(session, request.id, request.plan)
 
-    # ---- evaluation counters ----------------------------------------------------------
+    # ---- batch slots --------------------------------------------------------------------
 
-    def reserve(self, request_id: str, connector: str, count: int, cap: int) -> None:
-        """Reserve `count` elements at `connector`, committed at once; Conflict beyond `cap` in all."""
-        self._adjust(request_id, connector, reserved=count, cap=cap)
+    def claim_slot(
+        self, request: MatchRequest, connector: str, first_row: int | None, count: int, max_attempts: int
+    ) -> slots.Claim:
+        """Claim an attempt at a batch slot (`gateway.slots.claim`), committed at once so that
+        concurrent batches see it. Raises Conflict with the slot's reason code, or
+        `request_cancelled`."""
+        with Session(self._engine) as session:
+            self._lock(session, request.id, connector)  # one claim per connector at a time
+            current = session.exec(select(MatchRequest).where(MatchRequest.id == request.id)).one()
+            _check_open(current)
+            claim = slots.claim(
+                self._slots(session, request.id, connector),
+                first_row,
+                count,
+                subject_count=current.subject_count,
+                rows_looked_up=current.rows_looked_up,
+                max_attempts=max_attempts,
+            )
+            if claim.new:
+                session.add(
+                    BatchSlot(
+                        request_id=request.id,
+                        connector=connector,
+                        first_row=claim.first_row,
+                        count=count,
+                        attempts=1,
+                        status=SlotState.RESERVED.value,
+                    )
+                )
+                self._count(session, request.id, connector, reserved=count)
+            else:
+                session.execute(
+                    _slot_update(request.id, connector, claim.first_row).values(attempts=_SLOT.attempts + 1)
+                )
+            session.commit()
+        return claim
 
-    def release(self, request_id: str, connector: str, count: int) -> None:
-        """Give back a reservation whose batch was never evaluated."""
-        self._adjust(request_id, connector, reserved=-count)
+    def release_slot(self, request_id: str, connector: str, claim: slots.Claim) -> None:
+        """Give back an attempt whose evaluation never reached the requester; a slot left
+        without any is deleted with its reservation. Committed at once."""
+        with Session(self._engine) as session:
+            session.execute(_slot_update(request_id, connector, claim.first_row).values(attempts=_SLOT.attempts - 1))
+            unused = delete(BatchSlot).where(
+                *_slot_key(request_id, connector, claim.first_row),
+                _SLOT.attempts == 0,
+                _SLOT.status == SlotState.RESERVED.value,
+            )
+            if session.execute(unused).rowcount == 1:  # type: ignore[attr-defined]
+                self._count(session, request_id, connector, reserved=-claim.count)
+            session.commit()
 
-    def evaluated(self, session: Session, request_id: str, connector: str, count: int) -> None:
-        """Stage `count` more elements evaluated at `connector`."""
-        self._adjust(request_id, connector, evaluated=count, session=session)
+    def slot_evaluated(self, session: Session, request_id: str, connector: str, claim: slots.Claim) -> None:
+        """Stage an evaluation returned for `claim`: its slot's rows count as evaluated."""
+        changed = session.execute(
+            _slot_update(request_id, connector, claim.first_row)
+            .where(_SLOT.status != SlotState.EVALUATED.value)
+            .values(status=SlotState.EVALUATED.value)
+        )
+        if changed.rowcount == 1:  # type: ignore[attr-defined]
+            self._count(session, request_id, connector, evaluated=claim.count)
+
+    def proof_failed(
+        self, session: Session, request_id: str, connector: str, first_row: int, count: int
+    ) -> BatchSlot | None:
+        """Stage the requester's report that the last evaluation of a slot failed its proof; the
+        slot then needs another attempt before its rows count as evaluated. Returns the slot,
+        or None if its last evaluation was reported already. Raises Conflict `unknown_slot`
+        unless an evaluated slot has exactly these rows."""
+        slot = session.get(BatchSlot, (request_id, connector, first_row))
+        if slot is None or slot.count != count:
+            raise Conflict("no batch slot of this connector has exactly these rows", code="unknown_slot")
+        if slot.status == SlotState.PROOF_FAILED.value:
+            return None  # the same report again (a retry): counted once
+        changed = session.execute(
+            _slot_update(request_id, connector, first_row)
+            .where(_SLOT.status == SlotState.EVALUATED.value)
+            .values(
+                status=SlotState.PROOF_FAILED.value,
+                proof_failures=_SLOT.proof_failures + 1,
+                reported_attempt=_SLOT.attempts,
+                last_proof_failure_at=self._clock(),
+            )
+        )
+        if changed.rowcount != 1:  # type: ignore[attr-defined]
+            raise Conflict("this batch slot holds no evaluation to report on", code="unknown_slot")
+        self._count(session, request_id, connector, evaluated=-count)
+        session.refresh(slot)
+        return slot
 
     def evaluated_counts(self, request_id: str) -> list[int]:
-        """Elements evaluated so far, one count per connector the request pinned."""
+        """Rows evaluated so far, one count per connector the request pinned."""
         with Session(self._engine) as session:
             return list(session.exec(select(EvaluationCount.evaluated).where(EvaluationCount.request_id == request_id)))
 
-    def _adjust(
-        self,
-        request_id: str,
-        connector: str,
-        *,
-        reserved: int = 0,
-        evaluated: int = 0,
-        cap: int | None = None,
-        session: Session | None = None,
-    ) -> None:
-        """Atomically add to a connector's counters; with `cap`, refuse to reserve beyond it."""
+    def progress(self, session: Session, request: MatchRequest) -> tuple[ConnectorProgress, ...]:
+        """Each pinned connector's batch slots, in row order."""
+        rows = session.exec(
+            select(BatchSlot).where(BatchSlot.request_id == request.id).order_by(col(BatchSlot.first_row))
+        ).all()
+        return tuple(
+            ConnectorProgress(
+                connector=connector,
+                slots=tuple(
+                    EvaluationSlot(first_row=r.first_row, count=r.count, attempts=r.attempts, state=SlotState(r.status))
+                    for r in rows
+                    if r.connector == connector
+                ),
+            )
+            for connector in request.plan.connectors()
+        )
+
+    def _slots(self, session: Session, request_id: str, connector: str) -> list[slots.Slot]:
+        rows = session.exec(
+            select(BatchSlot).where(BatchSlot.request_id == request_id, BatchSlot.connector == connector)
+        ).all()
+        return [slots.Slot(r.first_row, r.count, r.attempts, SlotState(r.status)) for r in rows]
+
+    def _lock(self, session: Session, request_id: str, connector: str) -> None:
+        """Take the connector's counter row for the rest of the transaction (a write that
+        changes nothing: a row lock on PostgreSQL, the write lock on SQLite)."""
         row = EvaluationCount.__table__.c  # type: ignore[attr-defined]
         statement = (
             update(EvaluationCount)
             .where(row.request_id == request_id, row.connector == connector)
+            .values(reserved=row.reserved)
+        )
+        if session.execute(statement).rowcount != 1:  # type: ignore[attr-defined]
+            raise NotFound(f"connector {connector} is not part of this request", code="unknown_connector")
+
+    def _count(
+        self, session: Session, request_id: str, connector: str, *, reserved: int = 0, evaluated: int = 0
+    ) -> None:
+        """Add to a connector's counters: rows in slots, rows in evaluated slots."""
+        row = EvaluationCount.__table__.c  # type: ignore[attr-defined]
+        session.execute(
+            update(EvaluationCount)
+            .where(row.request_id == request_id, row.connector == connector)
             .values(reserved=row.reserved + reserved, evaluated=row.evaluated + evaluated)
         )
-        if cap is not None:
-            statement = statement.where(row.reserved + reserved <= cap)
-        own = session is None
-        active = session or Session(self._engine)
-        try:
-            if active.execute(statement).rowcount != 1:  # type: ignore[attr-defined]
-                raise Conflict("batch would exceed the request's subject count", code="subject_count_exceeded")
-            if own:
-                active.commit()
-        finally:
-            if own:
-                active.close()
 
     # ---- results ----------------------------------------------------------------------
 
-    def store_results(self, session: Session, request: MatchRequest, rows: list[RowFlags]) -> None:
-        """Seal a lookup batch's flags as one row and advance the request, completing it after
-        its last row; a second batch at the same first row conflicts."""
+    def store_results(
+        self, session: Session, request: MatchRequest, rows: list[RowFlags], tokens_digest: bytes
+    ) -> bool:
+        """Stage a lookup batch's flags, sealed with its tokens' digest, and advance the request,
+        completing it after its last row. False, staging nothing, if a batch is stored at
+        this first row already (a concurrent lookup of the same rows); Conflict if the request
+        moved on meanwhile (`row_out_of_order`, `request_cancelled`)."""
         first = rows[0].row  # never empty: LookupBatch needs a token per row and at least one row
-        try:
-            session.execute(
-                insert(ResultBatch),
-                [
-                    {
-                        "request_id": request.id,
-                        "first_row": first,
-                        "rows": len(rows),
-                        "sealed": self._vault.seal_results(request.id, first, rows),
-                    }
-                ],
+        values = {
+            "request_id": request.id,
+            "first_row": first,
+            "rows": len(rows),
+            "sealed": self._vault.seal_results(request.id, first, rows, tokens_digest),
+        }
+        insert = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(ResultBatch)
+        if session.execute(insert.values(values).on_conflict_do_nothing()).rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        done = first + len(rows) == request.subject_count
+        advance = (
+            update(MatchRequest)
+            .where(
+                col(MatchRequest.id) == request.id,
+                col(MatchRequest.rows_looked_up) == first,
+                col(MatchRequest.status) == RequestStatus.EVALUATING.value,
             )
-        except IntegrityError:
-            # A concurrent lookup stored these rows first.
-            raise Conflict("these rows were already looked up", code="row_out_of_order") from None
-        request.rows_looked_up += len(rows)
-        if request.rows_looked_up == request.subject_count:
-            request.status = RequestStatus.COMPLETED.value
-            request.completed_at = self._clock()
-        session.add(request)
+            .values(
+                rows_looked_up=first + len(rows),
+                **({"status": RequestStatus.COMPLETED.value, "completed_at": self._clock()} if done else {}),
+            )
+        )
+        if session.execute(advance).rowcount != 1:  # type: ignore[attr-defined]
+            session.refresh(request)
+            _check_open(request)
+            raise Conflict(f"expected first_row {request.rows_looked_up}", code="row_out_of_order")
+        return True
+
+    def stored_batch(self, session: Session, request_id: str, first_row: int) -> StoredBatch | None:
+        """The lookup batch stored at `first_row`, opened, or None."""
+        batch = session.get(ResultBatch, (request_id, first_row))
+        if batch is None:
+            return None
+        return self._vault.open_batch(request_id, first_row, batch.sealed)
 
     def results(self, session: Session, request_id: str) -> list[RowFlags]:
         """Every stored row of the request's result, opened, in row order."""
         batches = session.exec(
             select(ResultBatch).where(ResultBatch.request_id == request_id).order_by(col(ResultBatch.first_row))
         ).all()
-        return [row for batch in batches for row in self._vault.open_results(request_id, batch.first_row, batch.sealed)]
+        return [row for b in batches for row in self._vault.open_batch(request_id, b.first_row, b.sealed).rows]
+
+    # ---- cancelling -------------------------------------------------------------------
+
+    def cancel(self, session: Session, request: MatchRequest) -> int | None:
+        """Stage the end of a request that waits for approval or runs: `cancelled`. Returns the
+        rows whose flags were never returned (what the quota gets back), or None if it was
+        cancelled already. Raises Conflict `not_cancellable` for a request that ended otherwise."""
+        open_states = (RequestStatus.PENDING_APPROVAL.value, RequestStatus.EVALUATING.value)
+        ended = session.execute(
+            update(MatchRequest)
+            .where(col(MatchRequest.id) == request.id, col(MatchRequest.status).in_(open_states))
+            .values(status=RequestStatus.CANCELLED.value)
+        )
+        session.refresh(request)  # under the write just taken: rows_looked_up can no longer move
+        if ended.rowcount == 1:  # type: ignore[attr-defined]
+            return request.subject_count - request.rows_looked_up
+        if request.status == RequestStatus.CANCELLED.value:
+            return None
+        raise Conflict(f"the request is {request.status}; it can no longer be cancelled", code="not_cancellable")
+
+
+def proof_failures(session: Session) -> dict[str, ProofFailures]:
+    """Per connector, the evaluations requesters reported as failing their proofs, and the last time."""
+    rows = session.exec(
+        select(BatchSlot.connector, func.sum(BatchSlot.proof_failures), func.max(BatchSlot.last_proof_failure_at))
+        .where(col(BatchSlot.proof_failures) > 0)
+        .group_by(BatchSlot.connector)
+    ).all()
+    return {c: ProofFailures(count=int(n), last_at=_aware(last)) for c, n, last in rows if last is not None}
+
+
+def _check_open(request: MatchRequest) -> None:
+    if request.status == RequestStatus.CANCELLED.value:
+        raise Conflict("the request was cancelled", code="request_cancelled")
+
+
+_SLOT = BatchSlot.__table__.c  # type: ignore[attr-defined]
+
+
+def _slot_key(request_id: str, connector: str, first_row: int) -> tuple[Any, ...]:
+    return (_SLOT.request_id == request_id, _SLOT.connector == connector, _SLOT.first_row == first_row)
+
+
+def _slot_update(request_id: str, connector: str, first_row: int) -> Update:
+    return update(BatchSlot).where(*_slot_key(request_id, connector, first_row))
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands datetimes back without a zone; everything is stored in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def pin(session: Session, request: MatchRequest, plan: RequestPlan) -> None:
@@ -151,4 +315,4 @@ def _open_counters(session: Session, request_id: str, plan: RequestPlan) -> None
     session.add_all(EvaluationCount(request_id=request_id, connector=c) for c in plan.connectors())
 
 
-__all__ = ["RequestStore", "pin"]
+__all__ = ["RequestStore", "pin", "proof_failures"]

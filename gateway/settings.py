@@ -22,9 +22,17 @@ class Limits(BaseModel):
     max_subjects_per_request: Annotated[int, Field(ge=1)] = 200_000
     max_batch: Annotated[int, Field(ge=1)] = 5_000
     max_publication_chunk_tokens: Annotated[int, Field(ge=1)] = 100_000
-    connector_timeout_seconds: Annotated[float, Field(gt=0)] = 120.0
+    # One call to a connector (a batch of at most max_batch elements takes it about a second).
+    connector_timeout_seconds: Annotated[float, Field(gt=0)] = 15.0
     max_connector_response_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     ticket_ttl_seconds: Annotated[int, Field(ge=1, le=600)] = 60
+    # A relay that cannot connect or gets a 5xx is tried again, each time under a fresh ticket,
+    # with exponential backoff: at most this many tries within this many seconds.
+    connector_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    connector_retry_budget_seconds: Annotated[float, Field(ge=0)] = 10.0
+    # How often one batch slot may be evaluated in all (the first time included): retries after
+    # a lost answer, a proof that did not verify, a resumed run. Each attempt is audited.
+    max_batch_attempts: Annotated[int, Field(ge=1, le=10)] = 3
 
 
 class WorkingHours(BaseModel):

@@ -1,8 +1,9 @@
 """What the system administrator sees: the gateway's health and counts, nothing more.
 
 The system administrator runs the service (三员分立): versions, the policy version in
-force, connectors' active epochs and requests per status — no audit entries, no results,
-no subjects.
+force, connectors' active epochs, requests per status, and the connectors whose evaluations
+requesters reported as failing their proofs (how many, the last when) — no audit entries,
+no results, no subjects.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from gateway.auth import Principal
 from gateway.authz import Authorizer
 from gateway.db import ConnectorEpoch, MatchRequest
 from gateway.recorder import Recorder
+from gateway.request_store import proof_failures
 from xiezhi import __version__
 from xiezhi.wire import SystemStatus
 
@@ -30,10 +32,12 @@ class SystemView:
         with Session(self._engine) as session:
             counts = session.exec(select(MatchRequest.status, func.count()).group_by(MatchRequest.status)).all()
             epochs = session.exec(select(ConnectorEpoch).where(ConnectorEpoch.active)).all()
+            failures = proof_failures(session)
         return SystemStatus(
             version=__version__,
             database=self._engine.dialect.name,
             policy_version=self._authorizer.policy.version,
             active_epochs={e.connector: e.epoch for e in epochs},
             requests_by_status={status: count for status, count in counts},
+            proof_failures=failures,
         )

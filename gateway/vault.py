@@ -9,15 +9,19 @@ publication, chunk, request or batch does not open:
   the index table alone, without the keyring, links no digest to a token;
 - each uploaded chunk of a publication's tokens: `{table: index_chunks, publication,
   connector, chunk}`, read back once, when the commit recounts and re-digests;
-- each lookup batch's flags: `{table: result_batches, request, first_row}`.
+- each lookup batch's flags, with the SHA-256 digest of the batch's tokens that a repeated
+  lookup is compared with: `{table: result_batches, request, first_row}`. Batches sealed
+  before the digest was kept open with none.
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from gateway.db import Publication
 from gateway.sealing import Sealer, SealError
@@ -26,6 +30,14 @@ from xiezhi.errors import Unavailable
 from xiezhi.wire import TOKEN_BYTES, RowFlags
 
 DIGEST_BYTES = 16
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """One lookup batch as stored: its rows' flags and its tokens' digest (None if sealed without)."""
+
+    rows: list[RowFlags]
+    tokens_digest: bytes | None
 
 
 class Vault:
@@ -67,16 +79,23 @@ class Vault:
 
     # ---- results ------------------------------------------------------------------------
 
-    def seal_results(self, request_id: str, first_row: int, rows: list[RowFlags]) -> bytes:
-        plain = json.dumps([[r.clue, r.flags] for r in rows], separators=(",", ":"))  # flags in reveal order
+    def seal_results(self, request_id: str, first_row: int, rows: list[RowFlags], tokens_digest: bytes) -> bytes:
+        batch = {
+            "rows": [[r.clue, r.flags] for r in rows],  # flags in reveal order
+            "tokens_digest": base64.b64encode(tokens_digest).decode("ascii"),
+        }
+        plain = json.dumps(batch, separators=(",", ":"))
         return self._sealer.seal(plain.encode("utf-8"), _result_context(request_id, first_row))
 
-    def open_results(self, request_id: str, first_row: int, sealed: bytes) -> list[RowFlags]:
-        """The rows of one sealed batch. Raises Unavailable if the batch does not open."""
-        plain = _opened(self._sealer, sealed, _result_context(request_id, first_row), "a result batch")
-        return [
-            RowFlags(row=first_row + i, clue=clue, flags=flags) for i, (clue, flags) in enumerate(json.loads(plain))
-        ]
+    def open_batch(self, request_id: str, first_row: int, sealed: bytes) -> StoredBatch:
+        """One sealed lookup batch. Raises Unavailable if it does not open."""
+        plain = json.loads(_opened(self._sealer, sealed, _result_context(request_id, first_row), "a result batch"))
+        # A list: a batch sealed before the tokens' digest was kept.
+        rows, digest = (plain, None) if isinstance(plain, list) else (plain["rows"], plain["tokens_digest"])
+        return StoredBatch(
+            rows=[RowFlags(row=first_row + i, clue=clue, flags=flags) for i, (clue, flags) in enumerate(rows)],
+            tokens_digest=None if digest is None else base64.b64decode(digest),
+        )
 
     def _lookup_key(self, publication: Publication) -> bytes:
         with self._lock:

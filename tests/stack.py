@@ -138,11 +138,12 @@ def close_channels() -> None:
         _CHANNELS.popitem()[1].close()
 
 
-def loopback_socket() -> socket.socket:
-    """A socket bound to a free loopback port, so a server's URL is known before it starts."""
+def loopback_socket(port: int = 0) -> socket.socket:
+    """A socket bound to a loopback port (default: a free one), so a server's URL is known
+    before it starts; a given `port` rebinds one a stopped server used."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     return sock
 
 
@@ -199,6 +200,20 @@ class Stack:
     gateway_url: str
     connector_urls: dict[str, str]
     servers: list[LoopbackServer] = field(default_factory=list)
+    connector_apps: dict[str, Callable[[], FastAPI]] = field(default_factory=dict)  # a fresh app, as started
+
+    def stop_connector(self, name: str) -> None:
+        """Stop connector `name`'s server, as if its process died: its port refuses connections."""
+        server = next(s for s in self.servers if s.url == self.connector_urls[name])
+        server.stop()
+        self.servers.remove(server)
+
+    def start_connector(self, name: str) -> None:
+        """Start connector `name` again, a fresh process on the port it had (same keys, same settings)."""
+        port = int(self.connector_urls[name].rsplit(":", 1)[1])
+        app = self.connector_apps[name]()
+        tls = ServerTLS.serving(session_pki().connector(name))
+        self.servers.insert(0, LoopbackServer(app, tls, loopback_socket(port)).start())
 
     def key_dir(self, connector: str) -> Path:
         return self.root / "connectors" / connector / "keys"
@@ -280,6 +295,7 @@ def start_stack(
     With `telemetry`, each service writes its telemetry to `<telemetry>/<service>.jsonl`.
     """
     connectors: dict[str, LoopbackServer] = {}
+    apps: dict[str, Callable[[], FastAPI]] = {}
     database_url = f"sqlite:///{root / 'gateway' / 'gateway.sqlite'}"
     pki = session_pki()
     # Keys first: the connectors need the gateway's log key to start, and its URL, where
@@ -300,10 +316,8 @@ def start_stack(
             tls=ServerTLS.serving(pki.connector(name)),
             telemetry=telemetry_file(telemetry, name),
         )
-        connector_app = create_connector_app(settings, clock)
-        if prepare_connector is not None:
-            prepare_connector(name, connector_app)
-        connectors[name] = LoopbackServer(connector_app, settings.tls).start()
+        apps[name] = functools.partial(_connector_app, name, settings, clock, prepare_connector)
+        connectors[name] = LoopbackServer(apps[name](), settings.tls).start()
     urls = {name: server.url for name, server in connectors.items()}
     dev = init_dev(
         root,
@@ -316,4 +330,16 @@ def start_stack(
     )
     gateway_settings = GatewaySettings.from_file(dev.gateway_config)
     gateway = LoopbackServer(create_app(gateway_settings, clock), gateway_settings.tls, gateway_socket).start()
-    return Stack(root, dev, gateway.url, urls, [*connectors.values(), gateway])
+    return Stack(root, dev, gateway.url, urls, [*connectors.values(), gateway], apps)
+
+
+def _connector_app(
+    name: str,
+    settings: ConnectorSettings,
+    clock: Callable[[], datetime],
+    prepare: Callable[[str, FastAPI], None] | None,
+) -> FastAPI:
+    app = create_connector_app(settings, clock)
+    if prepare is not None:
+        prepare(name, app)
+    return app

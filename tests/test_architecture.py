@@ -61,6 +61,7 @@ PURE = {
     "xiezhi/tickets.py",
     "connectors/reduce.py",
     "audit_log/entries.py",
+    "gateway/slots.py",
 }
 IO_LIBRARIES = {"httpx", "fastapi", "sqlalchemy", "sqlmodel", "uvicorn", "sqlite3", "requests"}
 

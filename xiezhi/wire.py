@@ -105,6 +105,7 @@ class RequestStatus(StrEnum):
     EXPIRED = "expired"
     EVALUATING = "evaluating"
     COMPLETED = "completed"
+    CANCELLED = "cancelled"
 
 
 RegionCode = Annotated[str, Field(pattern=r"^\d{6}$")]
@@ -132,7 +133,33 @@ class ConnectorPlan(Wire):
     capabilities: tuple[CapabilityId, ...]
 
 
+class SlotState(StrEnum):
+    """Where one batch slot stands: claimed and no evaluation answered yet; evaluated; or its
+    last evaluation's proof reported as failing (it needs another attempt)."""
+
+    RESERVED = "reserved"
+    EVALUATED = "evaluated"
+    PROOF_FAILED = "proof_failed"
+
+
+class EvaluationSlot(Wire):
+    """Rows first_row … first_row+count−1 of a request, evaluated as one batch at one connector."""
+
+    first_row: int
+    count: int
+    attempts: int  # evaluations of this slot so far (at most the view's max_batch_attempts)
+    state: SlotState
+
+
+class ConnectorProgress(Wire):
+    connector: str
+    slots: tuple[EvaluationSlot, ...]  # in row order
+
+
 class MatchRequestView(Wire):
+    """A request as its requester sees it; `evaluations` and `rows_looked_up` say how far it got,
+    so a resumed run knows which batches to evaluate again and where its lookups continue."""
+
     request_id: str
     model: str
     status: RequestStatus
@@ -141,6 +168,9 @@ class MatchRequestView(Wire):
     reveals: tuple[CapabilityId, ...]
     connectors: tuple[ConnectorPlan, ...]  # empty until the request may run
     created_at: datetime
+    evaluations: tuple[ConnectorProgress, ...] = ()
+    rows_looked_up: int = 0
+    max_batch_attempts: int = 1
 
 
 class ApprovalView(Wire):
@@ -169,7 +199,25 @@ class ApprovalDecision(Wire):
 
 
 class EvaluationBatch(Wire):
+    """Blinded elements for rows first_row … first_row+n−1: one batch slot at one connector.
+
+    Without `first_row` (a client from before batch slots) the gateway takes the slot just
+    after the connector's last one, as those clients sent their batches in order."""
+
+    first_row: Annotated[int | None, Field(ge=0)] = None
     blinded_elements: Annotated[list[Element], Field(min_length=1)]
+
+
+class FailureReason(StrEnum):
+    PROOF_FAILED = "proof_failed"
+
+
+class EvaluationFailure(Wire):
+    """The requester's report that the evaluation of one slot failed on its side (its proof did not verify)."""
+
+    first_row: Annotated[int, Field(ge=0)]
+    count: Annotated[int, Field(ge=1)]
+    reason: FailureReason
 
 
 class EvaluationResult(Wire):
@@ -336,12 +384,20 @@ class AnomalyView(Wire):
     request_ids: tuple[str, ...] = ()  # for token_repeated: the requests that looked the tokens up
 
 
+class ProofFailures(Wire):
+    """Evaluations of one connector whose proofs requesters reported as failing."""
+
+    count: int
+    last_at: datetime
+
+
 class SystemStatus(Wire):
     version: str
     database: str
     policy_version: str
     active_epochs: dict[str, int]
     requests_by_status: dict[str, int]
+    proof_failures: dict[str, ProofFailures] = Field(default_factory=dict)  # only connectors with any
 
 
 class AlarmView(Wire):
