@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from gateway.admission import Admission
 from gateway.approvals import Approvals
-from gateway.auth import Principal, check_channel
+from gateway.auth import Principal
 from gateway.key_admin import KeyAdmin
 from gateway.orgs import Organisation
 from gateway.pipeline import Pipeline
@@ -69,11 +69,18 @@ Services = Annotated[GatewayServices, Depends(_services)]
 def _principal(
     request: Request, services: Services, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
+    """The caller, from its bearer token, held to the client certificate it came over; every
+    refusal is an authentication entry in the audit log."""
     try:
         principal = services.authenticator.authenticate(authorization)
-        check_channel(principal, peer_names(request.scope), services.tls_domain)
     except Unauthenticated as exc:
         services.sign_ins.refused(exc.code)
+        raise
+    certificate = peer_names(request.scope)
+    try:
+        services.channels.check(principal, certificate)
+    except Unauthenticated as exc:
+        services.sign_ins.refused(exc.code, principal, certificate)
         raise
     services.sign_ins.accepted(principal, authorization or "")
     services.policy.refresh()  # pick up a policy another instance changed

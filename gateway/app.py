@@ -22,7 +22,7 @@ from gateway.admission import Admission
 from gateway.approvals import Approvals
 from gateway.audit_proofs import AuditProofs
 from gateway.audit_review import AuditReview
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, ClientChannels
 from gateway.authz import Authorizer
 from gateway.db import make_engine
 from gateway.evaluation import BlindEvaluation
@@ -101,7 +101,7 @@ def build_services(
     return GatewayServices(
         authenticator=Authenticator(settings.identity_keys, issuer=settings.issuer, audience=settings.audience),
         sign_ins=SignIns(recorder),
-        tls_domain=settings.tls.domain if settings.tls is not None else None,
+        channels=ClientChannels(settings.tls.domain if settings.tls is not None else None, settings.clients),
         policy=policy,
         catalog=catalog,
         ticket_keys=ticket_keys,

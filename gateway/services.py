@@ -15,7 +15,7 @@ from gateway.admission import Admission
 from gateway.approvals import Approvals
 from gateway.audit_proofs import AuditProofs
 from gateway.audit_review import AuditReview
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, ClientChannels
 from gateway.key_admin import KeyAdmin
 from gateway.pipeline import Pipeline
 from gateway.policy_admin import PolicyAdmin
@@ -34,7 +34,7 @@ class GatewayServices:
 
     authenticator: Authenticator
     sign_ins: SignIns
-    tls_domain: str | None  # the deployment's trust domain; None when serving plain HTTP
+    channels: ClientChannels  # which roles each client certificate carries (nothing to check without TLS)
     policy: PolicyAdmin
     catalog: ModelCatalog
     ticket_keys: TicketKeys

@@ -109,20 +109,28 @@ def test_create_rejects_non_json(stack: Stack, prosecutor: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("roles", "code"),
+    ("roles", "status", "code"),
     [
-        (["system_admin"], "denied_by_policy"),
-        (["security_auditor"], "denied_by_policy"),
-        (["security_admin"], "denied_by_policy"),
-        (["connector"], "denied_by_policy"),
-        (["prosecutor", "system_admin"], "separation_of_duties"),
-        ([], "no_roles"),
-        (["visitor"], "unknown_role"),
+        # Each over the certificate of the client system that carries its roles (tests/stack.py).
+        (["system_admin"], 403, "denied_by_policy"),
+        (["security_auditor"], 403, "denied_by_policy"),
+        (["security_admin"], 403, "denied_by_policy"),
+        (["security_admin", "system_admin"], 403, "separation_of_duties"),
+        ([], 403, "no_roles"),
+        # Roles no client system's certificate carries are refused before the policy looks.
+        (["connector"], 401, "certificate_role_mismatch"),
+        (["prosecutor", "system_admin"], 401, "certificate_role_mismatch"),
+        (["visitor"], 401, "certificate_role_mismatch"),
     ],
 )
-def test_roles_that_may_not_run_models(stack: Stack, roles: list[str], code: str) -> None:
+def test_roles_that_may_not_run_models(stack: Stack, roles: list[str], status: int, code: str) -> None:
     body = {"model": "housing_fund", "subject_count": 1, **PURPOSE}
-    _problem(_call(stack, "POST", "/v1/requests", stack.user_token(roles), json=body), 403, code)
+    _problem(_call(stack, "POST", "/v1/requests", stack.user_token(roles), json=body), status, code)
+
+
+def test_a_connector_may_not_run_models(stack: Stack) -> None:
+    body = {"model": "housing_fund", "subject_count": 1, **PURPOSE}
+    _problem(_call(stack, "POST", "/v1/requests", stack.connector_token("court"), json=body), 403, "denied_by_policy")
 
 
 # ---- evaluation, lookup, result -------------------------------------------------------
@@ -235,11 +243,11 @@ def test_lookup_and_result_errors(stack: Stack, prosecutor: str) -> None:
     assert ok.status_code == 200 and [r["clue"] for r in ok.json()["rows"]] == [False, False]
     result = _call(stack, "GET", f"/v1/requests/{rid}/result", prosecutor)
     assert result.status_code == 200 and len(result.json()["rows"]) == 2
-    # Roles no one may hold together refuse even what one of them alone may do.
+    # Roles no one may hold together: no client system's certificate carries them both.
     _problem(
         _call(stack, "GET", f"/v1/requests/{rid}/result", stack.user_token(["prosecutor", "security_auditor"])),
-        403,
-        "separation_of_duties",
+        401,
+        "certificate_role_mismatch",
     )
     auditor = stack.user_token(["security_auditor"], subject="auditor-330000-01", org="330000")
     _problem(_call(stack, "GET", f"/v1/requests/{rid}/result", auditor), 404, "unknown_request")

@@ -32,7 +32,7 @@ from devkit.environment import REPO_ROOT
 from requester.job import match_file
 from requester.protocol import MatchSpec
 from tests.agreement import subjects_file
-from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, start_stack
+from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, client_env, start_stack
 from xiezhi.supervision import ModelCatalog
 
 pytestmark = pytest.mark.integration  # every test runs a stack or the CLI
@@ -69,11 +69,12 @@ def finished(tmp_path_factory: pytest.TempPathFactory, generated: Path) -> dict[
             str(auditor),
             "--out",
             str(root / "export"),
+            env=client_env("auditor"),
         )
         assert export.returncode == 0, export.stderr
         proof = run_cli(
             "audit", "proof", "inclusion", "--gateway", stack.gateway_url, "--token-file", str(auditor),
-            "--seq", "3", "--log-key", stack.dev.audit_vkey,
+            "--seq", "3", "--log-key", stack.dev.audit_vkey, env=client_env("auditor"),
         )  # fmt: skip
         sizes = [
             c["size"]
@@ -85,6 +86,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory, generated: Path) -> dict[
         consistency = run_cli(
             "audit", "proof", "consistency", "--gateway", stack.gateway_url, "--token-file", str(auditor),
             "--first", str(sizes[0]), "--second", str(sizes[-1]), "--log-key", stack.dev.audit_vkey,
+            env=client_env("auditor"),
         )  # fmt: skip
     finally:
         stack.stop()
@@ -99,8 +101,8 @@ def finished(tmp_path_factory: pytest.TempPathFactory, generated: Path) -> dict[
     }
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120, env=env)
 
 
 def verify_copy(finished: dict[str, Any], tmp_path: Path, tamper: Callable[[sqlite3.Connection], object]) -> str:

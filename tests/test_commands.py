@@ -17,7 +17,7 @@ from devkit.environment import REPO_ROOT
 from tests import handmade
 from tests.agreement import assert_report_agrees, find_leaks, read_csv, subject_id_forms, subject_names
 from tests.demo_run import FIFTH, PENSION, PENSION_EXPECTED, PENSION_REFERENCE, DemoRun
-from tests.stack import PURPOSE, Stack, run_cli
+from tests.stack import PURPOSE, Stack, client_env, run_cli
 from xiezhi.supervision import ModelCatalog, SupervisionModel
 
 pytestmark = pytest.mark.integration  # every test runs the CLI or a stack
@@ -158,7 +158,7 @@ def test_match_command_errors_are_clear(stack: Stack, generated: Path, tmp_path:
     assert done.returncode == 2 and "no bearer token" in done.stderr
     token_file = tmp_path / "token"
     token_file.write_text(stack.user_token(["system_admin"]))
-    done = run_cli(*args, "--token-file", str(token_file))
+    done = run_cli(*args, "--token-file", str(token_file), env=client_env("admin"))  # the administrators' system
     assert done.returncode == 2 and "denied_by_policy" in done.stderr
     assert "Traceback" not in done.stderr
 
