@@ -7,9 +7,10 @@ Each route gets the service it delegates to as a typed dependency over the one
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse
 
 from gateway.admission import Admission
@@ -25,6 +26,7 @@ from gateway.system import SystemView
 from xiezhi.errors import InvalidInput, Unauthenticated
 from xiezhi.tls import peer_names
 from xiezhi.wire import (
+    MAX_COUNT,
     TOKEN_BYTES,
     ApprovalDecision,
     ApprovalView,
@@ -206,13 +208,18 @@ def start_publication(connector: str, body: StartPublication, caller: Caller, pu
 
 @router.put("/v1/connectors/{connector}/publications/{publication_id}/chunks/{number}", tags=["indexes"])
 async def put_chunk(
-    connector: str, publication_id: str, number: int, request: Request, caller: Caller, publishing: Publisher
+    connector: str,
+    publication_id: str,
+    number: Annotated[int, Path(ge=0, le=MAX_COUNT)],
+    request: Request,
+    caller: Caller,
+    publishing: Publisher,
 ) -> PublicationView:
     if request.headers.get("content-type") != "application/octet-stream":
         raise InvalidInput("a chunk is sent as application/octet-stream", code="bad_content_type")
     cap = publishing.max_chunk_tokens * TOKEN_BYTES
-    declared = request.headers.get("content-length")
-    if declared is None or not declared.isdigit() or int(declared) > cap:
+    declared = request.headers.get("content-length", "")
+    if not re.fullmatch(r"[0-9]{1,12}", declared) or int(declared) > cap:
         raise InvalidInput(f"a chunk needs a content-length of at most {cap} bytes", code="chunk_too_large")
     data = await request.body()
     if len(data) > cap:
@@ -226,7 +233,9 @@ def commit_publication(connector: str, publication_id: str, caller: Caller, publ
 
 
 @router.post("/v1/connectors/{connector}/epochs/{epoch}/activate", tags=["indexes"])
-def activate_epoch(connector: str, epoch: int, caller: Caller, publishing: Publisher) -> EpochView:
+def activate_epoch(
+    connector: str, epoch: Annotated[int, Path(ge=1, le=MAX_COUNT)], caller: Caller, publishing: Publisher
+) -> EpochView:
     return publishing.activate(caller, connector, epoch)
 
 

@@ -12,12 +12,14 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
-from audit_log import AuditLog, AuditWriter, CheckpointSigner
+from audit_log import AuditLog, AuditUnavailable, AuditWriter, CheckpointSigner
 from audit_log.note import Signer, Verifier, load_signer, parse_witnesses
-from gateway import api, audit_api, review_api
+from gateway import api, audit_api, review_api, storage
 from gateway.admission import Admission
 from gateway.approvals import Approvals
 from gateway.audit_proofs import AuditProofs
@@ -197,6 +199,16 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
         description="Brokers blind, audited match requests between procuratorates and agency connectors.",
     )
     problems.install(app)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(_: Request, exc: DBAPIError) -> JSONResponse:
+        unavailable = storage.translate(exc)  # a full disk or a busy database: 503, rolled back
+        return problems.internal_error(exc) if unavailable is None else problems.render(unavailable)
+
+    @app.exception_handler(AuditUnavailable)
+    async def _audit(_: Request, exc: AuditUnavailable) -> JSONResponse:
+        return problems.render(storage.translate(exc) or exc)  # storage_full when that is why
+
     app.add_middleware(ActiveTelemetry, telemetry=telemetry)
     app.state.telemetry = telemetry
     app.include_router(api.router)

@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from gateway.api import Caller, Services
 from gateway.audit_proofs import AuditProofs
+from gateway.review_filters import MAX_POSITION
 from xiezhi.wire import CheckpointView, ConsistencyProofView, InclusionProofView, LogKeyView, VerificationView
 
 router = APIRouter(prefix="/v1/audit", tags=["audit log"])
@@ -19,7 +20,10 @@ def _proofs(services: Services) -> AuditProofs:
 
 
 Proofs = Annotated[AuditProofs, Depends(_proofs)]
-Size = Annotated[int | None, Query(ge=0, description="a checkpointed tree size; the latest by default")]
+Size = Annotated[
+    int | None, Query(ge=0, le=MAX_POSITION, description="a checkpointed tree size; the latest by default")
+]
+Position = Annotated[int, Query(ge=0, le=MAX_POSITION)]
 
 
 @router.get("/log-key")
@@ -31,7 +35,7 @@ def log_key(caller: Caller, proofs: Proofs) -> LogKeyView:
 def checkpoints(
     caller: Caller,
     proofs: Proofs,
-    since: Annotated[int, Query(ge=0)] = 0,
+    since: Position = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[CheckpointView]:
     return proofs.checkpoints(caller, since, limit)
@@ -43,16 +47,12 @@ def checkpoint(caller: Caller, proofs: Proofs, size: Size = None) -> CheckpointV
 
 
 @router.get("/proofs/inclusion")
-def inclusion(
-    caller: Caller, proofs: Proofs, seq: Annotated[int, Query(ge=0)], size: Size = None
-) -> InclusionProofView:
+def inclusion(caller: Caller, proofs: Proofs, seq: Position, size: Size = None) -> InclusionProofView:
     return proofs.inclusion(caller, seq, size)
 
 
 @router.get("/proofs/consistency")
-def consistency(
-    caller: Caller, proofs: Proofs, first: Annotated[int, Query(ge=0)], second: Annotated[int, Query(ge=0)]
-) -> ConsistencyProofView:
+def consistency(caller: Caller, proofs: Proofs, first: Position, second: Position) -> ConsistencyProofView:
     return proofs.consistency(caller, first, second)
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +21,7 @@ from xiezhi.errors import Extension, XiezhiError
 from xiezhi.wire import Problem
 
 PROBLEM_JSON = "application/problem+json"
+RETRY_UNAVAILABLE_SECONDS = 5  # Retry-After of a 503: storage, the audit log or a dependency not ready
 log = logging.getLogger("xiezhi.problems")
 
 
@@ -43,22 +45,52 @@ def problem(
     )
 
 
+def validation_problem(errors: Sequence[Any]) -> tuple[str, str, str]:
+    """Title, detail and code of the 400 answering a request that failed validation.
+
+    A bad body is `invalid_body`; a bad path, query or header parameter is `bad_<name>`, the
+    first that failed (as the auditor's search names a bad filter). The detail names every
+    failing field (at most ten) and why, never the value sent.
+    """
+    located = [tuple(str(part) for part in error.get("loc", ())) for error in errors[:10]]
+    fields = "; ".join(
+        f"{'.'.join(loc)}: {error.get('msg', 'invalid')}" for loc, error in zip(located, errors, strict=False)
+    )
+    first = located[0] if located else ("body",)
+    if first[0] == "body" or len(first) < 2:
+        return "InvalidInput", f"request body failed validation: {fields}", "invalid_body"
+    return "InvalidInput", f"request parameter failed validation: {fields}", f"bad_{first[1].lower().replace('-', '_')}"
+
+
+def render(exc: XiezhiError) -> JSONResponse:
+    """`exc` as the problem detail the caller gets, with WWW-Authenticate on a 401 and
+    Retry-After on a 429 (until the quota resets) or a 503 (a few seconds)."""
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    resets_at = exc.extensions.get("resets_at")
+    if exc.status == 429 and isinstance(resets_at, datetime):
+        wait = math.ceil((resets_at - datetime.now(UTC)).total_seconds())
+        headers["Retry-After"] = str(max(wait, 1))
+    if exc.status == 503:
+        headers["Retry-After"] = str(RETRY_UNAVAILABLE_SECONDS)
+    return problem(exc.status, type(exc).__name__, exc.public_message, exc.code, headers, exc.extensions)
+
+
+def internal_error(exc: BaseException) -> JSONResponse:
+    """The one answer to an error no one named: 500, the type logged, nothing else said."""
+    # The type only: an exception message could quote data.
+    log.error("unexpected %s", type(exc).__name__)
+    return problem(500, "InternalError", "internal error", "internal_error")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(XiezhiError)
     async def _xiezhi(_: Request, exc: XiezhiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
-        resets_at = exc.extensions.get("resets_at")
-        if exc.status == 429 and isinstance(resets_at, datetime):
-            wait = math.ceil((resets_at - datetime.now(UTC)).total_seconds())
-            headers["Retry-After"] = str(max(wait, 1))
-        return problem(exc.status, type(exc).__name__, exc.public_message, exc.code, headers, exc.extensions)
+        return render(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()[:10]
-        )
-        return problem(400, "InvalidInput", f"request body failed validation: {fields}", "invalid_body")
+        title, detail, code = validation_problem(exc.errors())
+        return problem(400, title, detail, code)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -66,6 +98,4 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # The type only: an exception message could quote data.
-        log.error("unexpected %s", type(exc).__name__)
-        return problem(500, "InternalError", "internal error", "internal_error")
+        return internal_error(exc)

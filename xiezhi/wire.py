@@ -24,6 +24,9 @@ ELEMENT_BYTES = 32
 PROOF_BYTES = 64
 TOKEN_BYTES = 16
 CAPABILITY_PATTERN = r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$"
+# The largest count, row or epoch a body may carry: what a 32-bit database integer holds
+# (PostgreSQL's `integer`), so a larger one is refused at the edge, never overflows in a query.
+MAX_COUNT = 2**31 - 1
 IDENTIFIER_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 
@@ -120,14 +123,14 @@ class CreateMatchRequest(Wire):
     purpose: Annotated[str | None, Field(max_length=2000)] = None
     legal_basis: Annotated[str | None, Field(max_length=2000)] = None
     scope: RegionCode | None = None
-    subject_count: Annotated[int, Field(ge=1)]
+    subject_count: Annotated[int, Field(ge=1, le=MAX_COUNT)]
 
 
 class ConnectorPlan(Wire):
     """What the requester needs to run blind evaluation against one connector."""
 
     connector: Identifier
-    epoch: Annotated[int, Field(ge=1)]
+    epoch: Annotated[int, Field(ge=1, le=MAX_COUNT)]
     public_key: Element
     capabilities: tuple[CapabilityId, ...]
 
@@ -181,7 +184,7 @@ class EvaluationResult(Wire):
 class LookupBatch(Wire):
     """Tokens for rows first_row … first_row+n-1 (0-based positions in the request)."""
 
-    first_row: Annotated[int, Field(ge=0)]
+    first_row: Annotated[int, Field(ge=0, le=MAX_COUNT)]
     tokens: dict[CapabilityId, Annotated[list[Token], Field(min_length=1)]]
 
 
@@ -220,10 +223,10 @@ class CapabilityDescriptor(Wire):
 
 
 class StartPublication(Wire):
-    epoch: Annotated[int, Field(ge=1)]
+    epoch: Annotated[int, Field(ge=1, le=MAX_COUNT)]
     public_key: Element
     capability: CapabilityDescriptor
-    token_count: Annotated[int, Field(ge=0)]
+    token_count: Annotated[int, Field(ge=0, le=MAX_COUNT)]
     digest: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
