@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from audit_log import AuditLog, AuditUnavailable, AuditWriter, CheckpointSigner
 from audit_log.note import Signer, Verifier, load_signer, parse_witnesses
-from gateway import api, audit_api, review_api, storage
+from gateway import api, audit_api, openapi, review_api, storage
 from gateway.admission import Admission
 from gateway.approvals import Approvals
 from gateway.audit_proofs import AuditProofs
@@ -214,4 +214,13 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
     app.include_router(api.router)
     app.include_router(audit_api.router)
     app.include_router(review_api.router)
+    generate = app.openapi
+
+    def document() -> dict[str, Any]:
+        """FastAPI's document, completed once (gateway.openapi): problem details, security schemes."""
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi.complete(generate())
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
     return app

@@ -25,6 +25,41 @@ RETRY_UNAVAILABLE_SECONDS = 5  # Retry-After of a 503: storage, the audit log or
 log = logging.getLogger("xiezhi.problems")
 
 
+# What each error status means, as the OpenAPI document describes it (xiezhi.errors has the tree).
+STATUS_MEANINGS = {
+    400: "invalid input: a body, a parameter or a file that fails validation (code names which)",
+    401: "no valid bearer token, or one not accepted over this client certificate",
+    403: "authenticated, but the policy refuses (code: the reason)",
+    404: "no such resource, or one that is not the caller's",
+    409: "the resource's state does not allow this (yet): a conflict, or a request waiting for approval",
+    410: "deleted on purpose, such as a result past its retention period",
+    422: "a blinded element or proof that does not decode or verify",
+    429: "a quota is spent; Retry-After says when it resets",
+    502: "a connector failed, timed out or answered badly",
+    503: "storage is full, the audit log or an index is not ready; nothing was done; retry later",
+}
+
+
+_RETRY_AFTER = {"description": "seconds to wait before trying again", "schema": {"type": "integer", "minimum": 1}}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+    429: {"Retry-After": _RETRY_AFTER},
+    503: {"Retry-After": _RETRY_AFTER},
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of a route that answers `statuses` as RFC 9457 problem details, for
+    its OpenAPI operation (the document's `Problem` schema is `xiezhi.wire.Problem`)."""
+    schema = {"$ref": "#/components/schemas/Problem"}
+    declared: dict[int | str, dict[str, Any]] = {}
+    for status in sorted(statuses):
+        declared[status] = {"description": STATUS_MEANINGS[status], "content": {PROBLEM_JSON: {"schema": schema}}}
+        if status in _HEADERS:
+            declared[status]["headers"] = _HEADERS[status]
+    return declared
+
+
 def problem(
     status: int,
     title: str,
@@ -94,6 +129,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not parse the body at all (not UTF-8, a broken form)
+            return problem(400, "InvalidInput", "request body could not be parsed", "invalid_body")
         return problem(exc.status_code, "HTTPError", str(exc.detail), f"http_{exc.status_code}")
 
     @app.exception_handler(Exception)

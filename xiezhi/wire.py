@@ -15,7 +15,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, GetCoreSchemaHandler, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    PlainSerializer,
+)
 from pydantic_core import CoreSchema, core_schema
 
 from xiezhi.errors import InvalidInput
@@ -283,14 +291,24 @@ class OrgView(Wire):
     level: str
 
 
+def _no_identifier(text: str) -> str:
+    if re.search(r"\d{15,}", text):
+        raise ValueError("holds something shaped like an ID number")
+    return text
+
+
+# An organisation's name: shown in every view of the tree, so never anything shaped like an ID.
+OrgName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_identifier)]
+
+
 class OrgCreate(Wire):
     code: RegionCode
-    name: Annotated[str, Field(min_length=1, max_length=64)]
+    name: OrgName
     parent: RegionCode | None = None
 
 
 class OrgRename(Wire):
-    name: Annotated[str, Field(min_length=1, max_length=64)]
+    name: OrgName
 
 
 AuditDetail = str | int | bool | None
