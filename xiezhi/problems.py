@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,8 @@ from xiezhi.errors import Extension, XiezhiError
 from xiezhi.wire import Problem
 
 PROBLEM_JSON = "application/problem+json"
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")  # a field or parameter name, not a value
+_HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 RETRY_UNAVAILABLE_SECONDS = 5  # Retry-After of a 503: storage, the audit log or a dependency not ready
 log = logging.getLogger("xiezhi.problems")
 
@@ -87,7 +90,7 @@ def validation_problem(errors: Sequence[Any]) -> tuple[str, str, str]:
     first that failed (as the auditor's search names a bad filter). The detail names every
     failing field (at most ten) and why, never the value sent.
     """
-    located = [tuple(str(part) for part in error.get("loc", ())) for error in errors[:10]]
+    located = [tuple(_loc_part(part) for part in error.get("loc", ())) for error in errors[:10]]
     fields = "; ".join(
         f"{'.'.join(loc)}: {error.get('msg', 'invalid')}" for loc, error in zip(located, errors, strict=False)
     )
@@ -117,6 +120,24 @@ def internal_error(exc: BaseException) -> JSONResponse:
     return problem(500, "InternalError", "internal error", "internal_error")
 
 
+def _loc_part(part: object) -> str:
+    """A step of a failing field's location: a field name or a list index as it is, anything
+    else (a mapping's key is the caller's own text) as `*`, so the detail never echoes a value."""
+    text = str(part)
+    return text if isinstance(part, int) or _FIELD.match(text) else "*"
+
+
+def allowed_methods(request: Request, named: str | None) -> str:
+    """Every method served at this request's path, for a 405's `Allow` (RFC 9110 §15.5.6):
+    those Starlette `named` (only the first route that matched the path) and those the
+    application's OpenAPI document lists there (FastAPI makes one route per method)."""
+    methods = {method.strip() for method in (named or "").split(",") if method.strip()}
+    for template, item in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\{[^}/]+\}", "[^/]+", template), request.url.path):
+            methods |= {method.upper() for method in item if method in _HTTP_METHODS}
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(XiezhiError)
     async def _xiezhi(_: Request, exc: XiezhiError) -> JSONResponse:
@@ -128,10 +149,13 @@ def install(app: FastAPI) -> None:
         return problem(400, title, detail, code)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI could not parse the body at all (not UTF-8, a broken form)
             return problem(400, "InvalidInput", "request body could not be parsed", "invalid_body")
-        return problem(exc.status_code, "HTTPError", str(exc.detail), f"http_{exc.status_code}")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request, headers.get("Allow"))
+        return problem(exc.status_code, "HTTPError", str(exc.detail), f"http_{exc.status_code}", headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
