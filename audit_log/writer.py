@@ -174,7 +174,9 @@ class AuditWriter:
         except Exception as exc:  # the whole batch failed: every caller is told
             log.error("audit append of %d events failed: %s", len(batch), type(exc).__name__)
             for _, _, future in batch:
-                future.set_exception(AuditUnavailable("the audit log could not record this action"))
+                refused = AuditUnavailable("the audit log could not record this action")
+                refused.__cause__ = exc  # what failed (a full disk, say), for the API to name
+                future.set_exception(refused)
             return
         for (_, _, future), seq in zip(batch, seqs, strict=True):
             future.set_result(seq)

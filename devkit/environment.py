@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,21 @@ DEV_AUDIENCE = "xiezhi-gateway"
 DEV_LOG_ORIGIN = "xiezhi.dev/audit"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ROSTER_DIR = REPO_ROOT / "deploy" / "connectors"
-DEV_CLIENTS = ("requester", "auditor")  # a procuratorate's system, a security auditor's
+# The development PKI's client systems and the roles a token may carry over each one's
+# certificate (the gateway's `clients` setting): a procuratorate's requester system, the
+# security auditor's, and the administrators'. Connectors' certificates carry `connector`.
+DEV_CLIENT_ROLES: dict[str, tuple[str, ...]] = {
+    "requester": ("prosecutor", "assistant", "dept_head"),
+    "auditor": ("security_auditor",),
+    "admin": ("security_admin", "system_admin"),
+}
+DEV_CLIENTS = tuple(DEV_CLIENT_ROLES)
+
+
+def dev_client_for(roles: Iterable[str]) -> str | None:
+    """The development client system whose certificate carries all of `roles`; None if none does."""
+    wanted = set(roles)
+    return next((name for name, allowed in DEV_CLIENT_ROLES.items() if wanted <= set(allowed)), None)
 
 
 def load_roster(folder: Path | None = None) -> Roster:
@@ -42,13 +57,16 @@ def load_roster(folder: Path | None = None) -> Roster:
 
 def ensure_pki(folder: Path, connectors: list[str]) -> DevPki:
     """The development PKI in `folder`: created (CA, gateway, `connectors`, clients) if absent,
-    else given a certificate for each of `connectors` that has none yet."""
+    else given a certificate for each of `connectors` and `DEV_CLIENTS` that has none yet."""
     if not (folder / "ca.pem").exists():
         return init_pki(folder, connectors, DEV_CLIENTS, datetime.now(UTC))
     pki = DevPki(folder)
     for name in connectors:
         if not pki.connector(name).cert.exists():
             add_party(pki, "connector", name, datetime.now(UTC))
+    for name in DEV_CLIENTS:
+        if not pki.client(name).cert.exists():
+            add_party(pki, "client", name, datetime.now(UTC))
     return pki
 
 
@@ -130,6 +148,7 @@ def init_dev(
             **(audit or {}),
         },
         "keys": {"provider": "local", "keyring": str(keyring.resolve())},
+        "clients": {name: list(roles) for name, roles in DEV_CLIENT_ROLES.items()},
     }
     if telemetry is not None:
         config["telemetry"] = telemetry

@@ -10,21 +10,23 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
-from audit_log import AuditLog, AuditWriter, CheckpointSigner
+from audit_log import AuditLog, AuditUnavailable, AuditWriter, CheckpointSigner
 from audit_log.note import Signer, Verifier, load_signer, parse_witnesses
 from audit_log.witness_policy import WitnessPolicy
-from gateway import api, audit_api, review_api, system_api
+from gateway import api, audit_api, openapi, review_api, storage, system_api
 from gateway.admission import Admission
 from gateway.alarms import CHECKPOINT_ROLLBACK, WITNESS_REFUSAL, Alarms
 from gateway.approvals import Approvals
 from gateway.audit_proofs import AuditProofs
 from gateway.audit_review import AuditReview
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, ClientChannels
 from gateway.authz import Authorizer
 from gateway.checkpoint_publication import CheckpointPublication
 from gateway.db import make_engine
@@ -114,7 +116,7 @@ def build_services(
     return GatewayServices(
         authenticator=Authenticator(settings.identity_keys, issuer=settings.issuer, audience=settings.audience),
         sign_ins=SignIns(recorder),
-        tls_domain=settings.tls.domain if settings.tls is not None else None,
+        channels=ClientChannels(settings.tls.domain if settings.tls is not None else None, settings.clients),
         policy=policy,
         catalog=catalog,
         ticket_keys=ticket_keys,
@@ -240,10 +242,29 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
         description="Brokers blind, audited match requests between procuratorates and agency connectors.",
     )
     problems.install(app)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(_: Request, exc: DBAPIError) -> JSONResponse:
+        unavailable = storage.translate(exc)  # a full disk or a busy database: 503, rolled back
+        return problems.internal_error(exc) if unavailable is None else problems.render(unavailable)
+
+    @app.exception_handler(AuditUnavailable)
+    async def _audit(_: Request, exc: AuditUnavailable) -> JSONResponse:
+        return problems.render(storage.translate(exc) or exc)  # storage_full when that is why
+
     app.add_middleware(ActiveTelemetry, telemetry=telemetry)
     app.state.telemetry = telemetry
     app.include_router(api.router)
     app.include_router(audit_api.router)
     app.include_router(review_api.router)
     app.include_router(system_api.router)
+    generate = app.openapi
+
+    def document() -> dict[str, Any]:
+        """FastAPI's document, completed once (gateway.openapi): problem details, security schemes."""
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi.complete(generate())
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
     return app

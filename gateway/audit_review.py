@@ -32,7 +32,7 @@ from gateway.auth import Principal
 from gateway.authz import Authorizer
 from gateway.quotas import china_day
 from gateway.recorder import Recorder
-from gateway.review_filters import EntryFilters, PageRequest, Period, RawQuery, day_start, visible_to
+from gateway.review_filters import EntryFilters, PageRequest, Period, RawQuery, day_start, visible_to, whole_number
 from gateway.settings import AuditSettings
 from xiezhi.errors import InvalidInput, NotFound
 from xiezhi.wire import AnomalyView, AuditEntryDetail, AuditEntryPage, AuditEntryView
@@ -85,9 +85,8 @@ class AuditReview:
     def entry(self, principal: Principal, seq: str) -> AuditEntryDetail:
         """One entry with its canonical text and leaf hash. NotFound if unknown or outside the subtree."""
         orgs = self._authorize(principal, "audit:entries")
-        if not seq.isdigit() or int(seq) >= 2**62:
-            raise InvalidInput("an entry position is a whole number", code="bad_seq")
-        query = select(*_VIEW_COLUMNS, _C.leaf_hash).where(_C.seq == int(seq), visible_to(orgs))
+        position = whole_number(seq, "seq")
+        query = select(*_VIEW_COLUMNS, _C.leaf_hash).where(_C.seq == position, visible_to(orgs))
         with self._audit.engine.connect() as connection:
             row = connection.execute(query).first()
         if row is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlmodel import Session
@@ -149,5 +149,20 @@ class SignIns:
             connector=principal.connector,
         )
 
-    def refused(self, reason: str) -> None:
-        self._recorder.record_alone(ANONYMOUS, EventKind.AUTHENTICATION, "sign_in", "deny", reason=reason)
+    def refused(self, reason: str, principal: Principal | None = None, certificate: Sequence[str] = ()) -> None:
+        """A refused sign-in: by an anonymous caller when the token itself failed; by the token's
+        principal, with its roles and the client certificate's names, when the token was valid
+        but the certificate it came over may not carry it."""
+        if principal is None:
+            self._recorder.record_alone(ANONYMOUS, EventKind.AUTHENTICATION, "sign_in", "deny", reason=reason)
+            return
+        self._recorder.record_alone(
+            principal,
+            EventKind.AUTHENTICATION,
+            "sign_in",
+            "deny",
+            reason=reason,
+            roles=",".join(sorted(principal.roles)),
+            certificate=",".join(certificate) or None,
+            connector=principal.connector,
+        )

@@ -40,11 +40,14 @@ class RequestStore:
         return Session(self._engine)
 
     def owned(self, session: Session, principal: Principal, request_id: str) -> MatchRequest:
-        """The request `principal` made; NotFound for one that is missing or someone else's."""
+        """The request `principal` made; NotFound for one that is missing or someone else's.
+
+        The owner is the user of one organisation: the same user id in another organisation
+        (an identity provider's ids are unique per organisation, not across them) is someone else."""
         request = session.get(MatchRequest, request_id)
         if request is None:
             raise NotFound("unknown match request", code="unknown_request")
-        if request.requester != principal.subject:
+        if (request.requester, request.org) != (principal.subject, principal.org or ""):
             # Someone else's request: indistinguishable from a missing one to the caller.
             self._recorder.record_alone(
                 principal, EventKind.DECISION, "access", "deny", request_id, rule="owner-only", reason="not_owner"

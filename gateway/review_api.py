@@ -18,9 +18,11 @@ from gateway.api import Caller, Services
 from gateway.audit_review import AuditReview
 from gateway.review_filters import RawQuery
 from xiezhi.errors import NotFound
+from xiezhi.problems import responses
 from xiezhi.wire import AnomalyView, AuditEntryDetail, AuditEntryPage
 
 router = APIRouter()
+SEARCHES = responses(400, 401, 403, 503)  # a search: its filters, the caller, the log
 
 CONSOLE = Path(__file__).resolve().parent / "console"
 _ASSETS = {
@@ -80,7 +82,7 @@ def _filters(
 Filters = Annotated[RawQuery, Depends(_filters)]
 
 
-@router.get("/v1/audit/entries", tags=["audit"])
+@router.get("/v1/audit/entries", tags=["audit"], responses=SEARCHES)
 def audit_entries(
     caller: Caller, review: Review, filters: Filters, limit: str | None = None, before: str | None = None
 ) -> AuditEntryPage:
@@ -92,7 +94,7 @@ def audit_entries(
     "/v1/audit/entries.csv",
     tags=["audit"],
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}}, "description": "UTF-8 with a byte-order mark"}},
+    responses={200: {"content": {"text/csv": {}}, "description": "UTF-8 with a byte-order mark"}, **SEARCHES},
 )
 def audit_entries_csv(caller: Caller, review: Review, filters: Filters) -> StreamingResponse:
     """Every matching entry as CSV, newest first; recorded in the log as an `audit.export` entry."""
@@ -104,19 +106,19 @@ def audit_entries_csv(caller: Caller, review: Review, filters: Filters) -> Strea
     )
 
 
-@router.get("/v1/audit/entries/{seq}", tags=["audit"])
+@router.get("/v1/audit/entries/{seq}", tags=["audit"], responses=responses(400, 401, 403, 404, 503))
 def audit_entry(seq: str, caller: Caller, review: Review) -> AuditEntryDetail:
     return review.entry(caller, seq)
 
 
-@router.get("/v1/audit/policy-changes", tags=["audit"])
+@router.get("/v1/audit/policy-changes", tags=["audit"], responses=SEARCHES)
 def audit_policy_changes(
     caller: Caller, review: Review, limit: str | None = None, before: str | None = None
 ) -> AuditEntryPage:
     return review.policy_changes(caller, limit, before)
 
 
-@router.get("/v1/audit/anomalies", tags=["audit"])
+@router.get("/v1/audit/anomalies", tags=["audit"], responses=SEARCHES)
 def audit_anomalies(
     caller: Caller, review: Review, since: str | None = None, until: str | None = None
 ) -> list[AnomalyView]:

@@ -24,6 +24,10 @@ from xiezhi.errors import InvalidInput
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 MAX_SEQS = 50
+# The largest entry position or tree size a caller may name: far past any real log, and well
+# inside the databases' 64-bit integers (a larger value would overflow in the query).
+MAX_POSITION = 2**62
+_DIGITS = re.compile(r"^[0-9]{1,20}$")  # ASCII only: str.isdigit also takes '²', which int() refuses
 _ORG = re.compile(r"^\d{6}$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _OUTCOME = re.compile(r"^[a-z][a-z_]{0,31}$")
@@ -58,8 +62,10 @@ def _text(value: str, name: str, pattern: re.Pattern[str] | None, max_length: in
     return value
 
 
-def _integer(value: str, name: str, low: int, high: int) -> int:
-    if not value.strip().isdigit() or not low <= int(value) <= high:
+def whole_number(value: str, name: str, low: int = 0, high: int = MAX_POSITION) -> int:
+    """`value` as a whole number from `low` to `high`; InvalidInput (bad_<name>) otherwise."""
+    value = value.strip()
+    if not _DIGITS.match(value) or not low <= int(value) <= high:
         raise _bad(name, f"expected a whole number from {low} to {high}")
     return int(value)
 
@@ -151,7 +157,7 @@ def _seqs(value: str) -> tuple[int, ...]:
     parts = [part for part in value.split(",") if part.strip()]
     if not parts or len(parts) > MAX_SEQS:
         raise _bad("seqs", f"expected 1 to {MAX_SEQS} comma-separated entry positions")
-    return tuple(sorted({_integer(part, "seqs", 0, 2**62) for part in parts}))
+    return tuple(sorted({whole_number(part, "seqs") for part in parts}))
 
 
 @dataclass(frozen=True)
@@ -162,8 +168,8 @@ class PageRequest:
     @classmethod
     def parse(cls, limit: str | None, before: str | None) -> PageRequest:
         return cls(
-            limit=_integer(limit, "limit", 1, MAX_LIMIT) if limit else DEFAULT_LIMIT,
-            before=_integer(before, "before", 0, 2**62) if before else None,
+            limit=whole_number(limit, "limit", 1, MAX_LIMIT) if limit else DEFAULT_LIMIT,
+            before=whole_number(before, "before") if before else None,
         )
 
 
@@ -195,4 +201,4 @@ def day_start(day: date) -> datetime:
     return datetime.combine(day, datetime.min.time(), CHINA).astimezone(UTC)
 
 
-__all__ = ["EntryFilters", "PageRequest", "Period", "parse_moment", "visible_to"]
+__all__ = ["MAX_POSITION", "EntryFilters", "PageRequest", "Period", "parse_moment", "visible_to", "whole_number"]

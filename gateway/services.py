@@ -16,7 +16,7 @@ from gateway.alarms import Alarms
 from gateway.approvals import Approvals
 from gateway.audit_proofs import AuditProofs
 from gateway.audit_review import AuditReview
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, ClientChannels
 from gateway.checkpoint_publication import CheckpointPublication
 from gateway.key_admin import KeyAdmin
 from gateway.pipeline import Pipeline
@@ -36,7 +36,7 @@ class GatewayServices:
 
     authenticator: Authenticator
     sign_ins: SignIns
-    tls_domain: str | None  # the deployment's trust domain; None when serving plain HTTP
+    channels: ClientChannels  # which roles each client certificate carries (nothing to check without TLS)
     policy: PolicyAdmin
     catalog: ModelCatalog
     ticket_keys: TicketKeys

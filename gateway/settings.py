@@ -13,6 +13,10 @@ from xiezhi.errors import InvalidInput
 from xiezhi.telemetry import TelemetrySettings
 from xiezhi.tls import ServerTLS
 
+# The roles a user's token carries; `connector` belongs to connector certificates alone.
+UserRole = Literal["prosecutor", "assistant", "dept_head", "security_auditor", "security_admin", "system_admin"]
+ClientName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
 
 class Limits(BaseModel):
     """Safety bounds; requests beyond them are refused, not truncated."""
@@ -142,6 +146,12 @@ class GatewaySettings(BaseModel):
     insecure_http: bool = Field(
         default=False, description="development only: serve and call connectors over plain HTTP (warned at start)"
     )
+    clients: dict[ClientName, frozenset[UserRole]] = Field(
+        default_factory=dict,
+        description="client system name → the roles a token may carry over its certificate "
+        "(<name>.client.<tls domain>); a certificate not named here carries no role, and a connector's "
+        "certificate only the connector role (gateway.auth.ClientChannels)",
+    )
 
     @model_validator(mode="after")
     def _tls_everywhere(self) -> GatewaySettings:
@@ -154,6 +164,10 @@ class GatewaySettings(BaseModel):
         plain = sorted(name for name, url in self.connectors.items() if url.scheme != "https")
         if plain and not self.insecure_http:
             raise ValueError(f"connectors {', '.join(plain)} have plain-HTTP URLs; use https://")
+        if self.tls is not None and not any(self.clients.values()):
+            raise ValueError(
+                "clients: map at least one client certificate to the roles it carries (else no user signs in)"
+            )
         return self
 
     @model_validator(mode="after")

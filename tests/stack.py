@@ -30,7 +30,16 @@ from fastapi import FastAPI
 
 from connectors.runner import PublishReport, build_and_publish
 from connectors.service import ConnectorSettings, create_connector_app
-from devkit.environment import REPO_ROOT, DevEnvironment, ensure_pki, init_dev, issue_token, load_roster, witness_key
+from devkit.environment import (
+    REPO_ROOT,
+    DevEnvironment,
+    dev_client_for,
+    ensure_pki,
+    init_dev,
+    issue_token,
+    load_roster,
+    witness_key,
+)
 from devkit.pki import DevPki, add_party
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
@@ -87,7 +96,9 @@ def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None)
 class _Https:
     """httpx's module-level calls over TLS, presenting the certificate of the system that holds
     the token: a connector's token goes out with that connector's certificate (as its system
-    would send it), any other with the requester system's."""
+    would send it), a user's with the certificate of the development client system that
+    carries its roles (`devkit.environment.DEV_CLIENT_ROLES`: an auditor's over the auditor
+    system's), any other (no token, roles no one system carries) with the requester system's."""
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         return channel(self._files(kwargs.get("headers") or {})).request(method, url, **kwargs)
@@ -96,12 +107,13 @@ class _Https:
     def _files(headers: dict[str, str]) -> TLSFiles:
         token = headers.get("authorization", "").removeprefix("Bearer ")
         try:
-            connector = jwt.decode(token, options={"verify_signature": False}).get("connector")
+            claims = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
-            connector = None
+            claims = {}
+        connector, roles = claims.get("connector"), claims.get("roles")
         pki = session_pki()
         if not isinstance(connector, str):
-            return pki.client("requester")
+            return pki.client(client_for(roles if isinstance(roles, list) else []))
         if not pki.connector(connector).cert.exists():  # a connector a test made up
             add_party(pki, "connector", connector, datetime.now(UTC))
         return pki.connector(connector)
@@ -120,6 +132,19 @@ class _Https:
 
 
 HTTP = _Https()
+
+
+def client_for(roles: list[str]) -> str:
+    """The development client system a user with `roles` calls from (the requester system when
+    no one system carries them all: the gateway then refuses the token)."""
+    return dev_client_for(roles) or "requester"
+
+
+def client_env(name: str) -> dict[str, str]:
+    """This process's environment with $XIEZHI_TLS_* set to client system `name`'s certificate,
+    for a CLI command run as a user of that system (run_cli's `env`)."""
+    files = session_pki().client(name)
+    return {**os.environ, "XIEZHI_TLS_CERT": str(files.cert), "XIEZHI_TLS_KEY": str(files.key)}
 
 
 _CHANNELS: dict[TLSFiles, httpx.Client] = {}

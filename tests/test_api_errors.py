@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from xiezhi import oprf
 from xiezhi.wire import b64encode
 
 PURPOSE = {"purpose": CASE, "legal_basis": LEGAL_BASIS}
+UNKNOWN = "00000000-0000-4000-8000-000000000000"  # shaped like a request or publication id; no such one
 
 
 def _call(stack: Stack, method: str, path: str, token: str | None = None, **kwargs: Any) -> httpx.Response:
@@ -29,7 +31,24 @@ def _problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]
     assert response.headers["content-type"] == "application/problem+json"
     body: dict[str, Any] = response.json()
     assert body["code"] == code and body["status"] == status and body["detail"]
+    assert status in _declared(response.request), f"{response.request.method} {response.request.url.path}: {status}"
     return body
+
+
+_DOCUMENTS: dict[str, dict[str, Any]] = {}
+
+
+def _declared(request: httpx.Request) -> set[int]:
+    """The statuses the gateway's OpenAPI document declares for `request`'s operation (404 and
+    405 for a path or method it has none for)."""
+    base = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
+    if base not in _DOCUMENTS:
+        _DOCUMENTS[base] = HTTP.get(f"{base}/openapi.json").json()
+    for template, item in _DOCUMENTS[base]["paths"].items():
+        if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), request.url.path):
+            operation = item.get(request.method.lower())
+            return {405} if operation is None else {int(s) for s in operation["responses"]}
+    return {404}
 
 
 def _request(stack: Stack, token: str, model: str = "housing_fund", n: int = 2) -> dict[str, Any]:
@@ -109,20 +128,28 @@ def test_create_rejects_non_json(stack: Stack, prosecutor: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("roles", "code"),
+    ("roles", "status", "code"),
     [
-        (["system_admin"], "denied_by_policy"),
-        (["security_auditor"], "denied_by_policy"),
-        (["security_admin"], "denied_by_policy"),
-        (["connector"], "denied_by_policy"),
-        (["prosecutor", "system_admin"], "separation_of_duties"),
-        ([], "no_roles"),
-        (["visitor"], "unknown_role"),
+        # Each over the certificate of the client system that carries its roles (tests/stack.py).
+        (["system_admin"], 403, "denied_by_policy"),
+        (["security_auditor"], 403, "denied_by_policy"),
+        (["security_admin"], 403, "denied_by_policy"),
+        (["security_admin", "system_admin"], 403, "separation_of_duties"),
+        ([], 403, "no_roles"),
+        # Roles no client system's certificate carries are refused before the policy looks.
+        (["connector"], 401, "certificate_role_mismatch"),
+        (["prosecutor", "system_admin"], 401, "certificate_role_mismatch"),
+        (["visitor"], 401, "certificate_role_mismatch"),
     ],
 )
-def test_roles_that_may_not_run_models(stack: Stack, roles: list[str], code: str) -> None:
+def test_roles_that_may_not_run_models(stack: Stack, roles: list[str], status: int, code: str) -> None:
     body = {"model": "housing_fund", "subject_count": 1, **PURPOSE}
-    _problem(_call(stack, "POST", "/v1/requests", stack.user_token(roles), json=body), 403, code)
+    _problem(_call(stack, "POST", "/v1/requests", stack.user_token(roles), json=body), status, code)
+
+
+def test_a_connector_may_not_run_models(stack: Stack) -> None:
+    body = {"model": "housing_fund", "subject_count": 1, **PURPOSE}
+    _problem(_call(stack, "POST", "/v1/requests", stack.connector_token("court"), json=body), 403, "denied_by_policy")
 
 
 # ---- evaluation, lookup, result -------------------------------------------------------
@@ -135,7 +162,7 @@ def test_evaluation_errors(stack: Stack, prosecutor: str) -> None:
         _call(
             stack,
             "POST",
-            "/v1/requests/nope/evaluations/housing_fund",
+            f"/v1/requests/{UNKNOWN}/evaluations/housing_fund",
             prosecutor,
             json={"blinded_elements": _elements(1)},
         ),
@@ -235,11 +262,11 @@ def test_lookup_and_result_errors(stack: Stack, prosecutor: str) -> None:
     assert ok.status_code == 200 and [r["clue"] for r in ok.json()["rows"]] == [False, False]
     result = _call(stack, "GET", f"/v1/requests/{rid}/result", prosecutor)
     assert result.status_code == 200 and len(result.json()["rows"]) == 2
-    # Roles no one may hold together refuse even what one of them alone may do.
+    # Roles no one may hold together: no client system's certificate carries them both.
     _problem(
         _call(stack, "GET", f"/v1/requests/{rid}/result", stack.user_token(["prosecutor", "security_auditor"])),
-        403,
-        "separation_of_duties",
+        401,
+        "certificate_role_mismatch",
     )
     auditor = stack.user_token(["security_auditor"], subject="auditor-330000-01", org="330000")
     _problem(_call(stack, "GET", f"/v1/requests/{rid}/result", auditor), 404, "unknown_request")
@@ -297,7 +324,8 @@ def test_publication_chunk_and_commit_errors(stack: Stack) -> None:
     assert _call(stack, "POST", f"{base}/commit", tax).json()["committed"] is True
     _problem(_call(stack, "POST", f"{base}/commit", tax), 409, "conflict")
     _problem(_call(stack, "PUT", f"{base}/chunks/2", tax, content=tokens[0], headers=octets), 409, "conflict")
-    _problem(_call(stack, "POST", "/v1/connectors/tax/publications/nope/commit", tax), 404, "unknown_publication")
+    _problem(_call(stack, "POST", f"/v1/connectors/tax/publications/{UNKNOWN}/commit", tax), 404, "unknown_publication")
+    _problem(_call(stack, "POST", "/v1/connectors/tax/publications/nope/commit", tax), 400, "bad_publication_id")
 
 
 def test_publication_digest_and_key_conflicts(stack: Stack) -> None:
@@ -325,12 +353,89 @@ def test_openapi_docs_and_request_view(stack: Stack, prosecutor: str) -> None:
     request = _request(stack, prosecutor)
     view = _call(stack, "GET", f"/v1/requests/{request['request_id']}", prosecutor).json()
     assert view["status"] == "evaluating" and [c["connector"] for c in view["connectors"]] == ["housing_fund"]
-    _problem(_call(stack, "GET", "/v1/requests/nope", prosecutor), 404, "unknown_request")
+    _problem(_call(stack, "GET", f"/v1/requests/{UNKNOWN}", prosecutor), 404, "unknown_request")
+    _problem(_call(stack, "GET", "/v1/requests/nope", prosecutor), 400, "bad_request_id")
+
+
+# ---- values no database or audit log can hold -------------------------------------------
+
+HUGE = str(2**63)  # one past SQLite's largest integer: an OverflowError in the query, once
+HUGER = "9" * 40
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        (f"/v1/audit/entries/{HUGE}", "bad_seq"),
+        (f"/v1/audit/entries/{HUGER}", "bad_seq"),
+        ("/v1/audit/entries/²", "bad_seq"),  # a digit to str.isdigit, not to int()
+        (f"/v1/audit/entries?limit={HUGE}", "bad_limit"),
+        (f"/v1/audit/entries?before={HUGE}", "bad_before"),
+        (f"/v1/audit/entries?seqs=1,{HUGE}", "identifier_in_filter"),  # 19 digits: screened before it is read
+        (f"/v1/audit/entries.csv?seqs={HUGER}", "identifier_in_filter"),
+        ("/v1/audit/entries?seqs=1,²", "bad_seqs"),
+        (f"/v1/audit/policy-changes?before={HUGE}", "bad_before"),
+        (f"/v1/audit/checkpoint?size={HUGE}", "bad_size"),
+        (f"/v1/audit/checkpoints?since={HUGE}", "bad_since"),
+        (f"/v1/audit/checkpoints?limit={HUGE}", "bad_limit"),
+        (f"/v1/audit/proofs/inclusion?seq={HUGE}", "bad_seq"),
+        (f"/v1/audit/proofs/inclusion?seq=1&size={HUGE}", "bad_size"),
+        (f"/v1/audit/proofs/consistency?first={HUGE}&second=1", "bad_first"),
+        (f"/v1/audit/proofs/consistency?first=1&second={HUGE}", "bad_second"),
+        (f"/v1/audit/export/entries.jsonl?size={HUGE}", "bad_size"),
+    ],
+)
+def test_huge_integers_in_audit_queries_are_400(stack: Stack, path: str, code: str) -> None:
+    auditor = stack.user_token(["security_auditor"], subject="auditor-330000-01", org="330000")
+    _problem(_call(stack, "GET", path, auditor), 400, code)
+
+
+def test_huge_integers_in_paths_and_bodies_are_400(stack: Stack, prosecutor: str) -> None:
+    tax = stack.connector_token("tax")
+    _problem(_call(stack, "POST", f"/v1/connectors/tax/epochs/{HUGE}/activate", tax), 400, "bad_epoch")
+    chunk = f"/v1/connectors/tax/publications/{UNKNOWN}/chunks/{HUGE}"
+    octets = {"content-type": "application/octet-stream"}
+    _problem(_call(stack, "PUT", chunk, tax, content=bytes(16), headers=octets), 400, "bad_number")
+    _problem(_start(stack, tax, epoch=2**63), 400, "invalid_body")
+    body = {"model": "housing_fund", "subject_count": 2**63, **PURPOSE}
+    _problem(_call(stack, "POST", "/v1/requests", prosecutor, json=body), 400, "invalid_body")
+    rid = _request(stack, prosecutor)["request_id"]
+    lookup = {"first_row": 2**63, "tokens": {"housing_fund.balance_positive": [b64encode(bytes(16))]}}
+    _problem(_call(stack, "POST", f"/v1/requests/{rid}/lookups", prosecutor, json=lookup), 400, "invalid_body")
+
+
+def test_values_shaped_like_an_id_are_refused_never_recorded(stack: Stack, prosecutor: str) -> None:
+    """The audit log refuses anything shaped like an ID number; such input is refused first, as a
+    client error, instead of failing the call at the log (once a 500)."""
+    shaped = "110101199003077777"
+    tax = stack.connector_token("tax")
+    _problem(_start(stack, tax, connector=f"x{shaped}"), 400, "bad_connector")
+    _problem(_call(stack, "POST", f"/v1/connectors/x{shaped}/epochs/1/activate", tax), 400, "bad_connector")
+    elements = {"blinded_elements": _elements(1)}
+    path = f"/v1/requests/{UNKNOWN}/evaluations/x{shaped}"
+    _problem(_call(stack, "POST", path, prosecutor, json=elements), 400, "bad_connector")
+    _problem(_call(stack, "GET", "/v1/models", stack.user_token(["prosecutor"], subject=shaped)), 401, "token_invalid")
+    admin = stack.user_token(["security_admin"], subject="secadmin-330000-01", org="330000")
+    _problem(_call(stack, "PATCH", "/v1/orgs/330803", admin, json={"name": f"衢江{shaped}"}), 400, "invalid_body")
+    org = {"code": "330899", "name": f"测试{shaped}", "parent": "330800"}
+    _problem(_call(stack, "POST", "/v1/orgs", admin, json=org), 400, "invalid_body")
+
+
+def test_a_body_that_is_not_text_is_invalid(stack: Stack, prosecutor: str) -> None:
+    json_header = {"content-type": "application/json"}
+    _problem(
+        _call(stack, "POST", "/v1/requests", prosecutor, content=b"\x97", headers=json_header), 400, "invalid_body"
+    )
 
 
 def test_unknown_routes_and_methods_are_problems(stack: Stack) -> None:
     _problem(_call(stack, "GET", "/v1/nothing-here"), 404, "http_404")
-    _problem(_call(stack, "DELETE", "/v1/requests"), 405, "http_405")
+    not_allowed = _call(stack, "DELETE", "/v1/requests")
+    _problem(not_allowed, 405, "http_405")
+    assert not_allowed.headers["allow"] == "POST"  # RFC 9110: a 405 names the methods there are
+    admin = stack.user_token(["security_admin"], subject="secadmin-330000-01", org="330000")
+    other = _call(stack, "OPTIONS", "/v1/orgs/330803", admin)
+    assert other.status_code == 405 and other.headers["allow"] == "DELETE, PATCH"  # two routes, one path
 
 
 def test_concurrent_batches_cannot_exceed_the_subject_count(stack: Stack, prosecutor: str) -> None:

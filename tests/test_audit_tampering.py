@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -33,7 +32,7 @@ from devkit.environment import REPO_ROOT
 from requester.job import match_file
 from requester.protocol import MatchSpec
 from tests.agreement import subjects_file
-from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, session_pki, start_stack
+from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, client_env, start_stack
 from xiezhi.supervision import ModelCatalog
 
 pytestmark = pytest.mark.integration  # every test runs a stack or the CLI
@@ -70,11 +69,12 @@ def finished(tmp_path_factory: pytest.TempPathFactory, generated: Path) -> dict[
             str(auditor),
             "--out",
             str(root / "export"),
+            env=client_env("auditor"),
         )
         assert export.returncode == 0, export.stderr
         proof = run_cli(
             "audit", "proof", "inclusion", "--gateway", stack.gateway_url, "--token-file", str(auditor),
-            "--seq", "3", "--log-key", stack.dev.audit_vkey,
+            "--seq", "3", "--log-key", stack.dev.audit_vkey, env=client_env("auditor"),
         )  # fmt: skip
         sizes = [
             c["size"]
@@ -86,13 +86,14 @@ def finished(tmp_path_factory: pytest.TempPathFactory, generated: Path) -> dict[
         consistency = run_cli(
             "audit", "proof", "consistency", "--gateway", stack.gateway_url, "--token-file", str(auditor),
             "--first", str(sizes[0]), "--second", str(sizes[-1]), "--log-key", stack.dev.audit_vkey,
+            env=client_env("auditor"),
         )  # fmt: skip
         # The gateway stops (signing a last checkpoint the witnesses cosign); an auditor then
         # keeps what each witness cosigned, read from the witnesses themselves.
         stack.servers[-1].stop()
         kept = run_cli(
             "audit", "witness-checkpoints", "--settings", str(stack.dev.gateway_config),
-            "--out", str(root / "witnesses.jsonl"), env=auditor_tls(),
+            "--out", str(root / "witnesses.jsonl"), env=client_env("auditor"),
         )  # fmt: skip
         assert kept.returncode == 0, kept.stdout + kept.stderr
     finally:
@@ -110,17 +111,6 @@ def finished(tmp_path_factory: pytest.TempPathFactory, generated: Path) -> dict[
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120, env=env)
-
-
-def auditor_tls() -> dict[str, str]:
-    """The environment of a command run with the security auditor system's certificate."""
-    files = session_pki().client("auditor")
-    return {
-        **os.environ,
-        "XIEZHI_TLS_CERT": str(files.cert),
-        "XIEZHI_TLS_KEY": str(files.key),
-        "XIEZHI_TLS_CA": str(files.ca),
-    }
 
 
 def tampered_copy(finished: dict[str, Any], tmp_path: Path, tamper: Callable[[sqlite3.Connection], object]) -> Path:

@@ -5,6 +5,12 @@ and clearance: a denial must answer 403 with the row's reason code, a row that n
 approval 409 `approval_required` naming the reasons and the approving organisation, an
 allowed row 201. Each `access` denial is replayed on the endpoint that serves its object
 and must answer 403 with the row's reason. The gateway's clock is set to the row's day.
+
+Each token goes over the certificate of the development client system that carries its
+roles (tests/stack.py). A row whose roles no one system carries (an unknown role, a pair no
+one may hold that two systems would have to share) never reaches the policy: the gateway
+refuses it at the channel, 401 `certificate_role_mismatch`; test_policy_tables decides
+those rows in process.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from devkit.environment import REPO_ROOT, issue_token
+from devkit.environment import REPO_ROOT, dev_client_for, issue_token
 from gateway.authz.tables import Row, read_tables
 from gateway.quotas import CHINA
 from tests.stack import HTTP, Clock, Stack, start_stack
@@ -84,7 +90,9 @@ def test_run_row_over_http(dated: tuple[Stack, Clock], row: Row) -> None:
     response = HTTP.post(f"{stack.gateway_url}/v1/requests", json=_body(row), headers=_auth(token))
     expect, reason = row.values["expect"], row.values["reason"]
     body = response.json()
-    if expect == "allow":
+    if not _carried(row):
+        assert (response.status_code, body["code"]) == (401, "certificate_role_mismatch"), response.text
+    elif expect == "allow":
         assert response.status_code == 201, response.text
         assert body["status"] == "evaluating" and body["connectors"]
     elif expect == "needs_approval":
@@ -104,13 +112,25 @@ def test_access_denial_over_http(dated: tuple[Stack, Clock], row: Row) -> None:
     payload = {"policy": (REPO_ROOT / "policies" / "policy.csv").read_text(encoding="utf-8")} if body else None
     token = _token(stack, row, subject=row.values["user"])
     response = HTTP.request(method, stack.gateway_url + path, json=payload, headers=_auth(token))
-    assert (response.status_code, response.json()["code"]) == (403, row.values["reason"]), response.text
+    expected = (403, row.values["reason"]) if _carried(row) else (401, "certificate_role_mismatch")
+    assert (response.status_code, response.json()["code"]) == expected, response.text
 
 
 def test_every_run_outcome_and_many_access_denials_are_replayed() -> None:
-    outcomes = {row.values["expect"] for row in RUN_ROWS}
+    outcomes = {row.values["expect"] for row in RUN_ROWS if _carried(row)}
     assert outcomes == {"allow", "deny", "needs_approval"}
-    assert len(ACCESS_DENIALS) >= 20
+    assert len([row for row in ACCESS_DENIALS if _carried(row)]) >= 15
+    reasons = {row.values["reason"] for row in [*RUN_ROWS, *ACCESS_DENIALS] if _carried(row)}
+    assert "separation_of_duties" in reasons  # exclusive roles one system carries reach the policy
+
+
+def _carried(row: Row) -> bool:
+    """Whether one development client system's certificate carries all of the row's roles (a
+    connector's certificate carries `connector` alone)."""
+    principal = row.principal()
+    if principal.connector is not None:
+        return principal.roles <= {"connector"}
+    return dev_client_for(principal.roles) is not None
 
 
 def _auth(token: str) -> dict[str, str]:

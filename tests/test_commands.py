@@ -25,7 +25,7 @@ from tests.agreement import (
     subject_names,
 )
 from tests.demo_run import FIFTH, PENSION, PENSION_EXPECTED, PENSION_REFERENCE, DemoRun
-from tests.stack import PURPOSE, Stack, run_cli
+from tests.stack import PURPOSE, Stack, client_env, run_cli
 from xiezhi.supervision import ModelCatalog, SupervisionModel
 
 pytestmark = pytest.mark.integration  # every test runs the CLI or a stack
@@ -175,7 +175,7 @@ def test_match_command_errors_are_clear(stack: Stack, generated: Path, tmp_path:
     token_file.write_text(stack.user_token(["system_admin"]))
     # A run the gateway refuses leaves no report at --out; last week's is set aside.
     (tmp_path / "o.csv").write_text("last week's 是/否", encoding="utf-8")
-    done = run_cli(*args, "--token-file", str(token_file))
+    done = run_cli(*args, "--token-file", str(token_file), env=client_env("admin"))  # the administrators' system
     assert done.returncode == 2 and "denied_by_policy" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "o.csv").exists()

@@ -107,8 +107,12 @@ def test_the_three_administrators_and_connectors_stay_in_their_lanes(clocked: tu
     assert _call(url, "GET", "/v1/policy", security).status_code == 200
     entries = _call(url, "GET", "/v1/audit/entries", auditor)
     assert entries.status_code == 200 and len(entries.json()["entries"]) > 0
-    two_hats = stack.user_token(["security_admin", "security_auditor"], subject="x-330000-01", org="330000")
-    assert _code(_call(url, "GET", "/v1/audit/entries", two_hats)) == (403, "separation_of_duties")
+    # Two administrators' roles in one token: refused by the policy where one client system's
+    # certificate carries both, and at the channel where none does.
+    two_hats = stack.user_token(["security_admin", "system_admin"], subject="x-330000-01", org="330000")
+    assert _code(_call(url, "GET", "/v1/system/status", two_hats)) == (403, "separation_of_duties")
+    two_systems = stack.user_token(["security_admin", "security_auditor"], subject="x-330000-01", org="330000")
+    assert _code(_call(url, "GET", "/v1/audit/entries", two_systems)) == (401, "certificate_role_mismatch")
 
 
 def test_every_decision_is_audited_with_who_what_why_rule_and_version(clocked: tuple[Stack, Clock]) -> None:
@@ -141,7 +145,7 @@ def test_every_decision_is_audited_with_who_what_why_rule_and_version(clocked: t
 def test_policy_changes_are_gated_audited_and_reach_another_instance(clocked: tuple[Stack, Clock]) -> None:
     stack, clock = clocked
     settings = GatewaySettings.from_file(stack.dev.gateway_config).model_copy(update={"policy_reload_seconds": 0})
-    second = LoopbackServer(create_app(settings, clock)).start()
+    second = LoopbackServer(create_app(settings, clock), settings.tls).start()  # a second instance, same TLS
     try:
         security = stack.user_token(["security_admin"], subject="secadmin-330000-01", org="330000")
         before = _call(stack.gateway_url, "GET", "/v1/policy", security).json()

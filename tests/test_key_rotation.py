@@ -35,7 +35,18 @@ from requester.job import MatchSummary, match_file
 from requester.protocol import MatchSpec
 from tests.agreement import read_report, subjects_file
 from tests.polling import wait_until
-from tests.stack import LEGAL_BASIS, PURPOSE, Clock, LoopbackServer, Stack, run_cli, start_stack
+from tests.stack import (
+    LEGAL_BASIS,
+    PURPOSE,
+    Clock,
+    LoopbackServer,
+    Stack,
+    client_env,
+    client_for,
+    run_cli,
+    session_pki,
+    start_stack,
+)
 from xiezhi.errors import Gone
 from xiezhi.supervision import ModelCatalog
 
@@ -64,7 +75,9 @@ class Live:
         )
 
     def client(self, roles: list[str], **kwargs: object) -> GatewayClient:
-        return GatewayClient(self.stack.gateway_url, self.stack.user_token(roles, **kwargs))  # type: ignore[arg-type]
+        """A client over the certificate of the client system that carries `roles`."""
+        token = self.stack.user_token(roles, **kwargs)  # type: ignore[arg-type]
+        return GatewayClient(self.stack.gateway_url, token, tls=session_pki().client(client_for(roles)))
 
     def entries(self, kind: str) -> list[dict[str, Any]]:
         engine = make_engine(f"sqlite:///{self.stack.root / 'gateway' / 'gateway.sqlite'}")
@@ -99,8 +112,11 @@ def _xiezhi_keys(live: Live, *args: str, roles: str = "security_admin") -> subpr
     token = live.stack.user_token([roles], subject=f"{roles}-330000-01", org="330000")
     token_file = live.out / f"{roles}.token"
     token_file.write_text(token, encoding="utf-8")
-    # The child inherits the session's XIEZHI_TLS_* client certificate.
-    return run_cli("keys", *args, "--gateway", live.stack.gateway_url, "--token-file", str(token_file), timeout=60)
+    # Over the certificate of the client system that carries the role (XIEZHI_TLS_*).
+    return run_cli(
+        "keys", *args, "--gateway", live.stack.gateway_url, "--token-file", str(token_file),
+        timeout=60, env=client_env(client_for([roles])),
+    )  # fmt: skip
 
 
 def test_rotation_keeps_old_results_open_and_new_runs_matching(live: Live) -> None:

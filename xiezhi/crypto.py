@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -95,12 +96,27 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_verification_key(path: Path) -> Ed25519PublicKey | EllipticCurvePublicKey:
-    """Load a PEM public key for JWT verification: Ed25519 (EdDSA) or EC (ES256)."""
+class JwsKey(NamedTuple):
+    """A JWT verification key bound to the one JWS algorithm its type allows."""
+
+    key: Ed25519PublicKey | EllipticCurvePublicKey
+    algorithm: str  # "EdDSA" or "ES256"
+
+
+def load_verification_key(path: Path) -> JwsKey:
+    """Load a PEM public key for JWT verification and bind it to its algorithm: Ed25519 to
+    EdDSA, EC P-256 to ES256. Raises ValueError for any other key.
+
+    A token is then verified under that algorithm only: a token whose header names another
+    (`none`, HS256 with the public key as its secret, ES256 under an Ed25519 key) is refused
+    before any signature check, never handed to code for another key type.
+    """
     key = serialization.load_pem_public_key(path.read_bytes())
-    if not isinstance(key, Ed25519PublicKey | EllipticCurvePublicKey):
-        raise ValueError(f"{path} holds neither an Ed25519 nor an EC public key")
-    return key
+    if isinstance(key, Ed25519PublicKey):
+        return JwsKey(key, "EdDSA")
+    if isinstance(key, EllipticCurvePublicKey) and isinstance(key.curve, SECP256R1):
+        return JwsKey(key, "ES256")
+    raise ValueError(f"{path} holds neither an Ed25519 nor an EC P-256 public key")
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:

@@ -12,7 +12,7 @@
     ├── TooManyRequests         429  a quota is spent; says the limit and when it resets
     ├── ProofError              422  a VOPRF proof or encoding that does not verify
     ├── ConnectorError          502  a connector failed, timed out or answered badly
-    ├── Unavailable             503  a dependency (index, audit log) is not ready
+    ├── Unavailable             503  a dependency (index, audit log) is not ready, or storage is full
     ├── DeriveKeyPairError      500  DeriveKeyPair drew a zero scalar 256 times (xiezhi.oprf)
     ├── CryptoError             500  an AEAD or key-wrap operation refused its input (xiezhi.crypto)
     ├── TicketKeysError         500  the ticket key folder's state or a key file is unreadable (xiezhi.jwks)

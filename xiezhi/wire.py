@@ -15,7 +15,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, GetCoreSchemaHandler, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    PlainSerializer,
+    StrictBool,
+    WithJsonSchema,
+)
 from pydantic_core import CoreSchema, core_schema
 
 from xiezhi.errors import InvalidInput
@@ -24,6 +34,9 @@ ELEMENT_BYTES = 32
 PROOF_BYTES = 64
 TOKEN_BYTES = 16
 CAPABILITY_PATTERN = r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$"
+# The largest count, row or epoch a body may carry: what a 32-bit database integer holds
+# (PostgreSQL's `integer`), so a larger one is refused at the edge, never overflows in a query.
+MAX_COUNT = 2**31 - 1
 IDENTIFIER_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 
@@ -84,12 +97,30 @@ def _fixed_length(size: int) -> BeforeValidator:
     return BeforeValidator(decode)
 
 
+def _b64_schema(size: int) -> WithJsonSchema:
+    """The JSON schema of `size` bytes in standard base64, exactly what `_fixed_length` accepts."""
+    padding = "=" * (-size % 3)
+    characters = (size * 4 + 2) // 3  # base64 characters before the padding
+    pattern = f"^[A-Za-z0-9+/]{{{characters}}}{padding}$"
+    return WithJsonSchema({"type": "string", "contentEncoding": "base64", "pattern": pattern})
+
+
 _as_b64 = PlainSerializer(b64encode, return_type=str)
-Element = Annotated[bytes, _fixed_length(ELEMENT_BYTES), _as_b64]
-Proof = Annotated[bytes, _fixed_length(PROOF_BYTES), _as_b64]
-Token = Annotated[bytes, _fixed_length(TOKEN_BYTES), _as_b64]
+Element = Annotated[bytes, _fixed_length(ELEMENT_BYTES), _as_b64, _b64_schema(ELEMENT_BYTES)]
+Proof = Annotated[bytes, _fixed_length(PROOF_BYTES), _as_b64, _b64_schema(PROOF_BYTES)]
+Token = Annotated[bytes, _fixed_length(TOKEN_BYTES), _as_b64, _b64_schema(TOKEN_BYTES)]
 CapabilityId = Annotated[str, Field(pattern=CAPABILITY_PATTERN, max_length=128)]
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+
+
+def _no_identifier(text: str) -> str:
+    if re.search(r"\d{15,}", text):
+        raise ValueError("holds something shaped like an ID number")
+    return text
+
+
+# Free text never holding a run of 15 digits (ASCII or full-width), as the OpenAPI document says.
+NO_IDENTIFIER_SCHEMA = {"not": {"pattern": "[0-9０-９]{15}"}}
 
 
 class Wire(BaseModel):
@@ -121,14 +152,14 @@ class CreateMatchRequest(Wire):
     purpose: Annotated[str | None, Field(max_length=2000)] = None
     legal_basis: Annotated[str | None, Field(max_length=2000)] = None
     scope: RegionCode | None = None
-    subject_count: Annotated[int, Field(ge=1)]
+    subject_count: Annotated[int, Field(ge=1, le=MAX_COUNT)]
 
 
 class ConnectorPlan(Wire):
     """What the requester needs to run blind evaluation against one connector."""
 
     connector: Identifier
-    epoch: Annotated[int, Field(ge=1)]
+    epoch: Annotated[int, Field(ge=1, le=MAX_COUNT)]
     public_key: Element
     capabilities: tuple[CapabilityId, ...]
 
@@ -195,7 +226,8 @@ class ApprovalView(Wire):
 
 
 class ApprovalDecision(Wire):
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    # gateway.approvals refuses a reason holding an ID number (identifier_in_reason).
+    reason: Annotated[str, Field(min_length=1, max_length=500, json_schema_extra=NO_IDENTIFIER_SCHEMA)]
 
 
 class EvaluationBatch(Wire):
@@ -229,8 +261,12 @@ class EvaluationResult(Wire):
 class LookupBatch(Wire):
     """Tokens for rows first_row … first_row+n-1 (0-based positions in the request)."""
 
-    first_row: Annotated[int, Field(ge=0)]
-    tokens: dict[CapabilityId, Annotated[list[Token], Field(min_length=1)]]
+    first_row: Annotated[int, Field(ge=0, le=MAX_COUNT)]
+    tokens: Annotated[
+        dict[CapabilityId, Annotated[list[Token], Field(min_length=1)]],
+        # Every key is a capability id (pydantic's own schema would only constrain keys that match).
+        Field(json_schema_extra={"propertyNames": {"pattern": CAPABILITY_PATTERN, "maxLength": 128}}),
+    ]
 
 
 class RowFlags(Wire):
@@ -268,10 +304,10 @@ class CapabilityDescriptor(Wire):
 
 
 class StartPublication(Wire):
-    epoch: Annotated[int, Field(ge=1)]
+    epoch: Annotated[int, Field(ge=1, le=MAX_COUNT)]
     public_key: Element
     capability: CapabilityDescriptor
-    token_count: Annotated[int, Field(ge=0)]
+    token_count: Annotated[int, Field(ge=0, le=MAX_COUNT)]
     digest: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -328,14 +364,22 @@ class OrgView(Wire):
     level: str
 
 
+# An organisation's name: shown in every view of the tree, so never anything shaped like an ID.
+OrgName = Annotated[
+    str,
+    Field(min_length=1, max_length=64, json_schema_extra=NO_IDENTIFIER_SCHEMA),
+    AfterValidator(_no_identifier),
+]
+
+
 class OrgCreate(Wire):
     code: RegionCode
-    name: Annotated[str, Field(min_length=1, max_length=64)]
+    name: OrgName
     parent: RegionCode | None = None
 
 
 class OrgRename(Wire):
-    name: Annotated[str, Field(min_length=1, max_length=64)]
+    name: OrgName
 
 
 AuditDetail = str | int | bool | None
@@ -425,8 +469,8 @@ class AlarmResolution(Wire):
 class KeyRotation(Wire):
     """What `POST /v1/keys/rotate` rotates: the key-encryption key, the data key, or both."""
 
-    kek: bool = True
-    data_key: bool = True
+    kek: StrictBool = True  # true or false, not "yes" or 1
+    data_key: StrictBool = True
 
 
 class KeyStatus(Wire):

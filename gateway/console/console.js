@@ -69,7 +69,9 @@
   async function call(path) {
     const response = await fetch(path, { headers: { Authorization: `Bearer ${token()}` }, cache: "no-store" });
     if (response.status === 401) {
-      signOut(REFUSED);
+      // A valid token whose roles this system's certificate does not carry is not an auditor's.
+      const problem = await problemOf(response);
+      signOut(problem.code === "certificate_role_mismatch" ? NOT_AUDITOR : REFUSED);
       throw new SignedOut();
     }
     if (response.status === 403) {
