@@ -10,8 +10,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from gateway.alarms import Alarms
-from gateway.api import Caller, Services
+from gateway.api import UUID_PATTERN, Caller, Services
 from xiezhi.errors import NotFound, Unavailable
+from xiezhi.problems import responses
 from xiezhi.wire import AlarmResolution, AlarmView
 
 router = APIRouter(tags=["service"])
@@ -22,10 +23,10 @@ def _alarms(services: Services) -> Alarms:
 
 
 Alarming = Annotated[Alarms, Depends(_alarms)]
-AlarmId = Annotated[str, Path(max_length=64)]
+AlarmId = Annotated[str, Path(pattern=UUID_PATTERN, description="an alarm's id, as the list of alarms gives it")]
 
 
-@router.get("/readyz", response_class=JSONResponse)
+@router.get("/readyz", response_class=JSONResponse, responses=responses(503))
 def readyz(services: Services, alarms: Alarming) -> dict[str, str]:
     """Ready to serve: the database answers and no alarm is open. No caller token (probes have
     none); over mutual TLS like every route. 503 names the open alarms' kinds and sources."""
@@ -44,7 +45,17 @@ def readyz(services: Services, alarms: Alarming) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/checkpoint", response_class=PlainTextResponse)
+@router.get(
+    "/checkpoint",
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "description": "the newest checkpoint, a signed note",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **responses(404, 503),
+    },
+)
 def newest_checkpoint(services: Services) -> PlainTextResponse:
     """The newest checkpoint of the audit log, as a signed note with its cosignatures (the
     form transparency logs publish). No caller token: it holds a size and a root hash only.
@@ -55,7 +66,7 @@ def newest_checkpoint(services: Services) -> PlainTextResponse:
     return PlainTextResponse(note, headers={"cache-control": "no-cache"})
 
 
-@router.get("/v1/system/alarms")
+@router.get("/v1/system/alarms", responses=responses(400, 401, 403, 503))
 def list_alarms(
     caller: Caller,
     alarms: Alarming,
@@ -64,6 +75,6 @@ def list_alarms(
     return alarms.list(caller, include_resolved)
 
 
-@router.post("/v1/system/alarms/{alarm_id}/resolve")
+@router.post("/v1/system/alarms/{alarm_id}/resolve", responses=responses(400, 401, 403, 404, 409, 503))
 def resolve_alarm(alarm_id: AlarmId, body: AlarmResolution, caller: Caller, alarms: Alarming) -> AlarmView:
     return alarms.resolve(caller, alarm_id, body.reason)

@@ -25,7 +25,7 @@ from audit_log import AuditLog
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.polling import wait_until
-from tests.stack import HTTP, LoopbackServer, Stack, run_cli, start_stack
+from tests.stack import HTTP, LoopbackServer, Stack, client_env, run_cli, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +125,15 @@ def test_witnesses_refusing_a_rolled_back_log_raise_alarms_until_an_operator_res
         admin_token = stack.user_token(["system_admin"], subject="sysadmin-1", org="330000")
         admin = {"authorization": f"Bearer {admin_token}"}
         (tmp_path / "sysadmin.token").write_text(admin_token)
-        listed = run_cli("gateway", "alarms", "--gateway", url, "--token-file", str(tmp_path / "sysadmin.token"))
+        listed = run_cli(
+            "gateway",
+            "alarms",
+            "--gateway",
+            url,
+            "--token-file",
+            str(tmp_path / "sysadmin.token"),
+            env=client_env("admin"),
+        )
         assert listed.returncode == 1 and listed.stdout.count("OPEN") == 5, listed.stdout + listed.stderr
         for alarm in alarms[1:]:
             assert HTTP.get(f"{url}/readyz").status_code == 503
@@ -139,10 +147,19 @@ def test_witnesses_refusing_a_rolled_back_log_raise_alarms_until_an_operator_res
         resolved_by_cli = run_cli(
             "gateway", "resolve-alarm", alarms[0]["id"], "--gateway", url,
             "--token-file", str(tmp_path / "sysadmin.token"), "--reason", "日志回滚，已报告并调查",
+            env=client_env("admin"),
         )  # fmt: skip
         assert resolved_by_cli.returncode == 0, resolved_by_cli.stdout + resolved_by_cli.stderr
         assert HTTP.get(f"{url}/readyz").status_code == 200
-        none_open = run_cli("gateway", "alarms", "--gateway", url, "--token-file", str(tmp_path / "sysadmin.token"))
+        none_open = run_cli(
+            "gateway",
+            "alarms",
+            "--gateway",
+            url,
+            "--token-file",
+            str(tmp_path / "sysadmin.token"),
+            env=client_env("admin"),
+        )
         assert none_open.returncode == 0 and "no open alarms" in none_open.stdout
         again = HTTP.post(f"{url}/v1/system/alarms/{alarms[0]['id']}/resolve", headers=admin, json={"reason": "again"})
         assert again.status_code == 409
