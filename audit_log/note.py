@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,15 @@ from xiezhi.errors import XiezhiError
 ED25519 = 0x01
 COSIGNATURE_V1 = 0x04
 DASH = "\u2014 "
+
+
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}")
+
+
+def is_decimal(text: str) -> bool:
+    """A tree size as c2sp.org notes write it: ASCII digits, no leading zero, below 10^19.
+    (`str.isdigit` also takes digits such as '²' that `int` refuses.)"""
+    return _DECIMAL.fullmatch(text) is not None
 
 
 class NoteError(XiezhiError):
@@ -216,7 +226,7 @@ class Checkpoint:
         if len(lines) < 4 or lines[-1] != "" or not all(lines[:-1]):
             raise NoteError("a checkpoint is origin, tree size and root hash, one per line")
         origin, size, root = lines[0], lines[1], lines[2]
-        if not size.isdigit() or (size.startswith("0") and size != "0"):
+        if not is_decimal(size):
             raise NoteError("the checkpoint's tree size is not a decimal number")
         digest = _b64decode(root, "the checkpoint's root hash")
         if len(digest) != 32:

@@ -35,7 +35,7 @@ import rfc8785
 
 from audit_log.entries import GENESIS
 from audit_log.merkle import CompactRange, fold, leaf_hash, levels_of, prefix_nodes
-from audit_log.note import Checkpoint, NoteError, Verifier, cosignature_time, open_checkpoint
+from audit_log.note import Checkpoint, NoteError, Verifier, cosignature_time, is_decimal, open_checkpoint
 from audit_log.witness_policy import (
     SignedCheckpoint,
     WitnessPolicy,
@@ -379,7 +379,7 @@ def _parallel(
     if not hasattr(source, "reopen") or not hasattr(source, "count"):
         return None
     notes = source.checkpoint_notes()
-    signed = max((int(claim) for claim in map(_claimed_size, notes) if claim.isdigit()), default=0)
+    signed = max((int(claim) for claim in map(_claimed_size, notes) if is_decimal(claim)), default=0)
     if signed >> CHUNK_LEVEL < 2:
         return None  # too little signed to be worth the processes
     with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -544,7 +544,7 @@ def _checkpoints(source: Source, log_key: Verifier, witnesses: dict[str, Verifie
 
 def _claimed_size(note: str) -> str:
     lines = note.split("\n")
-    return lines[1] if len(lines) > 1 and lines[1].isdigit() else "?"
+    return lines[1] if len(lines) > 1 and is_decimal(lines[1]) else "?"
 
 
 def _gap(expected: int, seq: int) -> Problem:

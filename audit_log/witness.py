@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from audit_log.merkle import ProofFailed, verify_consistency
-from audit_log.note import Checkpoint, NoteError, Signer, Verifier, open_checkpoint, split_note
+from audit_log.note import Checkpoint, NoteError, Signer, Verifier, is_decimal, open_checkpoint, split_note
 from xiezhi.errors import XiezhiError
 
 log = logging.getLogger("xiezhi.witness")
@@ -152,7 +152,7 @@ def _parse(body: str) -> tuple[int, list[bytes], str]:
         raise WitnessRefusal(400, "the body is an old size line, proof lines, a blank line and a checkpoint")
     lines = head.split("\n")
     first = lines[0]
-    if not first.startswith("old ") or not first[4:].isdigit() or (first[4:].startswith("0") and first[4:] != "0"):
+    if not first.startswith("old ") or not is_decimal(first[4:]):
         raise WitnessRefusal(400, "the first line must be 'old <size>'")
     if len(lines) - 1 > MAX_PROOF_LINES:
         raise WitnessRefusal(400, f"at most {MAX_PROOF_LINES} consistency proof lines")

@@ -25,7 +25,7 @@ from datetime import datetime
 import httpx
 
 from audit_log import AuditLog
-from audit_log.note import NoteError, Verifier, cosignature_time, open_checkpoint, split_note
+from audit_log.note import NoteError, Verifier, cosignature_time, is_decimal, open_checkpoint, split_note
 from audit_log.witness import add_checkpoint_body
 from audit_log.witness_policy import HeldCheckpoint
 from gateway.links import ConnectorLinks
@@ -223,7 +223,7 @@ class Witnessing:
 
 def _size(text: str) -> int | None:
     line = text.strip()
-    return int(line) if line.isdigit() and len(line) < 20 else None
+    return int(line) if is_decimal(line) else None
 
 
 def _signature_lines(note: str) -> str:

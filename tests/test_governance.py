@@ -130,7 +130,7 @@ def test_every_decision_is_audited_with_who_what_why_rule_and_version(clocked: t
     for entry in decisions:
         detail = entry["detail"]
         assert entry["actor"] and entry["action"] and entry["outcome"] in ("allow", "deny", "needs_approval")
-        assert detail["object"] and detail["rule"] and detail["reason"] and len(detail["policy_version"]) == 16
+        assert detail["object"] and detail["rule"] and detail["reason"] and len(detail["policy_version"]) == 17
         assert "roles" in detail and "clearance" in detail
     runs = [d for d in decisions if d["action"] == "run" and d["model"]]
     allowed = next(e for e in runs if e["outcome"] == "allow")

@@ -13,9 +13,9 @@ from sqlalchemy import text
 
 from audit_log import AuditLog, CheckpointSigner
 from audit_log.export import DatabaseSource
-from audit_log.note import COSIGNATURE_V1, NoteError, Verifier, generate_signer
+from audit_log.note import COSIGNATURE_V1, Checkpoint, NoteError, Verifier, generate_signer
 from audit_log.verify import verify
-from audit_log.witness import Witness, add_checkpoint_body
+from audit_log.witness import Witness, WitnessRefusal, add_checkpoint_body
 from audit_log.witness_policy import (
     HeldCheckpoint,
     WitnessPolicy,
@@ -200,3 +200,15 @@ def test_entries_left_unsigned_long_after_they_were_written_fail(tmp_path: Path)
     report = verify(DatabaseSource(log), LOG_KEY.verifier(), policy=WitnessPolicy(max_unsigned_seconds=60))
     assert [(p.position, p.code) for p in report.problems] == [(5, "unsigned_tail")]
     assert verify(DatabaseSource(log), LOG_KEY.verifier(), policy=WitnessPolicy(max_unsigned_seconds=300)).ok
+
+
+@pytest.mark.parametrize("size", ["²", "١٢", "01", "-1", "99999999999999999999"])
+def test_a_size_that_is_not_plain_decimal_is_refused_not_crashed_on(size: str, tmp_path: Path) -> None:
+    """`str.isdigit` accepts '²' and Arabic-Indic digits, which `int` then refuses: the
+    witness must answer 400 and a note must fail to parse, never raise something else."""
+    witness = Witness(WITNESS_KEYS["court"], LOG_KEY.verifier(), tmp_path / "state.json")
+    with pytest.raises(WitnessRefusal) as refused:
+        witness.add_checkpoint(f"old {size}\n\nxiezhi.test/audit\n1\nAAAA\n\n— x AAAA\n")
+    assert refused.value.status == 400
+    with pytest.raises(NoteError, match="tree size"):
+        Checkpoint.parse(f"xiezhi.test/audit\n{size}\n{'A' * 43}=\n")
