@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
@@ -54,6 +54,8 @@ class ConnectorSettings:
     # Client certificates (by name) that may also read the newest checkpoint this connector
     # cosigned (GET /witness/checkpoint): the auditors who hold the gateway's log to it.
     witness_readers: tuple[str, ...] = ("auditor",)
+    # Client certificates that may scrape GET /metrics (with telemetry `prometheus: true`).
+    metrics_readers: tuple[str, ...] = ("admin",)
     insecure_http: bool = False  # development only: serve plain HTTP (warned at start)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)  # where traces, metrics, logs go
 
@@ -118,6 +120,7 @@ class Evaluator:
 
 
 WITNESS_CHECKPOINT = "/witness/checkpoint"
+METRICS = "/metrics"
 
 
 def _callers(settings: ConnectorSettings) -> Any:
@@ -129,12 +132,15 @@ def _callers(settings: ConnectorSettings) -> Any:
         return Depends(lambda: None)
     expected = gateway_identity(settings.tls.domain)
     readers = {client_identity(name, settings.tls.domain) for name in settings.witness_readers}
+    scrapers = {client_identity(name, settings.tls.domain) for name in settings.metrics_readers}
 
     def gateway_only(request: Request) -> None:
         names = peer_names(request.scope)
         if expected in names:
             return
         if request.method == "GET" and request.url.path == WITNESS_CHECKPOINT and readers.intersection(names):
+            return
+        if request.method == "GET" and request.url.path == METRICS and scrapers.intersection(names):
             return
         raise Denied("only the gateway may call this connector", code="caller_not_gateway")
 
@@ -180,6 +186,14 @@ def create_connector_app(
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok", "connector": settings.connector}
+
+    @app.get(METRICS, response_class=Response)
+    def metrics() -> Response:
+        """This connector's metrics for a Prometheus scraper (telemetry `prometheus: true`), redacted."""
+        text = telemetry.prometheus_text()
+        if text is None:
+            raise NotFound("metrics are not served: set the telemetry's prometheus option", code="metrics_off")
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/keys")
     def public_keys() -> dict[str, str]:

@@ -144,6 +144,7 @@ def build_services(
         witnessing=audit.witnessing,
         publication=audit.publication,
         alarms=alarms,
+        telemetry=telemetry,
         retention=retention,
     )
 

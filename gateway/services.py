@@ -28,6 +28,7 @@ from gateway.system import SystemView
 from gateway.witnessing import Witnessing
 from xiezhi.jwks import TicketKeys
 from xiezhi.supervision import ModelCatalog
+from xiezhi.telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class GatewayServices:
     witnessing: Witnessing
     publication: CheckpointPublication
     alarms: Alarms
+    telemetry: Telemetry | None  # the service's own providers (its Prometheus metrics), when built by create_app
     retention: ResultRetention
 
 

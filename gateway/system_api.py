@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
@@ -16,6 +16,7 @@ from xiezhi.problems import responses
 from xiezhi.wire import AlarmResolution, AlarmView
 
 router = APIRouter(tags=["service"])
+PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _alarms(services: Services) -> Alarms:
@@ -64,6 +65,24 @@ def newest_checkpoint(services: Services) -> PlainTextResponse:
     if note is None:
         raise NotFound("no checkpoint has been signed yet", code="not_yet_checkpointed")
     return PlainTextResponse(note, headers={"cache-control": "no-cache"})
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"description": "Prometheus text format", "content": {PROMETHEUS: {"schema": {"type": "string"}}}},
+        **responses(404),
+    },
+)
+def metrics(services: Services) -> Response:
+    """The gateway's metrics for a Prometheus scraper (telemetry `prometheus: true`), redacted
+    like every other signal: counts, durations and reason codes, never an ID, name or token.
+    No caller token (a scraper has none); mutual TLS like every route."""
+    text = services.telemetry.prometheus_text() if services.telemetry is not None else None
+    if text is None:
+        raise NotFound("metrics are not served: set telemetry.prometheus", code="metrics_off")
+    return Response(text, media_type=PROMETHEUS)
 
 
 @router.get("/v1/system/alarms", responses=responses(400, 401, 403, 503))

@@ -300,10 +300,11 @@ class Stack:
 
 
 def telemetry_file(folder: Path | None, service: str) -> TelemetrySettings:
-    """`service`'s telemetry to `<folder>/<service>.jsonl`, or none without a folder."""
+    """`service`'s telemetry to `<folder>/<service>.jsonl` (and its metrics at /metrics), or
+    none without a folder."""
     if folder is None:
         return TelemetrySettings()
-    return TelemetrySettings(exporter="file", path=folder / f"{service}.jsonl")
+    return TelemetrySettings(exporter="file", path=folder / f"{service}.jsonl", prometheus=True)
 
 
 def start_stack(

@@ -20,12 +20,13 @@ from gateway.settings import GatewaySettings
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 # No caller token (mutual TLS still), and the problems each answers: liveness and the ticket
 # keys none; readiness 503 (an open alarm, no database); the log's newest checkpoint 404
-# before the first.
+# before the first; Prometheus metrics 404 when not served.
 PUBLIC = {
     ("get", "/healthz"): set(),
     ("get", "/.well-known/jwks.json"): set(),
     ("get", "/readyz"): {503},
     ("get", "/checkpoint"): {404, 503},
+    ("get", "/metrics"): {404},  # metrics not served (telemetry.prometheus off)
 }
 # Routes that decide nothing by policy: any authenticated caller may list these.
 UNDECIDED = {("get", "/v1/models"), ("get", "/v1/orgs")}

@@ -33,9 +33,9 @@ from connectors.keys import KeyStore
 from connectors.roster import Roster
 from requester.job import match_file
 from requester.protocol import MatchSpec
-from tests.agreement import subject_id_forms, subject_names, subject_tokens
+from tests.agreement import find_leaks, subject_id_forms, subject_names, subject_tokens
 from tests.demo_run import DemoRun
-from tests.stack import LEGAL_BASIS, PURPOSE, LoopbackServer, start_stack
+from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, LoopbackServer, channel, session_pki, start_stack
 from xiezhi.ids import clean, resident_id_check_char, uscc_check_char
 from xiezhi.redaction import REDACTED, RedactingFilter, scrub
 from xiezhi.telemetry import (
@@ -48,6 +48,7 @@ from xiezhi.telemetry import (
     span,
     trace_headers,
 )
+from xiezhi.tls import connector_identity, pinned
 
 # ---- secrets in every form the redactor must blank ---------------------------------------------
 
@@ -131,7 +132,7 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("secret", SECRETS.values(), ids=SECRETS.keys())
 def test_every_signal_is_redacted_and_safe_attributes_pass(secret: str, tmp_path: Path) -> None:
     path = tmp_path / "service.jsonl"
-    telemetry = Telemetry(TelemetrySettings(exporter="file", path=path), "xiezhi-gateway")
+    telemetry = Telemetry(TelemetrySettings(exporter="file", path=path, prometheus=True), "xiezhi-gateway")
     logger = logging.getLogger(f"test.telemetry.{id(path)}")
     logger.propagate = False
     stream = io.StringIO()
@@ -149,8 +150,13 @@ def test_every_signal_is_redacted_and_safe_attributes_pass(secret: str, tmp_path
                 raise ValueError(f"no index for {secret}")
             except ValueError:
                 logger.exception("lookup failed for %s", secret)
+    scraped = (telemetry.prometheus_text() or b"").decode()
     telemetry.shutdown()
     logger.removeHandler(plain)
+
+    # Prometheus text, scraped at /metrics, passes the same redaction.
+    assert 'xiezhi_matches_total{' in scraped and 'xiezhi_capability="[redacted]"' in scraped, scraped
+    assert not _leaked(secret, scraped), scraped
 
     text = path.read_text(encoding="utf-8")
     assert not _leaked(secret, text), text
@@ -289,9 +295,31 @@ def test_one_trace_from_client_through_gateway_to_connectors(tmp_path: Path, gen
                 workers=1,
                 on_pending=stack.approver(),
             )
+        # The same metrics, scraped as Prometheus text from the gateway (no token: mutual TLS)
+        # and from a connector (which admits the administrators' system for it).
+        scraped = tmp_path / "scraped"
+        scraped.mkdir()
+        gateway_text = HTTP.get(f"{stack.gateway_url}/metrics")
+        connector_text = channel(session_pki().client("admin")).get(
+            f"{stack.connector_urls['housing_fund']}/metrics",
+            extensions=pinned(connector_identity("housing_fund")),
+        )
+        for name, answer in (("gateway", gateway_text), ("connector", connector_text)):
+            assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain"), answer.text
+            (scraped / f"{name}.prom").write_text(answer.text, encoding="utf-8")
+        refused = channel(session_pki().client("requester")).get(
+            f"{stack.connector_urls['housing_fund']}/metrics",
+            extensions=pinned(connector_identity("housing_fund")),
+        )
+        assert refused.status_code == 403
     finally:
         requester.shutdown()
         stack.stop()  # each service exports what is pending, metrics one last time
+    prometheus = (scraped / "gateway.prom").read_text(encoding="utf-8")
+    assert 'xiezhi_decisions_total{' in prometheus and 'xiezhi_outcome="allow",xiezhi_reason="allowed"}' in prometheus
+    assert re.search(r'^xiezhi_clues_total\{[^}]*xiezhi_model="housing_fund"\} [1-9]', prometheus, re.M)
+    assert "xiezhi_batch_size_bucket{" in (scraped / "connector.prom").read_text(encoding="utf-8")
+    assert find_leaks(scraped, subject_id_forms(generated) | subject_names(generated)) == []
     spans, metrics = _by_signal(folder)
     by_id = {s["span_id"]: s for s in spans}
     (root,) = [s for s in spans if s["name"] == "client.match"]

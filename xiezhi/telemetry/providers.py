@@ -21,6 +21,7 @@ from typing import Any, Literal, TypedDict
 from opentelemetry import propagate, trace
 from opentelemetry._logs import LoggerProvider as ApiLoggerProvider
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import MeterProvider as ApiMeterProvider
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import (
@@ -30,11 +31,18 @@ from opentelemetry.sdk._logs.export import (
     SimpleLogRecordProcessor,
 )
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from xiezhi import __version__
@@ -47,6 +55,7 @@ from xiezhi.telemetry.export import (
     RedactingLogProcessor,
     RedactingMetricExporter,
     RedactingSpanExporter,
+    redact_metrics,
 )
 
 
@@ -62,6 +71,9 @@ class TelemetrySettings(BaseModel):
         default=None, description="otlp: the collector's base URL (default: $OTEL_EXPORTER_OTLP_ENDPOINT)"
     )
     metric_interval_seconds: float = Field(default=60.0, gt=0, description="how often metrics are exported")
+    prometheus: bool = Field(
+        default=False, description="also serve the metrics at /metrics in Prometheus text format, redacted the same way"
+    )
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> TelemetrySettings:
@@ -124,7 +136,8 @@ class Telemetry:
 
     def __init__(self, settings: TelemetrySettings, service: str) -> None:
         self.service = service
-        self.enabled = settings.exporter != "none"
+        self.enabled = settings.exporter != "none" or settings.prometheus
+        self._registry: CollectorRegistry | None = None
         self._closed = False
         self._bridge: logging.Handler | None = None
         self._bridged = logging.getLogger()
@@ -135,18 +148,32 @@ class Telemetry:
         resource = Resource.create(
             {"service.name": service, "service.namespace": "xiezhi", "service.version": __version__}
         )
-        spans, metrics, logs = _exporters(settings, self._file)
         batched = settings.exporter == "otlp"  # network export in the background; local export at once
         self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-        self.tracer_provider.add_span_processor(_span_processor(RedactingSpanExporter(spans), batched))
-        reader = PeriodicExportingMetricReader(
-            RedactingMetricExporter(metrics), export_interval_millis=settings.metric_interval_seconds * 1000
-        )
-        self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
         self.logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-        self.logger_provider.add_log_record_processor(RedactingLogProcessor(_log_processor(logs, batched)))
+        readers: list[MetricReader] = []
+        if settings.exporter != "none":  # (with only Prometheus, spans and logs go nowhere)
+            spans, metrics, logs = _exporters(settings, self._file)
+            self.tracer_provider.add_span_processor(_span_processor(RedactingSpanExporter(spans), batched))
+            self.logger_provider.add_log_record_processor(RedactingLogProcessor(_log_processor(logs, batched)))
+            readers.append(
+                PeriodicExportingMetricReader(
+                    RedactingMetricExporter(metrics), export_interval_millis=settings.metric_interval_seconds * 1000
+                )
+            )
+        if settings.prometheus:
+            # A registry of this service's own: services sharing a process keep their metrics apart.
+            self._registry = CollectorRegistry(auto_describe=True)
+            readers.append(RedactingPrometheusReader(self._registry))
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
         self.tracer = self.tracer_provider.get_tracer("xiezhi", __version__)
         self.instruments = _Instruments(self.meter_provider)
+
+    def prometheus_text(self) -> bytes | None:
+        """The metrics in Prometheus text format, redacted; None unless `prometheus` is on."""
+        if self._registry is None:
+            return None
+        return generate_latest(self._registry)
 
     @classmethod
     def off(cls, service: str = "xiezhi") -> Telemetry:
@@ -200,6 +227,17 @@ class Telemetry:
         self.instruments.duration.record(seconds, labels)
         if counted:
             self.instruments.requests.add(1, labels)
+
+
+class RedactingPrometheusReader(PrometheusMetricReader):
+    """OpenTelemetry's Prometheus reader, handed every collection through the same redaction
+    as the exporters (`xiezhi.telemetry.export.redact_metrics`) before it is rendered."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(disable_target_info=True, registry=registry)
+
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+        super()._receive_metrics(redact_metrics(metrics_data), timeout_millis=timeout_millis, **kwargs)
 
 
 def _exporters(
