@@ -37,6 +37,7 @@ from gateway.links import ConnectorLinks
 from gateway.pipeline import Pipeline
 from gateway.policy_admin import PolicyAdmin
 from gateway.publishing import Publishing
+from gateway.readiness import Readiness
 from gateway.recorder import Recorder, SignIns
 from gateway.relay import ConnectorRelay
 from gateway.request_store import RequestStore
@@ -144,6 +145,7 @@ def build_services(
         witnessing=audit.witnessing,
         publication=audit.publication,
         alarms=alarms,
+        readiness=Readiness(engine, links, sorted(settings.connectors), sealer, alarms),
         telemetry=telemetry,
         retention=retention,
     )

@@ -47,6 +47,16 @@ class ConnectorLinks:
         """Per-request extensions: the connector's pinned name as the TLS server name."""
         return self._pins[connector]
 
+    def alive(self, connector: str, timeout_seconds: float) -> bool:
+        """Whether the connector answers its /healthz over the pinned link within the timeout."""
+        try:
+            answer = self._clients[connector].get(
+                f"{self._urls[connector]}/healthz", extensions=self._pins[connector], timeout=timeout_seconds
+            )
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 200
+
     def close(self) -> None:
         for client in self._clients.values():
             client.close()

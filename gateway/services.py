@@ -22,6 +22,7 @@ from gateway.key_admin import KeyAdmin
 from gateway.pipeline import Pipeline
 from gateway.policy_admin import PolicyAdmin
 from gateway.publishing import Publishing
+from gateway.readiness import Readiness
 from gateway.recorder import SignIns
 from gateway.retention import ResultRetention
 from gateway.system import SystemView
@@ -54,6 +55,7 @@ class GatewayServices:
     witnessing: Witnessing
     publication: CheckpointPublication
     alarms: Alarms
+    readiness: Readiness
     telemetry: Telemetry | None  # the service's own providers (its Prometheus metrics), when built by create_app
     retention: ResultRetention
 

@@ -118,7 +118,8 @@ def test_witnesses_refusing_a_rolled_back_log_raise_alarms_until_an_operator_res
         }
 
         # The operator acts (the witnesses are taken out of service while the log is
-        # investigated) and resolves each alarm; only then is the gateway ready again.
+        # investigated) and resolves each alarm; then no alarm holds readiness back (the
+        # stopped connectors still do, and say so).
         for server in stack.servers[:-1]:
             server.stop()
         del stack.servers[:-1]
@@ -150,7 +151,9 @@ def test_witnesses_refusing_a_rolled_back_log_raise_alarms_until_an_operator_res
             env=client_env("admin"),
         )  # fmt: skip
         assert resolved_by_cli.returncode == 0, resolved_by_cli.stdout + resolved_by_cli.stderr
-        assert HTTP.get(f"{url}/readyz").status_code == 200
+        after = HTTP.get(f"{url}/readyz")
+        assert after.status_code == 503 and after.json()["code"] == "connector_unreachable", after.text
+        assert "alarm" not in after.json()["detail"]
         none_open = run_cli(
             "gateway",
             "alarms",
@@ -179,3 +182,21 @@ def test_witnesses_refusing_a_rolled_back_log_raise_alarms_until_an_operator_res
         *((name, "witness_refusal") for name in WITNESSES),
         (PUBLISHED, "checkpoint_rollback"),
     }
+
+
+def test_readiness_follows_the_connectors(tmp_path: Path) -> None:
+    """/readyz is 503 connector_unreachable while a connector is down, ready again once it is
+    back, and names each connector's active epoch and index time."""
+    stack = start_stack(tmp_path)
+    try:
+        ready = HTTP.get(f"{stack.gateway_url}/readyz")
+        assert ready.status_code == 200, ready.text
+        assert set(ready.json()["connectors"]) == WITNESSES
+        stack.stop_connector("tax")
+        down = HTTP.get(f"{stack.gateway_url}/readyz")
+        assert down.status_code == 503 and down.json()["code"] == "connector_unreachable"
+        assert "tax" in down.json()["detail"] and "court" not in down.json()["detail"]
+        stack.start_connector("tax")
+        assert HTTP.get(f"{stack.gateway_url}/readyz").status_code == 200
+    finally:
+        stack.stop()
