@@ -90,13 +90,20 @@ def calling(gateway: str, token_file: Path | None) -> Iterator[GatewayClient]:
         client.close()
 
 
-def setup_logging(log_file: Path | None) -> None:
-    """A service's log to `log_file` (else stderr), every record passing the redaction filter."""
+def setup_logging(log_file: Path | None, service: str = "xiezhi") -> None:
+    """A service's log to `log_file` (else stderr), every record passing the redaction filter;
+    as text, or as JSON lines when $XIEZHI_LOG_FORMAT is `json` (for a log collector)."""
+    from xiezhi.logs import formatter
     from xiezhi.redaction import RedactingFilter
 
+    try:
+        chosen = formatter(os.environ.get("XIEZHI_LOG_FORMAT", "text"), service)
+    except ValueError as exc:
+        raise error(f"XIEZHI_LOG_FORMAT: {exc}") from None
     handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())  # messages scrubbed, tracebacks reduced to the exception's type
-    logging.basicConfig(level=logging.INFO, handlers=[handler], format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler.setFormatter(chosen)
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def tls_files(cert: Path | None, key: Path | None, ca: Path | None, insecure_http: bool) -> TLSFiles | None:

@@ -68,7 +68,7 @@ def connector_serve(
     from connectors.service import ConnectorSettings, create_connector_app
     from xiezhi.tls import ServerTLS, uvicorn_tls, warn_plain_http
 
-    setup_logging(log_file)
+    setup_logging(log_file, f"xiezhi-connector-{connector}")
     if (witness_key is None) != (log_key is None):
         raise typer.BadParameter("--witness-key and --log-key go together")
     if (ticket_jwks is None) == (ticket_jwks_url is None):

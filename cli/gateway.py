@@ -30,7 +30,7 @@ def gateway_serve(
     from gateway.settings import GatewaySettings
     from xiezhi.tls import uvicorn_tls, warn_plain_http
 
-    setup_logging(log_file)
+    setup_logging(log_file, "xiezhi-gateway")
     settings = GatewaySettings.from_file(config)
     if settings.tls is None:
         warn_plain_http("the gateway")
