@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,6 +18,21 @@ from xiezhi.tls import ServerTLS
 # The roles a user's token carries; `connector` belongs to connector certificates alone.
 UserRole = Literal["prosecutor", "assistant", "dept_head", "security_auditor", "security_admin", "system_admin"]
 ClientName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+_PLACEHOLDER = re.compile(r"CHANGE[-_ ]?ME|<[^<>]+>", re.IGNORECASE)
+
+
+def _placeholders(value: object, where: str = "") -> Iterator[str]:
+    """The dotted names of the fields whose value is a placeholder, anywhere in `value`."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _placeholders(inner, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list | tuple):
+        for index, inner in enumerate(value):
+            yield from _placeholders(inner, f"{where}[{index}]")
+    elif isinstance(value, str | Path) and _PLACEHOLDER.search(str(value)):
+        yield where or "settings"
 
 
 class Limits(BaseModel):
@@ -152,6 +169,27 @@ class GatewaySettings(BaseModel):
         "(<name>.client.<tls domain>); a certificate not named here carries no role, and a connector's "
         "certificate only the connector role (gateway.auth.ClientChannels)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_placeholders(cls, data: object) -> object:
+        # An example file's `CHANGE-ME` or `<…>` left in place is refused, naming the field
+        # (never the value: it may be a secret's place).
+        placeholders = sorted(_placeholders(data))
+        if placeholders:
+            raise ValueError(f"placeholder left in {', '.join(placeholders)}; fill in the real value")
+        return data
+
+    @model_validator(mode="after")
+    def _key_files_in_production(self) -> GatewaySettings:
+        if self.environment != "production":
+            return self
+        files = {f"identity_keys.{kid}": path for kid, path in self.identity_keys.items()}
+        files |= {"audit.signing_key": self.audit.signing_key, "keys.keyring": self.keys.keyring}
+        missing = sorted(name for name, path in files.items() if not path.is_file())
+        if missing:
+            raise ValueError(f"no key file for {', '.join(missing)} (production starts only with its keys)")
+        return self
 
     @model_validator(mode="after")
     def _tls_everywhere(self) -> GatewaySettings:
