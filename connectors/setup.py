@@ -25,6 +25,7 @@ from audit_log.note import COSIGNATURE_V1, NoteError, ensure_signer, read_verifi
 from connectors.keys import KeyStore
 from connectors.service import ConnectorSettings
 from xiezhi.errors import Conflict, InvalidInput
+from xiezhi.placeholders import placeholder_fields
 from xiezhi.telemetry import TelemetrySettings
 from xiezhi.tls import TRUST_DOMAIN, ServerTLS, TLSFiles
 
@@ -45,6 +46,14 @@ class ConnectorFile(BaseModel):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8100
     telemetry: TelemetrySettings = TelemetrySettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_placeholders(cls, data: object) -> object:
+        placeholders = placeholder_fields(data)
+        if placeholders:
+            raise ValueError(f"placeholder left in {', '.join(placeholders)}; fill in the real value")
+        return data
 
     @model_validator(mode="after")
     def _complete(self) -> ConnectorFile:

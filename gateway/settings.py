@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,27 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from audit_log.note import NoteError, parse_witnesses
 from xiezhi.errors import InvalidInput
+from xiezhi.placeholders import placeholder_fields
 from xiezhi.telemetry import TelemetrySettings
 from xiezhi.tls import ServerTLS
 
 # The roles a user's token carries; `connector` belongs to connector certificates alone.
 UserRole = Literal["prosecutor", "assistant", "dept_head", "security_auditor", "security_admin", "system_admin"]
 ClientName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-
-
-_PLACEHOLDER = re.compile(r"CHANGE[-_ ]?ME|<[^<>]+>", re.IGNORECASE)
-
-
-def _placeholders(value: object, where: str = "") -> Iterator[str]:
-    """The dotted names of the fields whose value is a placeholder, anywhere in `value`."""
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            yield from _placeholders(inner, f"{where}.{key}" if where else str(key))
-    elif isinstance(value, list | tuple):
-        for index, inner in enumerate(value):
-            yield from _placeholders(inner, f"{where}[{index}]")
-    elif isinstance(value, str | Path) and _PLACEHOLDER.search(str(value)):
-        yield where or "settings"
 
 
 class Limits(BaseModel):
@@ -175,7 +159,7 @@ class GatewaySettings(BaseModel):
     def _no_placeholders(cls, data: object) -> object:
         # An example file's `CHANGE-ME` or `<…>` left in place is refused, naming the field
         # (never the value: it may be a secret's place).
-        placeholders = sorted(_placeholders(data))
+        placeholders = placeholder_fields(data)
         if placeholders:
             raise ValueError(f"placeholder left in {', '.join(placeholders)}; fill in the real value")
         return data

@@ -249,3 +249,14 @@ def test_connector_serve_takes_its_file_or_its_flags_not_both(tmp_path: Path) ->
         app, ["connector", "serve", "--config", str(tmp_path / "c.yaml"), "--connector", "court"]
     )
     assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_a_connector_file_with_a_placeholder_is_refused_naming_the_field(tmp_path: Path, pki: DevPki) -> None:
+    init_gateway(_setup(tmp_path, pki), NOW)
+    config, _ = _connector(tmp_path, pki)
+    raw = yaml.safe_load(config.read_text())
+    raw["ticket_jwks_url"] = "https://<gateway>/.well-known/jwks.json"
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(InvalidInput, match="placeholder left in ticket_jwks_url") as refused:
+        ConnectorFile.load(config)
+    assert "<gateway>" not in refused.value.public_message

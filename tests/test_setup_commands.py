@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import pytest
@@ -61,6 +62,7 @@ class Walkthrough:
         default_factory=lambda: {k: v for k, v in os.environ.items() if not k.startswith("XIEZHI_TLS_")}
     )
     services: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[BinaryIO] = field(default_factory=list)  # the services' stderr, for a failure's reader
 
     def translate(self, command: str) -> str:
         command = re.sub(r"(?<![\w.])dev/", f"{self.folder}/", command)
@@ -77,6 +79,8 @@ class Walkthrough:
             return None
         assert words[0] == "xiezhi", f"the README runs only xiezhi commands here, not {words[0]}"
         if words[-1] == "&":
+            errors = (self.folder / f"service-{len(self.services)}.err").open("wb")
+            self.logs.append(errors)
             self.services.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "cli", *words[1:-1]],
@@ -84,7 +88,7 @@ class Walkthrough:
                     env=self.env,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
-                    stderr=(self.folder / f"service-{len(self.services)}.err").open("wb"),
+                    stderr=errors,
                 )
             )
             return None
@@ -131,6 +135,8 @@ class Walkthrough:
             except subprocess.TimeoutExpired:
                 service.kill()
                 service.wait()
+        for log in self.logs:
+            log.close()
 
 
 @pytest.fixture
