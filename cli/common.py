@@ -119,3 +119,32 @@ def tls_files(cert: Path | None, key: Path | None, ca: Path | None, insecure_htt
     if files is not None and files.missing():
         raise typer.BadParameter(f"no file for --tls-{', --tls-'.join(files.missing())}")
     return files
+
+
+def interactive() -> bool:
+    """Whether a missing value may be asked for: stdin is a terminal."""
+    return sys.stdin.isatty()
+
+
+def required(value: str | None, flag: str, prompt: str) -> str:
+    """`value`, else asked for on a terminal; without one, a usage error naming `flag`."""
+    if value:
+        return value
+    if interactive():
+        answer: str = typer.prompt(prompt)
+        if answer.strip():
+            return answer.strip()
+    raise error(f"{flag} is required")
+
+
+def pairs(values: list[str], flag: str) -> dict[str, str]:
+    """`NAME=VALUE` options (repeated) as a mapping; a malformed or repeated name is a usage error."""
+    result: dict[str, str] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name.strip() or not rest.strip():
+            raise error(f"{flag} takes NAME=VALUE")
+        if name.strip() in result:
+            raise error(f"{flag} names {name.strip()} twice")
+        result[name.strip()] = rest.strip()
+    return result

@@ -1,4 +1,4 @@
-"""The connector operator's commands: `xiezhi connector serve|publish|rotate|retire-epoch`."""
+"""The connector operator's commands: `xiezhi connector init|serve|publish|rotate|retire-epoch`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from xiezhi.errors import XiezhiError
 
 if TYPE_CHECKING:
     from connectors.runner import PublishReport
+    from connectors.service import ConnectorSettings
     from xiezhi.tls import TLSFiles
 
 connector_app = typer.Typer(
@@ -37,8 +38,11 @@ DatabaseUrl = Annotated[str | None, typer.Option(help="Override the config's dat
 
 @connector_app.command("serve")
 def connector_serve(
-    connector: Annotated[str, typer.Option(help="Connector id, e.g. court")],
-    key_dir: KeyDir,
+    config: Annotated[
+        Path | None, typer.Option(help="This connector's settings file (`xiezhi connector init`) instead of the flags")
+    ] = None,
+    connector: Annotated[str | None, typer.Option(help="Connector id, e.g. court")] = None,
+    key_dir: Annotated[Path | None, typer.Option(help="Folder of this connector's epoch keys")] = None,
     ticket_jwks: Annotated[
         Path | None, typer.Option(help="The gateway's ticket keys: a copy of its JWK Set (JSON file)")
     ] = None,
@@ -46,8 +50,8 @@ def connector_serve(
         str | None,
         typer.Option(help="… or the gateway's https://…/.well-known/jwks.json, fetched over mutual TLS"),
     ] = None,
-    host: str = "127.0.0.1",
-    port: int = 8100,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1, or the file's)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8100, or the file's)")] = None,
     log_file: Annotated[Path | None, typer.Option()] = None,
     witness_key: Annotated[
         Path | None, typer.Option(help="This connector's witness key, to cosign the gateway's audit checkpoints")
@@ -62,36 +66,121 @@ def connector_serve(
     telemetry: TelemetryOption = "none",
 ) -> None:
     """Serve OPRF evaluation for ticketed batches (to the gateway only, over mutual TLS), and
-    witness the gateway's audit log."""
+    witness the gateway's audit log. Takes its settings from --config, or from the flags;
+    --host and --port override the file's."""
     import uvicorn
 
-    from connectors.service import ConnectorSettings, create_connector_app
-    from xiezhi.tls import ServerTLS, uvicorn_tls, warn_plain_http
+    from connectors.service import create_connector_app
+    from xiezhi.tls import uvicorn_tls, warn_plain_http
 
-    setup_logging(log_file, f"xiezhi-connector-{connector}")
+    if config is not None:
+        flags = (connector, key_dir, ticket_jwks, ticket_jwks_url, witness_key, log_key, tls_cert, tls_key, tls_ca)
+        if any(flag is not None for flag in flags) or insecure_http:
+            raise typer.BadParameter(
+                "give --config or the connector's flags, not both (--host and --port may override)"
+            )
+        settings, file_host, file_port = _from_file(config, telemetry)
+    else:
+        settings = _from_flags(
+            connector, key_dir, ticket_jwks, ticket_jwks_url, witness_key, log_key,
+            tls_files(tls_cert, tls_key, tls_ca, insecure_http), insecure_http, telemetry,
+        )  # fmt: skip
+        file_host, file_port = "127.0.0.1", 8100
+    setup_logging(log_file, f"xiezhi-connector-{settings.connector}")
+    if settings.tls is None:
+        warn_plain_http(f"connector {settings.connector}")
+    options = uvicorn_tls(settings.tls) if settings.tls else {}
+    application = create_connector_app(settings)
+    application.state.telemetry.bridge_logging()  # its log records go out with its traces, redacted
+    uvicorn.run(application, host=host or file_host, port=port or file_port, log_config=None, **options)
+
+
+@connector_app.command("init")
+def connector_init(
+    connector: Annotated[str, typer.Option(help="Connector id, e.g. court")],
+    config: Annotated[Path, typer.Option(help="The settings file to write (YAML); never overwritten")],
+    key_dir: Annotated[Path, typer.Option(help="Folder for its OPRF keys and its witness key")],
+    ticket_jwks_url: Annotated[str, typer.Option(help="The gateway's https://…/.well-known/jwks.json")],
+    log_key: Annotated[str, typer.Option(help="The gateway audit log's verifier key, or its file (audit-log.vkey)")],
+    tls_cert: Annotated[Path, typer.Option(help="This connector's certificate (PEM)")],
+    tls_key: Annotated[Path, typer.Option(help="Its private key (PEM)")],
+    tls_ca: Annotated[Path, typer.Option(help="The CA that issued the gateway's certificate (PEM)")],
+    host: Annotated[str, typer.Option(help="Address it will listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port it will listen on")] = 8100,
+    domain: Annotated[str, typer.Option(help="Trust domain (the parties' names end in it)")] = "xiezhi.internal",
+) -> None:
+    """Create a connector's OPRF key (epoch 1), its witness key and its settings file; prints
+    the witness's verifier key for `xiezhi gateway add-witness`. Refuses to overwrite any file."""
+    from connectors.setup import init_connector, witness_name
+    from xiezhi.tls import TLSFiles
+
+    try:
+        vkey = init_connector(
+            config,
+            connector=connector,
+            key_dir=key_dir,
+            ticket_jwks_url=ticket_jwks_url,
+            log_key=log_key,
+            tls=TLSFiles(cert=tls_cert, key=tls_key, ca=tls_ca),
+            host=host,
+            port=port,
+            domain=domain,
+        )
+    except XiezhiError as exc:
+        raise fail(exc) from None
+    typer.echo(f"settings        {config}")
+    typer.echo(f"OPRF key        {key_dir / 'epoch-0001.key'} (epoch 1)")
+    typer.echo(f"witness key     {key_dir / 'witness.key'} ({witness_name(connector, domain)})")
+    typer.echo(f"witness verifier key (for `xiezhi gateway add-witness --connector {connector} --vkey …`):")
+    typer.echo(vkey)
+
+
+def _from_file(config: Path, telemetry: str) -> tuple[ConnectorSettings, str, int]:
+    from dataclasses import replace
+
+    from connectors.setup import ConnectorFile
+
+    try:
+        loaded = ConnectorFile.load(config)
+    except XiezhiError as exc:
+        raise fail(exc) from None
+    settings = loaded.settings()
+    if telemetry != "none":
+        settings = replace(settings, telemetry=telemetry_settings(telemetry))
+    return settings, loaded.host, loaded.port
+
+
+def _from_flags(
+    connector: str | None,
+    key_dir: Path | None,
+    ticket_jwks: Path | None,
+    ticket_jwks_url: str | None,
+    witness_key: Path | None,
+    log_key: str | None,
+    tls: TLSFiles | None,
+    insecure_http: bool,
+    telemetry: str,
+) -> ConnectorSettings:
+    from connectors.service import ConnectorSettings
+    from xiezhi.tls import ServerTLS
+
+    if connector is None or key_dir is None:
+        raise typer.BadParameter("give --config, or --connector and --key-dir")
     if (witness_key is None) != (log_key is None):
         raise typer.BadParameter("--witness-key and --log-key go together")
     if (ticket_jwks is None) == (ticket_jwks_url is None):
         raise typer.BadParameter("give one of --ticket-jwks and --ticket-jwks-url (the gateway's ticket keys)")
-    tls = tls_files(tls_cert, tls_key, tls_ca, insecure_http)
-    server = ServerTLS.serving(tls) if tls else None
-    settings = ConnectorSettings(
+    return ConnectorSettings(
         connector=connector,
         key_dir=key_dir,
         ticket_jwks=ticket_jwks,
         ticket_jwks_url=ticket_jwks_url,
         witness_key=witness_key,
         log_key=log_key,
-        tls=server,
+        tls=ServerTLS.serving(tls) if tls else None,
         insecure_http=insecure_http,
         telemetry=telemetry_settings(telemetry),
     )
-    if server is None:
-        warn_plain_http(f"connector {connector}")
-    options = uvicorn_tls(server) if server else {}
-    application = create_connector_app(settings)
-    application.state.telemetry.bridge_logging()  # its log records go out with its traces, redacted
-    uvicorn.run(application, host=host, port=port, log_config=None, **options)
 
 
 @connector_app.command("publish")

@@ -1,4 +1,4 @@
-"""Development commands, backed by `devkit`: `xiezhi demo`, `xiezhi pki init`, `xiezhi token issue`."""
+"""Development commands, backed by `devkit`: `xiezhi demo`, `xiezhi pki init|add`, `xiezhi token issue`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import fail
+from cli.common import error, fail
 from xiezhi.errors import XiezhiError
 
 token_app = typer.Typer(help="Development identity provider: sign caller tokens.", no_args_is_help=True)
@@ -77,6 +77,36 @@ def pki_init(
     for name in clients:
         typer.echo(f"client          {pki.client(name).cert}  ({client_identity(name)})")
     typer.echo("private keys (.key) are readable by their owner only; production uses its own CA")
+
+
+@pki_app.command("add")
+def pki_add(
+    pki: Annotated[Path, typer.Option(help="The development PKI's folder (`xiezhi pki init`)")],
+    connector: Annotated[str | None, typer.Option(help="A connector id: its server and client certificate")] = None,
+    client: Annotated[str | None, typer.Option(help="A client system's name: its client certificate")] = None,
+    days: Annotated[int, typer.Option(min=1, help="Validity of the certificate")] = 365,
+) -> None:
+    """Issue one more party's certificate from the development CA (an agency or a client
+    system joining). Refuses a party that already has a certificate."""
+    from datetime import UTC, datetime
+
+    from devkit.pki import DevPki, add_party
+    from xiezhi.tls import client_identity, connector_identity
+
+    if (connector is None) == (client is None):
+        raise error("give one of --connector and --client")
+    dev = DevPki(pki)
+    if not dev.ca.is_file() or not (pki / "ca.key").is_file():
+        raise error(f"{pki} holds no development CA (ca.pem, ca.key); run `xiezhi pki init` first")
+    kind, name = ("connector", connector) if connector is not None else ("client", client or "")
+    files = dev.connector(name) if kind == "connector" else dev.client(name)
+    for path in (files.cert, files.key):
+        if path.exists():
+            raise error(f"{path} exists; a certificate is never overwritten")
+    files.cert.parent.mkdir(parents=True, exist_ok=True)
+    add_party(dev, "connector" if kind == "connector" else "client", name, datetime.now(UTC), days=days)
+    identity = connector_identity(name) if kind == "connector" else client_identity(name)
+    typer.echo(f"{kind:<16}{files.cert}  ({identity})")
 
 
 @token_app.command("issue")

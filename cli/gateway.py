@@ -4,12 +4,16 @@ host (`xiezhi keys init`, `xiezhi keys rotate-tickets`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import GatewayUrl, TokenFile, calling, fail, setup_logging
+from cli import common
+from cli.common import GatewayUrl, TokenFile, calling, error, fail, pairs, required, setup_logging
 from xiezhi.errors import XiezhiError
+
+if TYPE_CHECKING:
+    from gateway.setup import Environment
 
 gateway_app = typer.Typer(help="The gateway service.", no_args_is_help=True)
 
@@ -38,6 +42,138 @@ def gateway_serve(
     application = create_app(settings)
     application.state.telemetry.bridge_logging()  # its log records go out with its traces, redacted
     uvicorn.run(application, host=host, port=port, log_config=None, **options)
+
+
+# The development mapping of client certificates to roles (`--client` replaces it).
+DEFAULT_CLIENTS = (
+    "requester=prosecutor,assistant,dept_head",
+    "auditor=security_auditor",
+    "admin=security_admin,system_admin",
+)
+
+
+@gateway_app.command("init")
+def gateway_init(
+    config: Annotated[Path | None, typer.Option(help="The settings file to write (YAML); never overwritten")] = None,
+    keys: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the keyring, ticket keys and audit log key (files never overwritten)"),
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="The gateway's database, e.g. postgresql+psycopg://… or sqlite:///…")
+    ] = None,
+    connector: Annotated[list[str] | None, typer.Option(help="NAME=https://… of a connector; repeat")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="The gateway's certificate (PEM)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Its private key (PEM)")] = None,
+    tls_ca: Annotated[Path | None, typer.Option(help="The CA of the connectors' and clients' certificates")] = None,
+    identity_key: Annotated[
+        list[str] | None,
+        typer.Option(help="KID=PEM public key of the identity provider; repeat (development: made if none)"),
+    ] = None,
+    issuer: Annotated[str | None, typer.Option(help="iss the callers' tokens carry")] = None,
+    audience: Annotated[str | None, typer.Option(help="aud the callers' tokens carry")] = None,
+    policy_dir: Annotated[Path, typer.Option(help="Casbin model, rules, organisations, limits")] = Path("policies"),
+    models_dir: Annotated[Path | None, typer.Option(help="Supervision models (default: <policy-dir>/models)")] = None,
+    client: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=ROLE,ROLE: the roles a client system's certificate carries; repeat "
+            "(default: requester, auditor and admin as in development)"
+        ),
+    ] = None,
+    environment: Annotated[str, typer.Option(help="production or development")] = "production",
+    log_name: Annotated[str | None, typer.Option(help="The audit log's name (its checkpoints' origin)")] = None,
+) -> None:
+    """Write a gateway's settings file and create the keys it needs: the local keyring (KEK),
+    the ticket signing keys, the audit log's note key (its verifier key beside it, .vkey).
+    A required flag left out is asked for on a terminal. Refuses to overwrite any file."""
+    from datetime import UTC, datetime
+
+    from gateway.setup import GatewayKeys, GatewaySetup, init_gateway
+    from xiezhi.tls import TLSFiles
+
+    if environment not in ("production", "development"):
+        raise error("--environment is production or development")
+    env: Environment = "production" if environment == "production" else "development"
+    connectors = pairs(connector or _ask_many("connector NAME=URL"), "--connector")
+    if not connectors:
+        raise error("--connector is required (NAME=https://…)")
+    setup = GatewaySetup(
+        config=Path(required(str(config) if config else None, "--config", "settings file to write")),
+        keys=GatewayKeys(Path(required(str(keys) if keys else None, "--keys", "folder for the gateway's keys"))),
+        database_url=required(database_url, "--database-url", "database URL"),
+        connectors=connectors,
+        tls=TLSFiles(
+            cert=Path(required(str(tls_cert) if tls_cert else None, "--tls-cert", "gateway certificate (PEM)")),
+            key=Path(required(str(tls_key) if tls_key else None, "--tls-key", "its private key (PEM)")),
+            ca=Path(required(str(tls_ca) if tls_ca else None, "--tls-ca", "CA of the other parties (PEM)")),
+        ),
+        issuer=required(issuer, "--issuer", "identity provider's issuer (iss)"),
+        audience=required(audience, "--audience", "audience of callers' tokens (aud)"),
+        identity_keys={kid: Path(p) for kid, p in pairs(_identity_keys(identity_key, env), "--identity-key").items()},
+        policy_dir=policy_dir,
+        models_dir=models_dir or policy_dir / "models",
+        clients=_clients(client or list(DEFAULT_CLIENTS)),
+        environment=env,
+        **({"log_name": log_name} if log_name else {}),
+    )
+    try:
+        settings = init_gateway(setup, datetime.now(UTC))
+    except XiezhiError as exc:
+        raise fail(exc) from None
+    typer.echo(f"settings        {setup.config} ({settings.environment})")
+    typer.echo(f"keyring         {setup.keys.keyring}")
+    typer.echo(f"ticket keys     {setup.keys.ticket_keys}")
+    typer.echo(f"audit log key   {setup.keys.audit_key}  (verifier key: {setup.keys.audit_vkey})")
+    if not identity_key and env == "development":
+        typer.echo(f"identity key    {setup.keys.idp_key}  (development identity provider, kid dev-idp-1)")
+    typer.echo("next: add each connector's witness with `xiezhi gateway add-witness`")
+
+
+@gateway_app.command("add-witness")
+def gateway_add_witness(
+    config: SettingsFile,
+    connector: Annotated[
+        str, typer.Option(help="The connector whose witness this is (among the settings' connectors)")
+    ],
+    vkey: Annotated[str, typer.Option(help="Its cosignature/v1 verifier key, or a file holding it (witness.vkey)")],
+) -> None:
+    """Trust a connector's witness: its verifier key goes into the settings' audit.witnesses,
+    and the gateway asks it to cosign every checkpoint."""
+    from gateway.setup import add_witness
+
+    try:
+        settings = add_witness(config, connector, vkey)
+    except XiezhiError as exc:
+        raise fail(exc) from None
+    typer.echo(f"{connector}: witness added; {len(settings.audit.witnesses)} witness(es) in {config}")
+
+
+def _ask_many(prompt: str) -> list[str]:
+    """Values asked for one by one on a terminal (an empty answer ends); none without one."""
+    answers: list[str] = []
+    while common.interactive():
+        answer: str = typer.prompt(f"{prompt} (empty to finish)", default="", show_default=False)
+        if not answer.strip():
+            break
+        answers.append(answer.strip())
+    return answers
+
+
+def _identity_keys(given: list[str] | None, environment: str) -> list[str]:
+    if given or environment == "development":
+        return given or []
+    answers = _ask_many("identity-provider key KID=PEM")
+    if not answers:
+        raise error("--identity-key is required in production (KID=PEM)")
+    return answers
+
+
+def _clients(values: list[str]) -> dict[str, tuple[str, ...]]:
+    return {
+        name: tuple(r.strip() for r in roles.split(",") if r.strip())
+        for name, roles in pairs(values, "--client").items()
+    }
 
 
 def keys_init(

@@ -18,16 +18,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import jwt
-import yaml
 
-from audit_log.note import COSIGNATURE_V1, ensure_signer
+from audit_log.note import ensure_signer
 from connectors.roster import Roster
+from connectors.setup import ensure_witness_key
 from devkit.pki import DevPki, add_party, init_pki
 from gateway.keyring import LocalKeyring
+from gateway.setup import DEV_IDENTITY_KID, GatewayKeys, settings_document, write_settings
 from xiezhi.crypto import generate_signing_key, load_private_key, public_path
 from xiezhi.jwks import TicketKeys
 
-DEV_KID = "dev-idp-1"
+DEV_KID = DEV_IDENTITY_KID
 DEV_ISSUER = "xiezhi-dev-idp"
 DEV_AUDIENCE = "xiezhi-gateway"
 DEV_LOG_ORIGIN = "xiezhi.dev/audit"
@@ -93,9 +94,7 @@ class DevEnvironment:
 
 def witness_key(key_dir: Path, connector: str) -> tuple[Path, str]:
     """Create (once) a connector's witness key in `key_dir`; returns its path and cosignature verifier key."""
-    path = key_dir / "witness.key"
-    signer = ensure_signer(path, f"xiezhi.dev/witness/{connector}", COSIGNATURE_V1)
-    return path, str(signer.verifier(COSIGNATURE_V1))
+    return ensure_witness_key(key_dir, f"xiezhi.dev/witness/{connector}")
 
 
 def init_dev(
@@ -130,36 +129,29 @@ def init_dev(
     if not keyring.exists():
         LocalKeyring.create(keyring, datetime.now(UTC))
     policies = (policy_dir or REPO_ROOT / "policies").resolve()
-    config: dict[str, object] = {
-        "environment": "development",
-        "database_url": database_url,
-        "issuer": DEV_ISSUER,
-        "audience": DEV_AUDIENCE,
-        "identity_keys": {DEV_KID: str(public_path(idp_key).resolve())},
-        "ticket_keys": str(ticket_keys.resolve()),
-        "connectors": connectors,
-        "policy_dir": str(policies),
-        "models_dir": str(policies / "models"),
-        "audit": {
-            "signing_key": str(audit_key.resolve()),
+    config = settings_document(
+        environment="development",
+        database_url=database_url,
+        issuer=DEV_ISSUER,
+        audience=DEV_AUDIENCE,
+        identity_keys={DEV_KID: public_path(idp_key)},
+        keys=GatewayKeys(keys),
+        connectors=connectors,
+        policy_dir=policies,
+        models_dir=policies / "models",
+        clients=DEV_CLIENT_ROLES,
+        tls=pki.gateway() if pki is not None else None,
+        audit={
             "witnesses": witnesses or {},
             # Checkpoints are also written outside the database, for auditors to copy.
             "publish_dir": str((root / "gateway" / "published").resolve()),
             **(audit or {}),
         },
-        "keys": {"provider": "local", "keyring": str(keyring.resolve())},
-        "clients": {name: list(roles) for name, roles in DEV_CLIENT_ROLES.items()},
-    }
+    )
     if telemetry is not None:
         config["telemetry"] = telemetry
-    if pki is not None:
-        files = pki.gateway()
-        config["tls"] = {name: str(getattr(files, name).resolve()) for name in ("cert", "key", "ca")}
-    else:
-        config["insecure_http"] = True
     gateway_config = root / "gateway" / "gateway.yaml"
-    gateway_config.parent.mkdir(parents=True, exist_ok=True)
-    gateway_config.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    write_settings(gateway_config, config)
     return DevEnvironment(root, idp_key, ticket_keys, gateway_config, policies / "models", audit_key, pki)
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from audit_log.note import NoteError, parse_witnesses
 from xiezhi.errors import InvalidInput
+from xiezhi.placeholders import placeholder_fields
 from xiezhi.telemetry import TelemetrySettings
 from xiezhi.tls import ServerTLS
 
@@ -152,6 +153,27 @@ class GatewaySettings(BaseModel):
         "(<name>.client.<tls domain>); a certificate not named here carries no role, and a connector's "
         "certificate only the connector role (gateway.auth.ClientChannels)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_placeholders(cls, data: object) -> object:
+        # An example file's `CHANGE-ME` or `<…>` left in place is refused, naming the field
+        # (never the value: it may be a secret's place).
+        placeholders = placeholder_fields(data)
+        if placeholders:
+            raise ValueError(f"placeholder left in {', '.join(placeholders)}; fill in the real value")
+        return data
+
+    @model_validator(mode="after")
+    def _key_files_in_production(self) -> GatewaySettings:
+        if self.environment != "production":
+            return self
+        files = {f"identity_keys.{kid}": path for kid, path in self.identity_keys.items()}
+        files |= {"audit.signing_key": self.audit.signing_key, "keys.keyring": self.keys.keyring}
+        missing = sorted(name for name, path in files.items() if not path.is_file())
+        if missing:
+            raise ValueError(f"no key file for {', '.join(missing)} (production starts only with its keys)")
+        return self
 
     @model_validator(mode="after")
     def _tls_everywhere(self) -> GatewaySettings:

@@ -1,0 +1,29 @@
+"""Placeholders left in a settings file: `CHANGE-ME` anywhere in a value, or `<…>`.
+
+Example settings carry them where an operator must fill in a real value; every service
+refuses to start with one left, naming the field (never the value: it may be a secret's place).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+_PLACEHOLDER = re.compile(r"CHANGE[-_ ]?ME|<[^<>]+>", re.IGNORECASE)
+
+
+def placeholder_fields(value: object) -> list[str]:
+    """The dotted names of the fields of `value` (a parsed settings mapping) holding a placeholder."""
+    return sorted(_walk(value, ""))
+
+
+def _walk(value: object, where: str) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _walk(inner, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list | tuple):
+        for index, inner in enumerate(value):
+            yield from _walk(inner, f"{where}[{index}]")
+    elif isinstance(value, str | Path) and _PLACEHOLDER.search(str(value)):
+        yield where or "settings"
