@@ -83,6 +83,10 @@ def gateway_init(
     ] = None,
     environment: Annotated[str, typer.Option(help="production or development")] = "production",
     log_name: Annotated[str | None, typer.Option(help="The audit log's name (its checkpoints' origin)")] = None,
+    publish_dir: Annotated[
+        Path | None,
+        typer.Option(help="A folder outside the database where every checkpoint is also written (audit.publish_dir)"),
+    ] = None,
 ) -> None:
     """Write a gateway's settings file and create the keys it needs: the local keyring (KEK),
     the ticket signing keys, the audit log's note key (its verifier key beside it, .vkey).
@@ -115,6 +119,7 @@ def gateway_init(
         models_dir=models_dir or policy_dir / "models",
         clients=_clients(client or list(DEFAULT_CLIENTS)),
         environment=env,
+        publish_dir=publish_dir,
         **({"log_name": log_name} if log_name else {}),
     )
     try:

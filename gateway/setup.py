@@ -81,6 +81,7 @@ class GatewaySetup:
     identity_keys: Mapping[str, Path] = field(default_factory=dict)
     environment: Environment = "production"
     log_name: str = f"{TRUST_DOMAIN}/audit"
+    publish_dir: Path | None = None  # where checkpoints are also written (audit.publish_dir)
 
 
 def settings_document(
@@ -164,6 +165,7 @@ def init_gateway(setup: GatewaySetup, now: datetime) -> GatewaySettings:
         models_dir=setup.models_dir,
         clients=setup.clients,
         tls=setup.tls,
+        audit={"publish_dir": str(setup.publish_dir.resolve())} if setup.publish_dir else None,
     )
     write_settings(setup.config, document)
     return _loaded(setup.config)

@@ -173,6 +173,10 @@ def test_readme_set_up_ends_with_every_witness_cosigning(walkthrough: Walkthroug
         assert (walkthrough.folder / "keys" / key).stat().st_mode & 0o077 == 0
     assert (walkthrough.folder / "court-keys" / "epoch-0001.key").stat().st_mode & 0o077 == 0
     assert (walkthrough.folder / "court-keys" / "witness.key").stat().st_mode & 0o077 == 0
+    # The checkpoints are also published outside the database, where an auditor copies them.
+    published = walkthrough.folder / "gateway" / "published"
+    assert settings.audit.publish_dir == published.resolve()
+    assert (published / "checkpoints.jsonl").read_text(encoding="utf-8").count('"note"') >= 1
 
     # Set-up again over the same folder: each init refuses and names the file in its way.
     for command in commands:
