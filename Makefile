@@ -28,8 +28,8 @@ check: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q --unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check xiezhi audit_log gateway connectors requester devkit cli tests bench
-	$(BIN)/mypy xiezhi audit_log gateway connectors requester devkit cli tests bench
+	$(BIN)/ruff check xiezhi audit_log gateway connectors requester devkit cli tests bench deploy
+	$(BIN)/mypy xiezhi audit_log gateway connectors requester devkit cli tests bench deploy
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_oprf.py

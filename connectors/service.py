@@ -27,7 +27,7 @@ from audit_log.note import load_signer, read_verifier
 from audit_log.witness import Witness, WitnessRefusal
 from connectors.gateway_keys import gateway_keys
 from connectors.keys import KeyStore
-from xiezhi import __version__, oprf, problems
+from xiezhi import __version__, apidocs, oprf, problems
 from xiezhi.crypto import batch_digest
 from xiezhi.errors import Denied, InvalidInput, NotFound, Unauthenticated
 from xiezhi.telemetry import ActiveTelemetry, Telemetry, TelemetrySettings, annotate, record_batch, traced
@@ -178,7 +178,10 @@ def create_connector_app(
         dependencies=[_callers(settings)],
         lifespan=lifespan,
         telemetry=telemetry.fastapi_options(),
+        docs_url=None,  # apidocs serves /docs from the installed package, not a CDN
+        redoc_url=None,
     )
+    apidocs.install(app)
     problems.install(app)
     app.add_middleware(ActiveTelemetry, telemetry=telemetry)
     app.state.telemetry = telemetry

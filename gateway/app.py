@@ -49,7 +49,7 @@ from gateway.sightings import TokenSightings
 from gateway.system import SystemView
 from gateway.vault import Vault
 from gateway.witnessing import Witnessing
-from xiezhi import __version__, problems
+from xiezhi import __version__, apidocs, problems
 from xiezhi.jwks import TicketKeys
 from xiezhi.supervision import ModelCatalog
 from xiezhi.telemetry import ActiveTelemetry, Telemetry
@@ -243,7 +243,10 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
         lifespan=lifespan,
         telemetry=telemetry.fastapi_options(),
         description="Brokers blind, audited match requests between procuratorates and agency connectors.",
+        docs_url=None,  # apidocs serves /docs from the installed package, not a CDN
+        redoc_url=None,
     )
+    apidocs.install(app)
     problems.install(app)
 
     @app.exception_handler(DBAPIError)

@@ -221,7 +221,10 @@ class RequestStore:
             "sealed": self._vault.seal_results(request.id, first, rows, tokens_digest),
         }
         insert = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(ResultBatch)
-        if session.execute(insert.values(values).on_conflict_do_nothing()).rowcount != 1:  # type: ignore[attr-defined]
+        # RETURNING, not rowcount: an ORM-enabled INSERT reports rowcount -1 on PostgreSQL
+        # (psycopg), which read as "stored already" and left the request never advancing.
+        staged = insert.values(values).on_conflict_do_nothing().returning(col(ResultBatch.first_row))
+        if session.execute(staged).first() is None:
             return False
         done = first + len(rows) == request.subject_count
         advance = (

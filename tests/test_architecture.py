@@ -35,9 +35,11 @@ RESTRICTED = {
         "gateway/review_api.py",
         "gateway/system_api.py",
         "xiezhi/problems.py",
+        "xiezhi/apidocs.py",  # /docs with Swagger UI served from the installation
         "connectors/service.py",
     },
-    "starlette": {"xiezhi/problems.py"},
+    "starlette": {"xiezhi/problems.py", "xiezhi/apidocs.py"},
+    "swagger_ui_bundle": {"xiezhi/apidocs.py"},
     # Everything else records through xiezhi.telemetry's helpers, behind the redaction layer.
     "opentelemetry": {"xiezhi/telemetry/__init__.py", "xiezhi/telemetry/providers.py", "xiezhi/telemetry/export.py"},
     "httpx": {

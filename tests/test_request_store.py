@@ -37,8 +37,9 @@ PLAN = RequestPlan.model_validate(
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'gateway.sqlite'}")
+def engine(database_url: str) -> Iterator[Engine]:
+    """SQLite in `make check`; PostgreSQL as well in `make test` (conftest's database_url)."""
+    engine = make_engine(database_url)
     yield engine
     engine.dispose()
 
