@@ -17,7 +17,6 @@ from xiezhi.tls import ServerTLS
 # The roles a user's token carries; `connector` belongs to connector certificates alone.
 UserRole = Literal["prosecutor", "assistant", "dept_head", "security_auditor", "security_admin", "system_admin"]
 # What deploy/config/*.example.yaml put where an operator must fill in a value of their own.
-PLACEHOLDER = "CHANGE-ME"
 ClientName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
 
@@ -117,23 +116,6 @@ class RetentionSettings(BaseModel):
     sweep_every_seconds: Annotated[float, Field(gt=0)] = 3600.0
 
 
-def placeholders(value: object, where: str = "") -> list[str]:
-    """The dotted paths of every key or value that still holds the placeholder (any case)."""
-    found: list[str] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            path = f"{where}.{key}" if where else str(key)
-            if PLACEHOLDER.lower() in str(key).lower():
-                found.append(path)
-            found += placeholders(item, path)
-    elif isinstance(value, list | tuple | set | frozenset):
-        for index, item in enumerate(value):
-            found += placeholders(item, f"{where}[{index}]")
-    elif isinstance(value, str) and PLACEHOLDER.lower() in value.lower():
-        found.append(where)
-    return found
-
-
 class GatewaySettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -210,17 +192,6 @@ class GatewaySettings(BaseModel):
                 "clients: map at least one client certificate to the roles it carries (else no user signs in)"
             )
         return self
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_placeholder_in_production(cls, raw: object) -> object:
-        """A production gateway refuses to start while an example's placeholder is left in
-        (checked first, on the settings as written, so the message names every one)."""
-        if isinstance(raw, dict) and raw.get("environment") == "production":
-            left = placeholders(raw)
-            if left:
-                raise ValueError(f"{PLACEHOLDER} placeholders left in production settings: {', '.join(left)}")
-        return raw
 
     @model_validator(mode="after")
     def _witnesses_are_connectors(self) -> GatewaySettings:

@@ -21,7 +21,10 @@ def placeholder_fields(value: object) -> list[str]:
 def _walk(value: object, where: str) -> Iterator[str]:
     if isinstance(value, dict):
         for key, inner in value.items():
-            yield from _walk(inner, f"{where}.{key}" if where else str(key))
+            path = f"{where}.{key}" if where else str(key)
+            if _PLACEHOLDER.search(str(key)):  # an example's key (a kid, a connector) left in
+                yield path
+            yield from _walk(inner, path)
     elif isinstance(value, list | tuple):
         for index, inner in enumerate(value):
             yield from _walk(inner, f"{where}[{index}]")
