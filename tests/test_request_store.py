@@ -37,8 +37,9 @@ PLAN = RequestPlan.model_validate(
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'gateway.sqlite'}")
+def engine(database_url: str) -> Iterator[Engine]:
+    """The request store on SQLite and on PostgreSQL (where a driver's rowcount once misled it)."""
+    engine = make_engine(database_url, migrate_empty=True)
     yield engine
     engine.dispose()
 
