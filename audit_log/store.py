@@ -138,14 +138,24 @@ def _same_key(table: str) -> str:
 
 
 def install_append_only(engine: Engine) -> None:
-    """Create the log tables if needed, the triggers that refuse UPDATE and DELETE, and the tail."""
+    """Create the log tables if needed, the triggers that refuse UPDATE and DELETE, and the tail.
+
+    For a log on a bare database (the audit log's own tests, a verifier's scratch copy); the
+    gateway's database gets the same through its migrations (`gateway.migrations`), and the
+    gateway's application role may not run this DDL."""
     tables = [SQLModel.metadata.tables[name] for name in (*LOG_TABLES, "audit_tail")]
     SQLModel.metadata.create_all(engine, tables=tables)
     with engine.begin() as connection:
-        for statement in _triggers(engine.dialect.name):
-            connection.execute(text(statement))
-        if connection.execute(select(AuditTail.size)).first() is None:  # type: ignore[call-overload]
-            connection.execute(insert(AuditTail).values(id=1, size=0, frontier=b"", last_leaf=GENESIS))
+        install_append_only_on(connection)
+
+
+def install_append_only_on(connection: Connection) -> None:
+    """On existing log tables, within the caller's transaction: the append-only triggers
+    (created if missing, or replaced by the same definition) and the tail row if missing."""
+    for statement in _triggers(connection.dialect.name):
+        connection.execute(text(statement))
+    if connection.execute(select(AuditTail.size)).first() is None:  # type: ignore[call-overload]
+        connection.execute(insert(AuditTail).values(id=1, size=0, frontier=b"", last_leaf=GENESIS))
 
 
 @dataclass(frozen=True)
@@ -290,7 +300,8 @@ class AuditLog:
 
     @classmethod
     def existing(cls, engine: Engine) -> AuditLog:
-        """Open a log without creating or changing anything (a verifier reading a copy)."""
+        """Open a log without creating or changing anything: a verifier reading a copy, or the
+        gateway on a database its migrations made (its role may not create triggers)."""
         if not inspect(engine).has_table("audit_entries"):
             raise LookupError("the database holds no audit log (no audit_entries table)")
         log = cls.__new__(cls)
@@ -450,5 +461,6 @@ __all__ = [
     "DatabaseNodes",
     "append_events",
     "install_append_only",
+    "install_append_only_on",
     "lock_tail",
 ]

@@ -73,7 +73,7 @@ def event(n: int) -> AuditEvent:
 def fresh_log(folder: Path) -> AuditLog:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    return AuditLog(make_engine(f"sqlite:///{folder / 'gateway.sqlite'}"))
+    return AuditLog(make_engine(f"sqlite:///{folder / 'gateway.sqlite'}", migrate_empty=True))
 
 
 def _writer(log: AuditLog) -> AuditWriter:

@@ -252,3 +252,39 @@ def gateway_resolve_alarm(
     with calling(gateway, token_file) as client:
         alarm = client.resolve_alarm(alarm_id, reason)
     typer.echo(f"{alarm.id}: resolved by {alarm.resolved_by}")
+
+
+@gateway_app.command("migrate")
+def gateway_migrate(
+    config: SettingsFile,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="XIEZHI_MIGRATION_DATABASE_URL",
+            help="The migration role's connection (owner of the tables); default: the settings' "
+            "`migration_database_url`, else `database_url`",
+        ),
+    ] = None,
+) -> None:
+    """Upgrade the gateway's database to this release's schema (Alembic, gateway/migrations).
+
+    Two roles, two URLs. The migration runs as the owner of the tables: `--database-url` (or
+    XIEZHI_MIGRATION_DATABASE_URL), else the settings' `migration_database_url`, else their
+    `database_url`. The gateway itself connects with the settings' `database_url`; on
+    PostgreSQL, when that is another role, the migration grants it rows only: SELECT, INSERT,
+    UPDATE, DELETE on ordinary tables, SELECT and INSERT on the audit log's tables, UPDATE on
+    its tail, sequence usage; it owns nothing, so it cannot alter or drop a table or trigger.
+    A gateway refuses to start on a database behind this release (production never migrates
+    at start). A database of the release before migrations is adopted, its data kept. Safe to
+    run again."""
+    from gateway import schema
+    from gateway.settings import GatewaySettings
+
+    try:
+        settings = GatewaySettings.from_file(config)
+        url = database_url or settings.migration_database_url or settings.database_url
+        done = schema.migrate(url, settings.database_url)
+    except XiezhiError as exc:
+        raise fail(exc) from None
+    granted = f"; role {done.granted} granted rows only" if done.granted else ""
+    typer.echo(f"gateway database at revision {done.after} (was {done.before or 'unversioned'}){granted}")

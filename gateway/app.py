@@ -155,7 +155,7 @@ def _audit_log(
     settings: GatewaySettings, engine: Engine, links: ConnectorLinks, clock: Callable[[], datetime]
 ) -> _AuditParts:
     """The audit log, its batched writer signing checkpoints, and the witnesses cosigning them."""
-    audit = AuditLog(engine)
+    audit = AuditLog.existing(engine)  # the migrations made its tables and triggers
     witnesses = parse_witnesses(settings.audit.witnesses)
     signer = load_signer(settings.audit.signing_key)
     publication = CheckpointPublication(audit, settings.audit.publish_dir)
@@ -216,7 +216,8 @@ def create_app(settings: GatewaySettings, clock: Callable[[], datetime] = lambda
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        # Development may start on an empty database; production only on a migrated one.
+        engine = make_engine(settings.database_url, migrate_empty=settings.environment == "development")
         links = ConnectorLinks(
             {name: str(url) for name, url in settings.connectors.items()},
             settings.tls,

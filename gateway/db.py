@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import Dialect, Engine, LargeBinary, TypeDecorator, UniqueConstraint, event
 from sqlmodel import AutoString, Column, Field, SQLModel, create_engine
 
+from gateway import schema
 from gateway.request_plan import RequestPlan
 
 
@@ -202,12 +203,20 @@ class Alarm(SQLModel, table=True):
     resolution: str | None = None
 
 
-def make_engine(database_url: str) -> Engine:
-    """Create the engine and every table; SQLite gets WAL and foreign keys."""
+def make_engine(database_url: str, *, migrate_empty: bool = False) -> Engine:
+    """The engine of a database at this release's schema revision; SQLite gets WAL and foreign keys.
+
+    Tables come only from the migrations (`gateway.schema`): a database at another revision
+    is refused (`SchemaOutdated`, naming `xiezhi gateway migrate`); an empty one is migrated
+    here only with `migrate_empty` (development; production never)."""
     engine = create_engine(database_url)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    SQLModel.metadata.create_all(engine)
+    try:
+        schema.check(engine, migrate_empty=migrate_empty)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 

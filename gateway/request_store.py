@@ -220,10 +220,11 @@ class RequestStore:
             "rows": len(rows),
             "sealed": self._vault.seal_results(request.id, first, rows, tokens_digest),
         }
-        insert = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(ResultBatch)
-        # RETURNING, not rowcount: an ORM-enabled INSERT reports rowcount -1 on PostgreSQL
-        # (psycopg), which read as "stored already" and left the request never advancing.
-        staged = insert.values(values).on_conflict_do_nothing().returning(col(ResultBatch.first_row))
+        table = ResultBatch.__table__  # type: ignore[attr-defined]
+        insert = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(table)
+        # NOTE: RETURNING, not rowcount: an ORM-enabled insert reports rowcount -1 on psycopg,
+        # which read as "stored already" and left the request where it was.
+        staged = insert.values(values).on_conflict_do_nothing().returning(table.c.first_row)
         if session.execute(staged).first() is None:
             return False
         done = first + len(rows) == request.subject_count

@@ -120,7 +120,15 @@ class GatewaySettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     environment: Literal["development", "production"] = "development"
-    database_url: str
+    database_url: str = Field(
+        description="the application's connection (SQLAlchemy URL); on PostgreSQL a role that owns nothing, "
+        "granted rows only by `xiezhi gateway migrate`"
+    )
+    migration_database_url: str | None = Field(
+        default=None,
+        description="the migration role's connection (the owner of the tables), used only by "
+        "`xiezhi gateway migrate`; none: `database_url`",
+    )
     issuer: str = Field(description="iss expected in caller JWTs")
     audience: str = Field(description="aud expected in caller JWTs")
     identity_keys: dict[str, Path] = Field(description="kid → PEM public key of the identity provider")
@@ -231,6 +239,7 @@ class GatewaySettings(BaseModel):
             telemetry["path"] = str(base / telemetry["path"])
         if isinstance(raw.get("identity_keys"), dict):
             raw["identity_keys"] = {kid: str(base / p) for kid, p in raw["identity_keys"].items()}
-        if isinstance(raw.get("database_url"), str):
-            raw["database_url"] = raw["database_url"].replace("{here}", str(base.resolve()))
+        for url in ("database_url", "migration_database_url"):
+            if isinstance(raw.get(url), str):
+                raw[url] = raw[url].replace("{here}", str(base.resolve()))
         return cls.model_validate(raw)

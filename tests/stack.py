@@ -313,16 +313,19 @@ def start_stack(
     audit: dict[str, object] | None = None,
     prepare_connector: Callable[[str, FastAPI], None] | None = None,
     telemetry: Path | None = None,
+    database_url: str | None = None,
 ) -> Stack:
     """Start the roster's connectors and a gateway under `root`; the caller must call `stop()`.
 
     Every connector witnesses the gateway's audit log. `audit` overrides audit settings;
     `prepare_connector(name, app)` may add middleware to a connector's app before it starts.
     With `telemetry`, each service writes its telemetry to `<telemetry>/<service>.jsonl`.
+    With `database_url` (a PostgreSQL database its migration already made, as the
+    application's role), the gateway keeps its state there instead of `gateway/gateway.sqlite`.
     """
     connectors: dict[str, LoopbackServer] = {}
     apps: dict[str, Callable[[], FastAPI]] = {}
-    database_url = f"sqlite:///{root / 'gateway' / 'gateway.sqlite'}"
+    database_url = database_url or f"sqlite:///{root / 'gateway' / 'gateway.sqlite'}"
     pki = session_pki()
     # Keys first: the connectors need the gateway's log key to start, and its URL, where
     # they fetch its ticket keys (/.well-known/jwks.json) when the first ticket arrives.

@@ -271,7 +271,7 @@ def test_reload_swaps_the_policy() -> None:
 
 
 def store_in(tmp_path: Path) -> tuple[PolicyStore, Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'g.sqlite'}")
+    engine = make_engine(f"sqlite:///{tmp_path / 'g.sqlite'}", migrate_empty=True)
     return PolicyStore(engine, POLICY_DIR), engine
 
 

@@ -83,7 +83,7 @@ def test_the_requester_sees_each_connector_by_name_with_sorted_capabilities() ->
 
 
 def test_the_column_reads_and_writes_the_same_text(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'gateway.sqlite'}")
+    engine = make_engine(f"sqlite:///{tmp_path / 'gateway.sqlite'}", migrate_empty=True)
     now = datetime.now(UTC)
     plan = RequestPlan({"court": PinnedConnector(epoch=1, public_key=bytes(32), publications={WINNING: "p-1"})})
     with Session(engine) as session:

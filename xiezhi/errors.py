@@ -21,6 +21,7 @@
     ├── ProofFailed             422  a Merkle inclusion or consistency proof does not verify (audit_log.merkle)
     ├── NoteError               400  a signed note, note key or checkpoint is malformed or unverified (audit_log.note)
     ├── WitnessRefusal          400  a checkpoint the witness will not cosign; per-refusal status (audit_log.witness)
+    ├── SchemaOutdated          503  the database is not at this release's schema revision (gateway.schema)
     ├── KeyringError            500  a keyring file or KEK id is missing, malformed or exposed (gateway.keyring)
     └── SealError               500  a sealed blob did not open; one message for every cause (gateway.sealing)
 
