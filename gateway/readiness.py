@@ -1,10 +1,11 @@
 """Whether this gateway instance can serve, as a load balancer or an operator asks (`/readyz`).
 
-Ready means: the database answers; the key provider unwraps (the current key-encryption key
-is there); every connector answers its `/healthz` over the pinned mutual-TLS link; and no
-alarm is open (a witness refusing the audit log's checkpoint, `gateway.alarms`). The report
-also gives each connector's active key epoch and when its index was activated, so an
-operator sees a stale index from outside. Names, epochs, times and reason codes only.
+Ready means: the database answers and holds this release's schema head; the key provider
+unwraps (the current key-encryption key is there); every connector answers its `/healthz`
+over the pinned mutual-TLS link; and no alarm is open (a witness refusing the audit log's
+checkpoint, `gateway.alarms`). The report also gives each connector's active key epoch and
+when its index was activated, so an operator sees a stale index from outside. Names,
+epochs, times and reason codes only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import datetime
 from sqlalchemy import Engine, text
 from sqlmodel import Session, col, select
 
+from gateway import schema
 from gateway.alarms import Alarms
 from gateway.db import ConnectorEpoch
 from gateway.links import ConnectorLinks
@@ -47,12 +49,15 @@ class Readiness:
         """The readiness report; raises Unavailable naming what is not ready (the first reason's code)."""
         problems: list[tuple[str, str]] = []
         _guard(problems, "database_unavailable", "the database does not answer", self._ping_database)
+        if not problems:
+            _guard(problems, "schema_outdated", "the database is not at this release's schema head", self._schema)
         _guard(problems, "keyring_unavailable", "the key provider has no usable key-encryption key", self._ping_keys)
         connectors = self._connector_states() if not problems else {}
         down = sorted(name for name, state in connectors.items() if not state.reachable)
         if down:
             problems.append(("connector_unreachable", f"connectors not answering: {', '.join(down)}"))
-        open_alarms = self._alarms.open_alarms() if not problems or problems[-1][0] != "database_unavailable" else []
+        reachable = not problems or problems[0][0] != "database_unavailable"
+        open_alarms = self._alarms.open_alarms() if reachable else []
         if open_alarms:
             names = ", ".join(f"{a.kind} from {a.source}" for a in open_alarms)
             problems.insert(
@@ -79,6 +84,11 @@ class Readiness:
     def _ping_database(self) -> None:
         with self._engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+
+    def _schema(self) -> None:
+        # Another instance of a newer release may have migrated the database past this one.
+        if schema.current(self._engine) != schema.head():
+            raise LookupError("schema not at head")
 
     def _ping_keys(self) -> None:
         self._sealer.provider.current_kek_id()

@@ -31,7 +31,8 @@ def readyz(services: Services) -> dict[str, object]:
     """Ready to serve: the database answers, the key provider unwraps, every connector answers,
     and no alarm is open. No caller token (probes have none); over mutual TLS like every
     route. 200 gives each connector's active epoch and index time; 503 names what is not ready
-    (code: alarm_open, database_unavailable, keyring_unavailable or connector_unreachable)."""
+    (code: alarm_open, database_unavailable, schema_outdated, keyring_unavailable or
+    connector_unreachable)."""
     return services.readiness.check()
 
 

@@ -186,7 +186,8 @@ def test_witnesses_refusing_a_rolled_back_log_raise_alarms_until_an_operator_res
 
 def test_readiness_follows_the_connectors(tmp_path: Path) -> None:
     """/readyz is 503 connector_unreachable while a connector is down, ready again once it is
-    back, and names each connector's active epoch and index time."""
+    back, 503 schema_outdated on a database migrated past this release, and names each
+    connector's active epoch and index time."""
     stack = start_stack(tmp_path)
     try:
         ready = HTTP.get(f"{stack.gateway_url}/readyz")
@@ -197,6 +198,15 @@ def test_readiness_follows_the_connectors(tmp_path: Path) -> None:
         assert down.status_code == 503 and down.json()["code"] == "connector_unreachable"
         assert "tax" in down.json()["detail"] and "court" not in down.json()["detail"]
         stack.start_connector("tax")
+        assert HTTP.get(f"{stack.gateway_url}/readyz").status_code == 200
+        # Another instance of a newer release migrated the database past this one's head.
+        with sqlite3.connect(stack.root / "gateway" / "gateway.sqlite") as db:
+            (head,) = db.execute("SELECT version_num FROM alembic_version").fetchone()
+            db.execute("UPDATE alembic_version SET version_num = 'ffff_newer'")
+        newer = HTTP.get(f"{stack.gateway_url}/readyz")
+        assert newer.status_code == 503 and newer.json()["code"] == "schema_outdated"
+        with sqlite3.connect(stack.root / "gateway" / "gateway.sqlite") as db:
+            db.execute("UPDATE alembic_version SET version_num = ?", (head,))
         assert HTTP.get(f"{stack.gateway_url}/readyz").status_code == 200
     finally:
         stack.stop()
