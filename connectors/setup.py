@@ -25,7 +25,7 @@ from audit_log.note import COSIGNATURE_V1, NoteError, ensure_signer, read_verifi
 from connectors.keys import KeyStore
 from connectors.service import ConnectorSettings
 from xiezhi.errors import Conflict, InvalidInput
-from xiezhi.placeholders import placeholder_fields
+from xiezhi.placeholders import refuse_placeholders
 from xiezhi.telemetry import TelemetrySettings
 from xiezhi.tls import TRUST_DOMAIN, ServerTLS, TLSFiles
 
@@ -50,10 +50,7 @@ class ConnectorFile(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_placeholders(cls, data: object) -> object:
-        placeholders = placeholder_fields(data)
-        if placeholders:
-            raise ValueError(f"placeholder left in {', '.join(placeholders)}; fill in the real value")
-        return data
+        return refuse_placeholders(data)
 
     @model_validator(mode="after")
     def _complete(self) -> ConnectorFile:

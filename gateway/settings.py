@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from audit_log.note import NoteError, parse_witnesses
 from xiezhi.errors import InvalidInput
-from xiezhi.placeholders import placeholder_fields
+from xiezhi.placeholders import refuse_placeholders
 from xiezhi.telemetry import TelemetrySettings
 from xiezhi.tls import ServerTLS
 
@@ -168,10 +168,7 @@ class GatewaySettings(BaseModel):
     def _no_placeholders(cls, data: object) -> object:
         # An example file's `CHANGE-ME` or `<…>` left in place is refused, naming the field
         # (never the value: it may be a secret's place).
-        placeholders = placeholder_fields(data)
-        if placeholders:
-            raise ValueError(f"placeholder left in {', '.join(placeholders)}; fill in the real value")
-        return data
+        return refuse_placeholders(data)
 
     @model_validator(mode="after")
     def _key_files_in_production(self) -> GatewaySettings:

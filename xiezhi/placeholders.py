@@ -18,6 +18,15 @@ def placeholder_fields(value: object) -> list[str]:
     return sorted(_walk(value, ""))
 
 
+def refuse_placeholders(data: object) -> object:
+    """`data` unchanged, or ValueError naming every field that holds a placeholder (for a
+    settings model's `mode="before"` validator)."""
+    fields = placeholder_fields(data)
+    if fields:
+        raise ValueError(f"placeholder left in {', '.join(fields)}; fill in the real value")
+    return data
+
+
 def _walk(value: object, where: str) -> Iterator[str]:
     if isinstance(value, dict):
         for key, inner in value.items():
