@@ -45,6 +45,7 @@ from gateway.retention import ResultRetention
 from gateway.sealing import Sealer, SqlDataKeys
 from gateway.services import GatewayServices
 from gateway.settings import GatewaySettings, KeySettings
+from gateway.shared_secrets import shared_secret
 from gateway.sightings import TokenSightings
 from gateway.system import SystemView
 from gateway.vault import Vault
@@ -205,7 +206,9 @@ def _match_requests(
     store = RequestStore(engine, vault, recorder, clock)
     relay = ConnectorRelay(links, settings.limits)
     evaluation = BlindEvaluation(settings.limits, settings.ticket_issuer, relay, ticket_keys, recorder, clock)
-    sightings = TokenSightings(engine, settings.audit.anomalies.token_repeat_days)
+    # One key for every instance, sealed in the database: sightings compare across instances and restarts.
+    sighting_key = shared_secret(engine, vault.sealer, "token_sightings", clock)
+    sightings = TokenSightings(engine, settings.audit.anomalies.token_repeat_days, key=sighting_key)
     admission = Admission(settings.limits, store, recorder, authorizer, catalog, clock)
     pipeline = Pipeline(settings.limits, store, evaluation, recorder, authorizer, catalog, vault, sightings, clock)
     return admission, pipeline

@@ -203,6 +203,17 @@ class Alarm(SQLModel, table=True):
     resolution: str | None = None
 
 
+class GatewaySecret(SQLModel, table=True):
+    """A secret every gateway instance shares, sealed (AES-256-GCM under a data key the KEK
+    wraps): the database alone does not reveal it (`gateway.shared_secrets`)."""
+
+    __tablename__ = "gateway_secrets"
+
+    name: str = Field(primary_key=True)
+    sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime
+
+
 def make_engine(database_url: str, *, migrate_empty: bool = False) -> Engine:
     """The engine of a database at this release's schema revision; SQLite gets WAL and foreign keys.
 

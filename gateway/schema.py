@@ -140,9 +140,10 @@ def _adopt(connection: Connection) -> None:
 ORDINARY_TABLES = (
     "alarms", "approvals", "casbin_rule", "connector_epochs", "evaluation_counts", "evaluation_slots",
     "index_chunks", "index_digests", "match_requests", "organisations", "policy_revisions", "publications",
-    "quota_usage", "result_batches", "sealing_data_keys", "token_sightings",
+    "quota_usage", "result_batches", "sealing_data_keys", "token_sightings", "gateway_secrets",
 )  # fmt: skip
-_BASELINE_TABLES = (*ORDINARY_TABLES, *LOG_TABLES, "audit_tail")
+# What the release before migrations created (revision 0001); later revisions' tables are not in it.
+_BASELINE_TABLES = (*(t for t in ORDINARY_TABLES if t != "gateway_secrets"), *LOG_TABLES, "audit_tail")
 
 
 def grant_application_role(connection: Connection, role: str) -> None:

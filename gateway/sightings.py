@@ -7,12 +7,12 @@ with its capability and connector, the request, the user, their organisation and
 A subject's tokens differ per capability (`xiezhi.crypto.derive_token` binds it), so one
 subject looked up by a model of two capabilities is two sightings, one per capability.
 
-The key is drawn when the gateway starts and held only in memory, never written anywhere: a
-stolen database (sightings plus published indexes) cannot link a digest back to a token, so
-not to a subject's index entry either. The price, accepted on purpose: sightings recorded
-before a restart, or by another gateway instance, carry digests under another key and never
-compare with new ones, so repetition is detected within one process's lifetime. Tokens
-also change when a connector activates a new key epoch. Rows older than the retention
+The key is shared by every gateway instance and survives restarts, kept only sealed in the
+database (`gateway.shared_secrets`: AES-256-GCM under a data key the key-encryption key
+wraps): a stolen database (sightings plus published indexes) without the key provider cannot
+link a digest back to a token, so not to a subject's index entry either. Without a key given
+(unit tests, tools) one is drawn for this object alone. Tokens change when a connector
+activates a new key epoch. Rows older than the retention
 (`token_repeat_days`) are deleted whenever new ones are written.
 """
 
