@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import httpx
@@ -43,6 +44,7 @@ _REFUSALS = {
         "this log does not extend the one it cosigned: the log was rolled back or rewritten",
     ),
 }
+READ_SECONDS = 3.0  # a witness slower than this to hand out its checkpoint is left out of a verification
 # Called with the witness's name, a reason code and a message (sizes and names only).
 OnRefusal = Callable[[str, str, str], None]
 
@@ -92,16 +94,17 @@ class Witnessing:
     def held_views(self) -> list[HeldCheckpoint]:
         """Each reachable witness's newest cosigned checkpoint, to hold this log to
         (`xiezhi.audit_log.witness_policy`); a witness that cannot be read is left out."""
-        views = []
-        for name in self._witnesses:
-            try:
-                response = self._get_cosigned(name)
-            except httpx.HTTPError as exc:
-                log.warning("witness %s: newest cosigned checkpoint not read: %s", name, type(exc).__name__)
-                continue
-            if response.status_code == 200:
-                views.append(HeldCheckpoint(response.text, f"witness {name}"))
-        return views
+        with ThreadPoolExecutor(max_workers=max(1, len(self._witnesses))) as pool:
+            read = list(pool.map(self._read_view, self._witnesses))
+        return [view for view in read if view is not None]
+
+    def _read_view(self, name: str) -> HeldCheckpoint | None:
+        try:
+            response = self._get_cosigned(name)
+        except httpx.HTTPError as exc:
+            log.warning("witness %s: newest cosigned checkpoint not read: %s", name, type(exc).__name__)
+            return None
+        return HeldCheckpoint(response.text, f"witness {name}") if response.status_code == 200 else None
 
     def _run(self) -> None:
         stop = False
@@ -198,7 +201,9 @@ class Witnessing:
 
     def _get_cosigned(self, name: str) -> httpx.Response:
         return self._links.client(name).get(
-            f"{self._links.url(name)}/witness/checkpoint", extensions=self._links.extensions(name)
+            f"{self._links.url(name)}/witness/checkpoint",
+            extensions=self._links.extensions(name),
+            timeout=READ_SECONDS,
         )
 
     def _keep(self, name: str, verifier: Verifier, size: int, note: str, lines: str) -> bool:

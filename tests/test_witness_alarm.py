@@ -117,6 +117,13 @@ def test_witnesses_refusing_a_rolled_back_log_raise_alarms_until_an_operator_res
             ("gateway", "raise", name) for name in WITNESSES | {PUBLISHED}
         }
 
+        # The gateway's own verification (the console's banner) reads what each witness holds
+        # and reports the rollback, though the restored log is consistent with itself: shorter
+        # than what they cosigned, or (grown again since the restart) another log at that size.
+        verification = HTTP.get(f"{url}/v1/audit/verification", headers=headers).json()
+        codes = {p["code"] for p in verification["problems"]}
+        assert verification["ok"] is False and codes & {"log_rolled_back", "checkpoint_mismatch"}, verification
+
         # The operator acts (the witnesses are taken out of service while the log is
         # investigated) and resolves each alarm; then no alarm holds readiness back (the
         # stopped connectors still do, and say so).
