@@ -29,7 +29,7 @@ from connectors.gateway_keys import gateway_keys
 from connectors.keys import KeyStore
 from xiezhi import __version__, apidocs, oprf, problems
 from xiezhi.crypto import batch_digest
-from xiezhi.errors import Denied, InvalidInput, NotFound, Unauthenticated
+from xiezhi.errors import Denied, InvalidInput, NotFound, Unauthenticated, Unavailable
 from xiezhi.telemetry import ActiveTelemetry, Telemetry, TelemetrySettings, annotate, record_batch, traced
 from xiezhi.tickets import KeyLookup, TicketClaims, verify_ticket
 from xiezhi.tls import TRUST_DOMAIN, ServerTLS, client_identity, gateway_identity, peer_names
@@ -54,7 +54,8 @@ class ConnectorSettings:
     # Client certificates (by name) that may also read the newest checkpoint this connector
     # cosigned (GET /witness/checkpoint): the auditors who hold the gateway's log to it.
     witness_readers: tuple[str, ...] = ("auditor",)
-    # Client certificates that may scrape GET /metrics (with telemetry `prometheus: true`).
+    # Client certificates that may scrape GET /metrics (with telemetry `prometheus: true`) and
+    # probe GET /readyz (monitoring).
     metrics_readers: tuple[str, ...] = ("admin",)
     insecure_http: bool = False  # development only: serve plain HTTP (warned at start)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)  # where traces, metrics, logs go
@@ -121,6 +122,7 @@ class Evaluator:
 
 WITNESS_CHECKPOINT = "/witness/checkpoint"
 METRICS = "/metrics"
+READYZ = "/readyz"
 
 
 def _callers(settings: ConnectorSettings) -> Any:
@@ -140,7 +142,7 @@ def _callers(settings: ConnectorSettings) -> Any:
             return
         if request.method == "GET" and request.url.path == WITNESS_CHECKPOINT and readers.intersection(names):
             return
-        if request.method == "GET" and request.url.path == METRICS and scrapers.intersection(names):
+        if request.method == "GET" and request.url.path in (METRICS, READYZ) and scrapers.intersection(names):
             return
         raise Denied("only the gateway may call this connector", code="caller_not_gateway")
 
@@ -206,6 +208,7 @@ def create_connector_app(
     def evaluate(batch: TicketedBatch) -> EvaluationResult:
         return evaluator.evaluate(batch)
 
+    witness: Witness | None = None
     if settings.witness_key is not None and settings.log_key is not None:
         witness = Witness(
             load_signer(settings.witness_key),
@@ -226,9 +229,29 @@ def create_connector_app(
         def cosigned_checkpoint() -> PlainTextResponse:
             """The newest checkpoint of the gateway's log this connector cosigned, with its
             cosignature: an auditor's verifier fails a log smaller than it or inconsistent with it."""
+            assert witness is not None  # the route exists only with a witness
             note = witness.latest_note()
             if note is None:
                 raise NotFound("this witness has cosigned no checkpoint yet", code="no_cosigned_checkpoint")
             return PlainTextResponse(note)
+
+    @app.get(READYZ)
+    def readyz() -> dict[str, object]:
+        """Ready to evaluate: the newest epoch's OPRF key loads, and the witness state (when it
+        witnesses) reads. 200 names the epoch and the size last cosigned; 503 says what is not
+        ready (no_key, witness_state_unreadable). Epochs and sizes only."""
+        try:
+            epoch = keys.current()
+            keys.key_pair(epoch)
+        except Exception as exc:  # a missing or unreadable key is "not ready", said as such
+            raise Unavailable("no usable OPRF key", code="no_key") from exc
+        witnessed: int | None = None
+        if witness is not None:
+            try:
+                latest = witness.latest()
+            except Exception as exc:  # a damaged state file: the witness cannot check consistency
+                raise Unavailable("the witness state cannot be read", code="witness_state_unreadable") from exc
+            witnessed = latest.size if latest is not None else 0
+        return {"status": "ready", "connector": settings.connector, "epoch": epoch, "witnessed_size": witnessed}
 
     return app
