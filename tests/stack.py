@@ -43,6 +43,7 @@ from devkit.environment import (
 from devkit.pki import DevPki, add_party
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from requester.gateway_client import GatewayClient
 from tests.polling import WAIT_SECONDS
 from xiezhi.telemetry import TelemetrySettings
 from xiezhi.tls import ServerTLS, TLSFiles, client_context, uvicorn_tls
@@ -260,6 +261,12 @@ class Stack:
     ) -> str:
         options: dict[str, object] = {"subject": subject, "roles": roles, "org": org, "clearance": clearance}
         return issue_token(self.dev.idp_key, **options, **kwargs)  # type: ignore[arg-type]
+
+    def client(self, roles: list[str], **kwargs: object) -> GatewayClient:
+        """The gateway's client library for a user with `roles`, over the certificate of the
+        client system that carries them."""
+        token = self.user_token(roles, **kwargs)  # type: ignore[arg-type]
+        return GatewayClient(self.gateway_url, token, tls=session_pki().client(client_for(roles)))
 
     def approver(self, org: str = ORG, subject: str | None = None) -> Callable[[str], None]:
         """A department head of `org` who approves every waiting request handed to them."""

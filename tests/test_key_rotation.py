@@ -44,7 +44,6 @@ from tests.stack import (
     client_env,
     client_for,
     run_cli,
-    session_pki,
     start_stack,
 )
 from xiezhi.errors import Gone
@@ -75,9 +74,7 @@ class Live:
         )
 
     def client(self, roles: list[str], **kwargs: object) -> GatewayClient:
-        """A client over the certificate of the client system that carries `roles`."""
-        token = self.stack.user_token(roles, **kwargs)  # type: ignore[arg-type]
-        return GatewayClient(self.stack.gateway_url, token, tls=session_pki().client(client_for(roles)))
+        return self.stack.client(roles, **kwargs)
 
     def entries(self, kind: str) -> list[dict[str, Any]]:
         engine = make_engine(f"sqlite:///{self.stack.root / 'gateway' / 'gateway.sqlite'}")

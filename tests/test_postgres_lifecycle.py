@@ -70,8 +70,7 @@ class PostgresStack:
         )
 
     def client(self, roles: list[str], **kwargs: object) -> GatewayClient:
-        token = self.stack.user_token(roles, **kwargs)  # type: ignore[arg-type]
-        return GatewayClient(self.stack.gateway_url, token, tls=session_pki().client(client_for(roles)))
+        return self.stack.client(roles, **kwargs)
 
     def engine(self) -> Engine:
         """The database as the gateway sees it: the application's role."""
