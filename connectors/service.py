@@ -126,23 +126,24 @@ READYZ = "/readyz"
 
 
 def _callers(settings: ConnectorSettings) -> Any:
-    """The dependency every route has: over TLS, only the gateway's certificate may call, and
-    the witness readers' certificates may read the newest cosigned checkpoint."""
+    """The dependency every route has: over TLS, only the gateway's certificate may call; the
+    witness readers' certificates may also read the newest cosigned checkpoint, and the
+    metrics readers' scrape /metrics and probe /readyz (GET only)."""
     if settings.tls is None:
         if not settings.insecure_http:
             raise InvalidInput("a connector needs tls (certificate, key, CA) or the development flag insecure_http")
         return Depends(lambda: None)
-    expected = gateway_identity(settings.tls.domain)
-    readers = {client_identity(name, settings.tls.domain) for name in settings.witness_readers}
-    scrapers = {client_identity(name, settings.tls.domain) for name in settings.metrics_readers}
+    domain = settings.tls.domain
+    expected = gateway_identity(domain)
+    readers = {client_identity(name, domain) for name in settings.witness_readers}
+    scrapers = {client_identity(name, domain) for name in settings.metrics_readers}
+    also = {WITNESS_CHECKPOINT: readers, METRICS: scrapers, READYZ: scrapers}  # path → who else may GET it
 
     def gateway_only(request: Request) -> None:
         names = peer_names(request.scope)
         if expected in names:
             return
-        if request.method == "GET" and request.url.path == WITNESS_CHECKPOINT and readers.intersection(names):
-            return
-        if request.method == "GET" and request.url.path in (METRICS, READYZ) and scrapers.intersection(names):
+        if request.method == "GET" and also.get(request.url.path, set()).intersection(names):
             return
         raise Denied("only the gateway may call this connector", code="caller_not_gateway")
 
