@@ -57,7 +57,7 @@ def gateway_init(
     config: Annotated[Path | None, typer.Option(help="The settings file to write (YAML); never overwritten")] = None,
     keys: Annotated[
         Path | None,
-        typer.Option(help="Folder for the keyring, ticket keys and audit log key (files never overwritten)"),
+        typer.Option(help="Folder for the keyring and audit log key (files never overwritten)"),
     ] = None,
     database_url: Annotated[
         str | None, typer.Option(help="The gateway's database, e.g. postgresql+psycopg://… or sqlite:///…")
@@ -128,7 +128,6 @@ def gateway_init(
         raise fail(exc) from None
     typer.echo(f"settings        {setup.config} ({settings.environment})")
     typer.echo(f"keyring         {setup.keys.keyring}")
-    typer.echo(f"ticket keys     {setup.keys.ticket_keys}")
     typer.echo(f"audit log key   {setup.keys.audit_key}  (verifier key: {setup.keys.audit_vkey})")
     if not identity_key and env == "development":
         typer.echo(f"identity key    {setup.keys.idp_key}  (development identity provider, kid dev-idp-1)")
@@ -197,21 +196,25 @@ def keys_init(
 
 
 def keys_rotate_tickets(config: SettingsFile) -> None:
-    """Make a new relay-ticket signing key current (a running gateway signs with it within a
-    second), keep the previous ones published, and prune keys superseded more than twice the
-    ticket lifetime ago. Prints the new key's id (its public RFC 7638 thumbprint)."""
+    """Make a new relay-ticket signing key current (every running gateway signs with it within
+    a second), keep the previous ones published, and prune keys superseded more than twice the
+    ticket lifetime ago. The keys are in the gateway's database; this needs its settings and
+    key provider. Prints the new key's id (its public RFC 7638 thumbprint)."""
     from datetime import UTC, datetime, timedelta
 
+    from gateway.app import stored_ticket_keys
     from gateway.settings import GatewaySettings
-    from xiezhi.jwks import TicketKeys
 
     try:
         settings = GatewaySettings.from_file(config)
-        keys = TicketKeys(settings.ticket_keys)
-        now = datetime.now(UTC)
-        previous = keys.kids()[:1]
-        kid = keys.rotate(now)
-        pruned = keys.prune(now - timedelta(seconds=2 * settings.limits.ticket_ttl_seconds))
+        keys, engine = stored_ticket_keys(settings)
+        try:
+            now = datetime.now(UTC)
+            previous = keys.kids()[:1]
+            kid = keys.rotate(now)
+            pruned = keys.prune(now - timedelta(seconds=2 * settings.limits.ticket_ttl_seconds))
+        finally:
+            engine.dispose()
     except XiezhiError as exc:
         raise fail(exc) from None
     typer.echo(f"ticket key {kid} is current (was {previous[0] if previous else 'none'})")

@@ -2,17 +2,16 @@
 
 Production takes its identity provider's public keys and its own ticket key from
 configuration; this module only makes local stand-ins: an Ed25519 identity-provider key
-that signs caller JWTs, the gateway's ticket-signing key folder (`xiezhi.jwks`) with a copy
-of its public JWK Set, and a development PKI (`devkit.pki`) for mutual TLS between every party.
+that signs caller JWTs, and a development PKI (`devkit.pki`) for mutual TLS between every party.
 The connectors come from the roster in `deploy/connectors/` (`connectors.roster`).
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +22,12 @@ from audit_log.note import ensure_signer
 from connectors.roster import Roster
 from connectors.setup import ensure_witness_key
 from devkit.pki import DevPki, add_party, init_pki
+from gateway.app import stored_ticket_keys
 from gateway.keyring import LocalKeyring
+from gateway.settings import GatewaySettings
 from gateway.setup import DEV_IDENTITY_KID, GatewayKeys, settings_document, write_settings
+from gateway.ticket_keys import StoredTicketKeys
 from xiezhi.crypto import generate_signing_key, load_private_key, public_path
-from xiezhi.jwks import TicketKeys
 
 DEV_KID = DEV_IDENTITY_KID
 DEV_ISSUER = "xiezhi-dev-idp"
@@ -75,16 +76,20 @@ def ensure_pki(folder: Path, connectors: list[str]) -> DevPki:
 class DevEnvironment:
     root: Path
     idp_key: Path
-    ticket_keys: Path  # the gateway's ticket-signing key folder (`xiezhi.jwks.TicketKeys`)
     gateway_config: Path
     models_dir: Path
     audit_key: Path
     pki: DevPki | None = None  # the development PKI, when the services speak mutual TLS
 
-    @property
-    def ticket_jwks(self) -> Path:
-        """A copy of the gateway's ticket JWK Set as init_dev found it (a connector's --ticket-jwks)."""
-        return self.ticket_keys.parent / "ticket-jwks.json"
+    @contextmanager
+    def ticket_keys(self) -> Iterator[StoredTicketKeys]:
+        """The gateway's relay-ticket keys, read from its database as `xiezhi keys
+        rotate-tickets` reads them (made there if the gateway has not started yet)."""
+        keys, engine = stored_ticket_keys(GatewaySettings.from_file(self.gateway_config))
+        try:
+            yield keys
+        finally:
+            engine.dispose()
 
     @property
     def audit_vkey(self) -> str:
@@ -118,12 +123,9 @@ def init_dev(
     it runs on plain HTTP under the development flag `insecure_http`.
     """
     keys = root / "keys"
-    idp_key, ticket_keys, audit_key = keys / "idp.key", keys / "ticket-keys", keys / "audit-log.key"
+    idp_key, audit_key = keys / "idp.key", keys / "audit-log.key"
     if not idp_key.exists():
         generate_signing_key(idp_key)
-    tickets = TicketKeys(ticket_keys)
-    tickets.ensure(datetime.now(UTC))
-    (keys / "ticket-jwks.json").write_text(json.dumps(tickets.jwks(), indent=2), encoding="utf-8")
     ensure_signer(audit_key, DEV_LOG_ORIGIN)
     keyring = keys / "keyring.json"
     if not keyring.exists():
@@ -152,7 +154,7 @@ def init_dev(
         config["telemetry"] = telemetry
     gateway_config = root / "gateway" / "gateway.yaml"
     write_settings(gateway_config, config)
-    return DevEnvironment(root, idp_key, ticket_keys, gateway_config, policies / "models", audit_key, pki)
+    return DevEnvironment(root, idp_key, gateway_config, policies / "models", audit_key, pki)
 
 
 def issue_token(

@@ -48,6 +48,7 @@ from gateway.settings import GatewaySettings, KeySettings
 from gateway.shared_secrets import shared_secret
 from gateway.sightings import TokenSightings
 from gateway.system import SystemView
+from gateway.ticket_keys import StoredTicketKeys
 from gateway.vault import Vault
 from gateway.witnessing import Witnessing
 from xiezhi import __version__, apidocs, problems
@@ -65,6 +66,18 @@ def key_provider(settings: KeySettings, environment: str) -> KeyProvider:
     return LocalKeyring(settings.keyring)
 
 
+def stored_ticket_keys(
+    settings: GatewaySettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> tuple[StoredTicketKeys, Engine]:
+    """The ticket keys of the gateway these settings describe, opened outside a running
+    gateway (`xiezhi keys rotate-tickets`); the caller disposes of the engine.
+
+    Raises SchemaOutdated for a database not at head, and what the key provider raises."""
+    engine = make_engine(settings.database_url, migrate_empty=settings.environment == "development")
+    sealer = Sealer(key_provider(settings.keys, settings.environment), SqlDataKeys(engine), clock)
+    return _ticket_keys(settings, engine, sealer, clock), engine
+
+
 class _AuditParts(NamedTuple):
     log: AuditLog
     writer: AuditWriter
@@ -72,6 +85,20 @@ class _AuditParts(NamedTuple):
     publication: CheckpointPublication
     signer: Signer
     witnesses: dict[str, Verifier]
+
+
+def _ticket_keys(
+    settings: GatewaySettings, engine: Engine, sealer: Sealer, clock: Callable[[], datetime]
+) -> StoredTicketKeys:
+    """The ticket keys every instance shares; at the first start, an earlier release's key
+    folder (`ticket_keys`) moved into the database, or else a first key made."""
+    keys = StoredTicketKeys(engine, sealer, clock=clock)
+    if settings.ticket_keys is not None and settings.ticket_keys.is_dir():
+        imported = keys.adopt(TicketKeys(settings.ticket_keys))
+        if imported:
+            log.info("ticket keys: %d imported from the folder the settings name into the database", len(imported))
+    keys.ensure(clock())
+    return keys
 
 
 def build_services(
@@ -95,8 +122,7 @@ def build_services(
         engine, recorder, settings.policy_dir, catalog, reload_seconds=settings.policy_reload_seconds, clock=clock
     )
     authorizer = policy.authorizer
-    ticket_keys = TicketKeys(settings.ticket_keys, clock=clock)
-    ticket_keys.ensure(clock())  # the first key, at the first start
+    ticket_keys = _ticket_keys(settings, engine, sealer, clock)
     admission, pipeline = _match_requests(
         settings, engine, links, recorder, authorizer, catalog, vault, ticket_keys, clock
     )
@@ -199,7 +225,7 @@ def _match_requests(
     authorizer: Authorizer,
     catalog: ModelCatalog,
     vault: Vault,
-    ticket_keys: TicketKeys,
+    ticket_keys: StoredTicketKeys,
     clock: Callable[[], datetime],
 ) -> tuple[Admission, Pipeline]:
     """Admission and the pipeline of running requests, sharing one request store."""

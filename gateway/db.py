@@ -9,9 +9,21 @@ batches of blinded elements are never kept. Requests hold metadata and counts in
 
 from __future__ import annotations
 
+import zlib
 from datetime import datetime
 
-from sqlalchemy import Dialect, Engine, LargeBinary, TypeDecorator, UniqueConstraint, event
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Engine,
+    LargeBinary,
+    Table,
+    TypeDecorator,
+    UniqueConstraint,
+    event,
+    false,
+    text,
+)
 from sqlmodel import AutoString, Column, Field, SQLModel, create_engine
 
 from gateway import schema
@@ -212,6 +224,32 @@ class GatewaySecret(SQLModel, table=True):
     name: str = Field(primary_key=True)
     sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime
+
+
+class TicketKey(SQLModel, table=True):
+    """A relay-ticket signing key (Ed25519), shared by every gateway instance: its public half
+    in the clear (served as the JWK Set), its private half sealed (`gateway.ticket_keys`)."""
+
+    __tablename__ = "ticket_keys"
+
+    kid: str = Field(primary_key=True)  # the RFC 7638 thumbprint of the public key
+    public_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime
+    superseded_at: datetime | None = None
+
+
+def serialise_changes(connection: Connection, table: Table) -> None:
+    """Hold `table`'s change lock until the transaction ends, across every gateway instance on
+    the database: a transaction-scoped advisory lock on PostgreSQL; on SQLite the database's
+    write lock, which a transaction's first write takes even when it changes no row. Call it
+    first in the transaction; a check-then-write after it sees what the previous holder wrote."""
+    if connection.dialect.name == "postgresql":
+        lock_id = zlib.crc32(f"xiezhi:{table.name}".encode())
+        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+    else:
+        key = next(iter(table.primary_key.columns))
+        connection.execute(table.update().where(false()).values({key.name: key}))
 
 
 def make_engine(database_url: str, *, migrate_empty: bool = False) -> Engine:

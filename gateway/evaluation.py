@@ -20,10 +20,10 @@ from gateway.recorder import Recorder
 from gateway.relay import ConnectorRelay
 from gateway.settings import Limits
 from gateway.slots import Claim
+from gateway.ticket_keys import StoredTicketKeys
 from xiezhi import group
 from xiezhi.crypto import batch_digest
 from xiezhi.errors import Conflict, InvalidInput
-from xiezhi.jwks import TicketKeys
 from xiezhi.tickets import issue_ticket
 from xiezhi.wire import EvaluationBatch, EvaluationResult, TicketedBatch
 
@@ -34,7 +34,7 @@ class BlindEvaluation:
         limits: Limits,
         issuer: str,
         relay: ConnectorRelay,
-        ticket_keys: TicketKeys,
+        ticket_keys: StoredTicketKeys,
         recorder: Recorder,
         clock: Callable[[], datetime],
     ) -> None:
@@ -91,7 +91,7 @@ class BlindEvaluation:
         return result
 
     def _ticket(self, permit: AuthorizedRequest, org: str, connector: str, epoch: int, batch: EvaluationBatch) -> str:
-        kid, key = self._ticket_keys.current()  # re-reads the folder if a rotation changed it
+        kid, key = self._ticket_keys.current()  # re-read within a second of a rotation anywhere
         return issue_ticket(
             key,
             kid=kid,

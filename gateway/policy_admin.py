@@ -21,13 +21,16 @@ from audit_log import EventKind
 from gateway.auth import Principal
 from gateway.authz import Authorizer, Policy, load_policy_dir
 from gateway.authz.policy import parse_policy_csv
-from gateway.authz.store import PolicyStore
+from gateway.authz.store import PolicyRevision, PolicyStore
 from gateway.authz.tables import run_tables
+from gateway.db import serialise_changes
 from gateway.orgs import Organisation
 from gateway.recorder import Recorder
 from xiezhi.errors import Conflict
 from xiezhi.supervision import ModelCatalog
 from xiezhi.wire import OrgView, PolicyView
+
+_REVISIONS = PolicyRevision.__table__  # type: ignore[attr-defined]
 
 
 class PolicyAdmin:
@@ -58,6 +61,10 @@ class PolicyAdmin:
         """First start: copy the policy folder into the database."""
         policy = load_policy_dir(self._policy_dir)
         with Session(self._engine) as session:
+            serialise_changes(session.connection(), _REVISIONS)
+            stored = self._store.load()  # another instance, starting at the same time, seeded first
+            if stored is not None:
+                return stored
             self._store.write_rules(session, policy.rules)
             self._store.write_orgs(session, policy.orgs)
             self._store.add_revision(session, policy, change="seed", actor="gateway", at=self._clock())
@@ -144,18 +151,32 @@ class PolicyAdmin:
     def _commit(
         self, principal: Principal, candidate: Policy, change: str, write: Callable[[Session], None]
     ) -> PolicyView:
+        """Store `candidate`, made from this instance's policy; refuses (Conflict
+        `policy_changed`, after reloading) if another instance changed the stored policy since."""
         with self._lock:
             before = self.authorizer.policy.version
             with Session(self._engine) as session:
-                write(session)
-                self._store.add_revision(session, candidate, change=change, actor=principal.subject, at=self._clock())
-                self._recorder.record(
-                    session, principal, EventKind.POLICY_CHANGE, change, "ok", None,
-                    before=before, version=candidate.version,
-                )  # fmt: skip
-                session.commit()
-            self.authorizer.reload(candidate)
-            self._revision = self._store.revision()
+                serialise_changes(session.connection(), _REVISIONS)
+                stale = self._store.revision() != self._revision
+                if not stale:
+                    write(session)
+                    self._store.add_revision(
+                        session, candidate, change=change, actor=principal.subject, at=self._clock()
+                    )
+                    self._recorder.record(
+                        session, principal, EventKind.POLICY_CHANGE, change, "ok", None,
+                        before=before, version=candidate.version,
+                    )  # fmt: skip
+                    session.commit()
+            if not stale:
+                self.authorizer.reload(candidate)
+                self._revision = self._store.revision()
+        if stale:
+            self._reload()
+            raise Conflict(
+                "the policy was changed meanwhile (by another gateway instance); review it and try again",
+                code="policy_changed",
+            )
         return self._view()
 
     def _authorize(self, principal: Principal, obj: str, action: str, target: str | None = None) -> None:

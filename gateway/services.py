@@ -26,8 +26,8 @@ from gateway.readiness import Readiness
 from gateway.recorder import SignIns
 from gateway.retention import ResultRetention
 from gateway.system import SystemView
+from gateway.ticket_keys import StoredTicketKeys
 from gateway.witnessing import Witnessing
-from xiezhi.jwks import TicketKeys
 from xiezhi.supervision import ModelCatalog
 from xiezhi.telemetry import Telemetry
 
@@ -41,7 +41,7 @@ class GatewayServices:
     channels: ClientChannels  # which roles each client certificate carries (nothing to check without TLS)
     policy: PolicyAdmin
     catalog: ModelCatalog
-    ticket_keys: TicketKeys
+    ticket_keys: StoredTicketKeys
     admission: Admission
     pipeline: Pipeline
     publishing: Publishing

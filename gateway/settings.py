@@ -133,9 +133,11 @@ class GatewaySettings(BaseModel):
     audience: str = Field(description="aud expected in caller JWTs")
     identity_keys: dict[str, Path] = Field(description="kid → PEM public key of the identity provider")
     ticket_issuer: str = "xiezhi-gateway"
-    ticket_keys: Path = Field(
-        description="folder of the Ed25519 keys that sign relay tickets (created at first start, rotated by "
-        "`xiezhi keys rotate-tickets`); their public set is served at /.well-known/jwks.json"
+    ticket_keys: Path | None = Field(
+        default=None,
+        description="an earlier release's folder of relay-ticket keys, imported into the database at the first "
+        "start whose database holds none, then no longer read; the keys live in the database (created at first "
+        "start, rotated by `xiezhi keys rotate-tickets`), their public set served at /.well-known/jwks.json",
     )
     connectors: dict[str, HttpUrl] = Field(description="connector id → base URL")
     policy_dir: Path = Field(description="Casbin model, seed rules and organisations, limits, special actions, tests")

@@ -5,10 +5,12 @@ connector's witness key added to the settings (`xiezhi gateway add-witness`).
 byte is written):
 
     <keys>/keyring.json                 the local keyring, one key-encryption key (0600)
-    <keys>/ticket-keys/                 the relay-ticket signing keys, the first one made
     <keys>/audit-log.key, .vkey         the audit log's note key (0600) and its verifier key
     <keys>/idp.key, idp.pub             development only, when no identity-provider key is given
     <config>                            the settings (YAML), every path in it absolute
+
+The relay-ticket signing keys are not files: the gateway makes the first one in its database
+at its first start (`gateway.ticket_keys`).
 
 The settings written load with `GatewaySettings.from_file`; `settings_document` is the one
 place their shape is built (the development environment builds its settings with it too).
@@ -30,7 +32,6 @@ from gateway.keyring import LocalKeyring
 from gateway.settings import GatewaySettings
 from xiezhi.crypto import generate_signing_key, public_path
 from xiezhi.errors import Conflict, InvalidInput, NotFound
-from xiezhi.jwks import TicketKeys
 from xiezhi.tls import TRUST_DOMAIN, TLSFiles
 
 Environment = Literal["production", "development"]
@@ -46,10 +47,6 @@ class GatewayKeys:
     @property
     def keyring(self) -> Path:
         return self.folder / "keyring.json"
-
-    @property
-    def ticket_keys(self) -> Path:
-        return self.folder / "ticket-keys"
 
     @property
     def audit_key(self) -> Path:
@@ -107,7 +104,6 @@ def settings_document(
         "issuer": issuer,
         "audience": audience,
         "identity_keys": {kid: str(path.resolve()) for kid, path in identity_keys.items()},
-        "ticket_keys": str(keys.ticket_keys.resolve()),
         "connectors": dict(connectors),
         "policy_dir": str(policy_dir.resolve()),
         "models_dir": str(models_dir.resolve()),
@@ -141,14 +137,13 @@ def init_gateway(setup: GatewaySetup, now: datetime) -> GatewaySettings:
     make_idp = not identity_keys
     if make_idp and setup.environment == "production":
         raise InvalidInput("production needs the identity provider's public key(s): kid=PEM", code="no_identity_key")
-    targets = [setup.config, keys.keyring, keys.ticket_keys, keys.audit_key, keys.audit_vkey]
+    targets = [setup.config, keys.keyring, keys.audit_key, keys.audit_vkey]
     if make_idp:
         targets += [keys.idp_key, public_path(keys.idp_key)]
     _refuse_existing(targets)
     _check_inputs(setup, identity_keys)
     keys.folder.mkdir(parents=True, exist_ok=True)
     LocalKeyring.create(keys.keyring, now)
-    TicketKeys(keys.ticket_keys).ensure(now)
     ensure_signer(keys.audit_key, setup.log_name)
     if make_idp:
         generate_signing_key(keys.idp_key)

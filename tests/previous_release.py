@@ -33,7 +33,7 @@ from gateway.db import Alarm, ConnectorEpoch, QuotaUsage
 AT = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 LOG_KEY: Signer = generate_signer("xiezhi.test/previous-release")
 ENTRIES = 300  # enough for a stored level-8 node
-LATER = {"gateway_secrets"}  # tables of revisions after 0001
+LATER = {"gateway_secrets", "ticket_keys"}  # tables of revisions after 0001
 
 
 @dataclass(frozen=True)

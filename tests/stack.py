@@ -45,6 +45,7 @@ from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from requester.gateway_client import GatewayClient
 from tests.polling import WAIT_SECONDS
+from xiezhi.crypto import SigningKey
 from xiezhi.telemetry import TelemetrySettings
 from xiezhi.tls import ServerTLS, TLSFiles, client_context, uvicorn_tls
 
@@ -227,6 +228,20 @@ class Stack:
     connector_urls: dict[str, str]
     servers: list[LoopbackServer] = field(default_factory=list)
     connector_apps: dict[str, Callable[[], FastAPI]] = field(default_factory=dict)  # a fresh app, as started
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def start_gateway(self) -> LoopbackServer:
+        """One more gateway instance on the same settings and database (another port), as a
+        second replica behind a load balancer would be; `stop()` stops it with the rest."""
+        settings = GatewaySettings.from_file(self.dev.gateway_config)
+        server = LoopbackServer(create_app(settings, self.clock), settings.tls).start()
+        self.servers.append(server)
+        return server
+
+    def stop_server(self, server: LoopbackServer) -> None:
+        """Stop one server, as if its process died."""
+        server.stop()
+        self.servers.remove(server)
 
     def stop_connector(self, name: str) -> None:
         """Stop connector `name`'s server, as if its process died: its port refuses connections."""
@@ -240,6 +255,11 @@ class Stack:
         app = self.connector_apps[name]()
         tls = ServerTLS.serving(session_pki().connector(name))
         self.servers.insert(0, LoopbackServer(app, tls, loopback_socket(port)).start())
+
+    def gateway_ticket_key(self) -> tuple[str, SigningKey]:
+        """The kid and private key the gateway signs relay tickets with now (read from its database)."""
+        with self.dev.ticket_keys() as keys:
+            return keys.current()
 
     def key_dir(self, connector: str) -> Path:
         return self.root / "connectors" / connector / "keys"
@@ -366,7 +386,7 @@ def start_stack(
     )
     gateway_settings = GatewaySettings.from_file(dev.gateway_config)
     gateway = LoopbackServer(create_app(gateway_settings, clock), gateway_settings.tls, gateway_socket).start()
-    return Stack(root, dev, gateway.url, urls, [*connectors.values(), gateway], apps)
+    return Stack(root, dev, gateway.url, urls, [*connectors.values(), gateway], apps, clock)
 
 
 def _connector_app(

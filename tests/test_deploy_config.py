@@ -45,9 +45,11 @@ def _written(value: Any, where: str = "") -> set[str]:
 def test_the_example_lists_every_option() -> None:
     written = _written(yaml.safe_load(EXAMPLE.read_text(encoding="utf-8")))
     # Free-form maps (connector ids, clients, witnesses, kids) hold examples, not options.
-    missing = sorted(_fields(GatewaySettings) - written - {"telemetry.path"})
+    missing = sorted(_fields(GatewaySettings) - written - {"telemetry.path", "ticket_keys"})
     assert not missing, f"{EXAMPLE.name} does not explain {missing}"
-    assert "# path:" in EXAMPLE.read_text(encoding="utf-8")  # telemetry.path: shown commented (file exporter only)
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert "# path:" in text  # telemetry.path: shown commented (file exporter only)
+    assert "# ticket_keys:" in text  # shown commented (an upgrade from a release that kept a key folder)
 
 
 def test_production_refuses_the_example_while_a_placeholder_is_left() -> None:

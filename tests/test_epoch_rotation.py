@@ -28,7 +28,6 @@ from tests.stack import HTTP, LEGAL_BASIS, ORG, PURPOSE, ROSTER, Stack, channel,
 from xiezhi import oprf
 from xiezhi.crypto import batch_digest, derive_token
 from xiezhi.errors import Conflict
-from xiezhi.jwks import TicketKeys
 from xiezhi.tickets import issue_ticket
 from xiezhi.wire import ConnectorPlan, CreateMatchRequest, EvaluationBatch, LookupBatch, RowFlags, b64encode
 
@@ -232,7 +231,7 @@ def _orphan_digests(stack: Stack) -> int:
 def _ticketed(stack: Stack, *, epoch: int) -> httpx.Response:
     """One element sent to the court connector with a valid gateway ticket for `epoch`."""
     elements: list[bytes] = [oprf.blind([b"retired-epoch-probe"], oprf.Mode.VOPRF)[0].blinded_element]
-    kid, key = TicketKeys(stack.dev.ticket_keys).current()
+    kid, key = stack.gateway_ticket_key()
     ticket = issue_ticket(
         key, kid=kid, issuer="xiezhi-gateway", connector="court", request_id="r-probe", requester_org=ORG,
         epoch=epoch, count=1, digest=batch_digest(elements), now=datetime.now(UTC), ttl_seconds=60,

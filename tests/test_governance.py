@@ -183,6 +183,29 @@ def test_policy_changes_are_gated_audited_and_reach_another_instance(clocked: tu
     assert ("p", "prosecutor", "*", "model:bail_deposit", "run", "any", "deny") in lines
 
 
+def test_a_change_made_on_a_stale_instance_is_refused_not_lost(clocked: tuple[Stack, Clock]) -> None:
+    """The second instance has not re-read the policy when it is asked for a change: it
+    refuses (409 `policy_changed`) rather than overwrite the first instance's change with its
+    stale tree, and takes the change once asked again."""
+    stack, clock = clocked
+    settings = GatewaySettings.from_file(stack.dev.gateway_config).model_copy(update={"policy_reload_seconds": 3600})
+    stale = LoopbackServer(create_app(settings, clock), settings.tls).start()
+    try:
+        admin = stack.user_token(["security_admin"], subject="secadmin-330000-01", org="330000")
+        first = {"code": "330805", "name": "甲区人民检察院", "parent": "330800"}
+        second = {"code": "330806", "name": "乙区人民检察院", "parent": "330800"}
+        assert _call(stack.gateway_url, "POST", "/v1/orgs", admin, first).status_code == 201
+        assert _code(_call(stale.url, "POST", "/v1/orgs", admin, second)) == (409, "policy_changed")
+        again = _call(stale.url, "POST", "/v1/orgs", admin, second)
+        assert again.status_code == 201, again.text
+        clock.advance(seconds=6)  # past the first instance's reload interval
+        for url in (stale.url, stack.gateway_url):
+            codes = {o["code"] for o in _call(url, "GET", "/v1/orgs", admin).json()}
+            assert {"330805", "330806"} <= codes, url  # neither change lost
+    finally:
+        stale.stop()
+
+
 def test_organisations_are_managed_through_the_api(clocked: tuple[Stack, Clock]) -> None:
     stack, _ = clocked
     url = stack.gateway_url

@@ -185,7 +185,7 @@ def test_the_gateway_serves_its_ticket_keys_as_a_jwks(stack: Stack) -> None:
     response = HTTP.get(url)  # no caller token: public keys only
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/jwk-set+json"
-    current = TicketKeys(stack.dev.ticket_keys).current()[0]
+    current = stack.gateway_ticket_key()[0]
     assert current in parse_jwks(response.json())
     assert response.json()["keys"][0] == {**response.json()["keys"][0], "kid": current, "use": "sig", "alg": "EdDSA"}
     assert '"d"' not in response.text
@@ -210,7 +210,7 @@ def test_the_jwks_fetch_pins_the_gateways_name(stack: Stack) -> None:
         source()
     source.close()
     genuine = UrlSource(f"{stack.gateway_url}/.well-known/jwks.json", pki.connector("tax"))
-    assert TicketKeys(stack.dev.ticket_keys).current()[0] in parse_jwks(genuine())
+    assert stack.gateway_ticket_key()[0] in parse_jwks(genuine())
     genuine.close()
 
 
@@ -229,24 +229,25 @@ def clocked(tmp_path: Path, generated: Path) -> Iterator[tuple[Stack, Clock]]:
 @pytest.mark.integration
 def test_rotation_reaches_the_running_gateway_and_connector(clocked: tuple[Stack, Clock]) -> None:
     stack, clock = clocked
-    folder = TicketKeys(stack.dev.ticket_keys)  # the operator's view, as `xiezhi keys rotate-tickets`
-    old_kid, old_key = folder.current()
-    request_id = _create(stack, subjects=3)
-    assert _relay(stack, request_id).status_code == 200  # signed with the old key; the connector fetched it
+    with stack.dev.ticket_keys() as operator:  # the operator's view, as `xiezhi keys rotate-tickets`
+        old_kid, old_key = operator.current()
+        request_id = _create(stack, subjects=3)
+        assert _relay(stack, request_id).status_code == 200  # signed with the old key; the connector fetched it
 
-    new_kid = folder.rotate(clock())
-    clock.advance(seconds=6)  # past the gateway's reload (1 s) and the connector's refetch limit (5 s)
-    assert new_kid in parse_jwks(HTTP.get(f"{stack.gateway_url}/.well-known/jwks.json").json())
-    elements = _elements(2)
-    for kid, key in ((new_kid, folder.current()[1]), (old_kid, old_key)):
-        ticket = _issue(kid, key, clock(), elements)  # a new-key ticket, and one the old key signed just now
-        assert _direct(stack, ticket, elements).status_code == 200, kid
-    assert _relay(stack, request_id).status_code == 200
+        new_kid = operator.rotate(clock())
+        clock.advance(seconds=6)  # past the gateway's reload (1 s) and the connector's refetch limit (5 s)
+        assert new_kid in parse_jwks(HTTP.get(f"{stack.gateway_url}/.well-known/jwks.json").json())
+        assert stack.gateway_ticket_key()[0] == new_kid
+        elements = _elements(2)
+        for kid, key in ((new_kid, operator.current()[1]), (old_kid, old_key)):
+            ticket = _issue(kid, key, clock(), elements)  # a new-key ticket, and one the old key signed just now
+            assert _direct(stack, ticket, elements).status_code == 200, kid
+        assert _relay(stack, request_id).status_code == 200
 
-    # Drop the old key: it vanishes from the set, and once the connector's copy is older than
-    # its maximum age (300 s) the old key verifies nothing, while the gateway's tickets still
-    # pass, so the gateway signs with the new key.
-    assert folder.prune(clock()) == [old_kid]
+        # Drop the old key: it vanishes from the set, and once the connector's copy is older than
+        # its maximum age (300 s) the old key verifies nothing, while the gateway's tickets still
+        # pass, so the gateway signs with the new key.
+        assert operator.prune(clock()) == [old_kid]
     clock.advance(seconds=301)
     served = HTTP.get(f"{stack.gateway_url}/.well-known/jwks.json").json()
     assert set(parse_jwks(served)) == {new_kid}
@@ -258,15 +259,17 @@ def test_rotation_reaches_the_running_gateway_and_connector(clocked: tuple[Stack
 @pytest.mark.integration
 def test_rotate_tickets_command(tmp_path: Path) -> None:
     dev = init_dev(tmp_path, connectors={}, database_url=f"sqlite:///{tmp_path / 'g.sqlite'}", pki=session_pki())
-    keys = TicketKeys(dev.ticket_keys)
-    first = keys.current()[0]
-    second = keys.rotate(datetime.now(UTC) - timedelta(hours=1))  # so `first` was superseded an hour ago
+    with dev.ticket_keys() as keys:
+        first = keys.ensure(datetime.now(UTC))
+        second = keys.rotate(datetime.now(UTC) - timedelta(hours=1))  # so `first` was superseded an hour ago
     done = run_cli("keys", "rotate-tickets", "--config", str(dev.gateway_config), timeout=120)
     assert done.returncode == 0, done.stderr
-    third = TicketKeys(dev.ticket_keys).current()[0]
+    with dev.ticket_keys() as keys:
+        third = keys.current()[0]
+        assert keys.kids() == [third, second]  # `second` may still have live tickets
+    assert third not in (first, second)
     assert f"ticket key {third} is current (was {second})" in done.stdout
     assert f"pruned ticket key {first}" in done.stdout
-    assert TicketKeys(dev.ticket_keys).kids() == [third, second]  # `second` may still have live tickets
 
 
 def test_a_connector_can_read_the_set_from_a_file(tmp_path: Path) -> None:

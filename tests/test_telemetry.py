@@ -155,7 +155,7 @@ def test_every_signal_is_redacted_and_safe_attributes_pass(secret: str, tmp_path
     logger.removeHandler(plain)
 
     # Prometheus text, scraped at /metrics, passes the same redaction.
-    assert 'xiezhi_matches_total{' in scraped and 'xiezhi_capability="[redacted]"' in scraped, scraped
+    assert "xiezhi_matches_total{" in scraped and 'xiezhi_capability="[redacted]"' in scraped, scraped
     assert not _leaked(secret, scraped), scraped
 
     text = path.read_text(encoding="utf-8")
@@ -316,7 +316,7 @@ def test_one_trace_from_client_through_gateway_to_connectors(tmp_path: Path, gen
         requester.shutdown()
         stack.stop()  # each service exports what is pending, metrics one last time
     prometheus = (scraped / "gateway.prom").read_text(encoding="utf-8")
-    assert 'xiezhi_decisions_total{' in prometheus and 'xiezhi_outcome="allow",xiezhi_reason="allowed"}' in prometheus
+    assert "xiezhi_decisions_total{" in prometheus and 'xiezhi_outcome="allow",xiezhi_reason="allowed"}' in prometheus
     assert re.search(r'^xiezhi_clues_total\{[^}]*xiezhi_model="housing_fund"\} [1-9]', prometheus, re.M)
     assert "xiezhi_batch_size_bucket{" in (scraped / "connector.prom").read_text(encoding="utf-8")
     assert find_leaks(scraped, subject_id_forms(generated) | subject_names(generated)) == []

@@ -34,7 +34,7 @@ def _ticket(
     epoch: int = 1,
     count: int | None = None,
 ) -> str:
-    kid, signing = key or TicketKeys(stack.dev.ticket_keys).current()
+    kid, signing = key or stack.gateway_ticket_key()
     return issue_ticket(
         signing,
         kid=kid,
@@ -76,7 +76,7 @@ def test_forged_ticket_is_refused(stack: Stack, tmp_path: Path) -> None:
     such key; under the gateway's current kid the signature fails."""
     mallory = TicketKeys(tmp_path / "mallory")
     mallory_kid = mallory.ensure(datetime.now(UTC))
-    gateway_kid = TicketKeys(stack.dev.ticket_keys).current()[0]
+    gateway_kid = stack.gateway_ticket_key()[0]
     elements = _elements()
     for kid, code in ((mallory_kid, "ticket_key_unknown"), (gateway_kid, "ticket_invalid")):
         ticket = _ticket(stack, elements, key=(kid, mallory.current()[1]))

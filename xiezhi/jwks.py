@@ -1,4 +1,8 @@
-"""The gateway's relay-ticket signing keys: a folder of Ed25519 keys, published as a JWK Set.
+"""Relay-ticket signing keys as JWK Sets, and a folder of Ed25519 ticket keys.
+
+The gateway keeps its ticket keys in its database (`gateway.ticket_keys`); the folder below
+is what releases before that kept, read once to move its keys into the database, and a
+simple key set for tools and tests.
 
     <folder>/state.json   {"version": 1, "current": kid,
                            "keys": {kid: {"created_at": …, "superseded_at": … or null}}}
@@ -203,6 +207,15 @@ class TicketKeys:
         with self._lock:
             self._refresh()
             return {"keys": [public_jwk(ed25519_public(self._entries[kid].key)) for kid in self._ordered()]}
+
+    def export(self) -> list[tuple[str, SigningKey, datetime, datetime | None]]:
+        """Every key with its kid, creation and supersession times, current first (for moving
+        the folder's keys into the gateway's database)."""
+        with self._lock:
+            self._load()
+            return [
+                (kid, e.key, e.created_at, e.superseded_at) for kid in self._ordered() for e in [self._entries[kid]]
+            ]
 
     def retire(self, kid: str) -> None:
         """Stop publishing `kid` and delete its key. Refuses the current key (Conflict) and an
