@@ -29,6 +29,7 @@ from gateway.audit_review import AuditReview
 from gateway.auth import Authenticator, ClientChannels
 from gateway.authz import Authorizer
 from gateway.checkpoint_publication import CheckpointPublication
+from gateway.connector_health import ConnectorProbe
 from gateway.db import make_engine
 from gateway.evaluation import BlindEvaluation
 from gateway.key_admin import KeyAdmin
@@ -141,6 +142,7 @@ def build_services(
     if behind is not None:
         alarms.raise_alarm(CHECKPOINT_ROLLBACK, "published_checkpoints", "published_checkpoint_ahead", behind)
     audit.witnessing.start(lambda witness, reason, message: _witness_refused(alarms, witness, reason, message))
+    probe = ConnectorProbe(engine, links, settings.connectors, clock)
     return GatewayServices(
         authenticator=Authenticator(settings.identity_keys, issuer=settings.issuer, audience=settings.audience),
         sign_ins=SignIns(recorder),
@@ -155,7 +157,7 @@ def build_services(
         ),
         approvals=Approvals(engine, recorder, authorizer, catalog, clock),
         keys=keys,
-        system=SystemView(engine, authorizer, recorder),
+        system=SystemView(engine, authorizer, recorder, probe),
         review=AuditReview(audit.log, authorizer, recorder, settings.audit, clock),
         audit_proofs=AuditProofs(
             audit.log,
@@ -172,7 +174,7 @@ def build_services(
         witnessing=audit.witnessing,
         publication=audit.publication,
         alarms=alarms,
-        readiness=Readiness(engine, links, sorted(settings.connectors), sealer, alarms),
+        readiness=Readiness(engine, probe, sealer, alarms),
         telemetry=telemetry,
         retention=retention,
     )

@@ -30,9 +30,10 @@ AlarmId = Annotated[str, Path(pattern=UUID_PATTERN, description="an alarm's id, 
 def readyz(services: Services) -> dict[str, object]:
     """Ready to serve: the database answers, the key provider unwraps, every connector answers,
     and no alarm is open. No caller token (probes have none); over mutual TLS like every
-    route. 200 gives each connector's active epoch and index time; 503 names what is not ready
-    (code: alarm_open, database_unavailable, schema_outdated, keyring_unavailable or
-    connector_unreachable)."""
+    route. 200 gives each connector's health: reachable, active epoch, index activation time
+    and index age in seconds; 503 names what is not ready (code: alarm_open,
+    database_unavailable, schema_outdated, keyring_unavailable or connector_unreachable) and,
+    once the connectors were probed, carries the same `connectors` member."""
     return services.readiness.check()
 
 

@@ -5,7 +5,9 @@ denied request; then, in the browser: a prosecutor's token is turned away; an au
 in, searches by user and by decision, opens an entry and sees its inclusion proof verified
 by the page's own WebCrypto code, sees the anomaly flag and follows it, exports the search
 as CSV. Then one byte of one entry is changed in the gateway's SQLite database behind its
-back, and after a reload the banner names exactly that entry.
+back, and after a reload the banner names exactly that entry. A system administrator signs
+in and sees each connector's health: one stopped connector marked unreachable, reachable
+again once it restarts.
 
 Uses Debian's Chromium (/usr/bin/chromium) through Playwright's Python driver; nothing is
 downloaded ($XIEZHI_CHROMIUM names another build). Without Chromium the test skips, except
@@ -34,7 +36,7 @@ from gateway.quotas import CHINA
 from requester.job import match_file
 from requester.protocol import MatchSpec
 from tests.polling import wait_until
-from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Clock, Stack, session_pki, start_stack
+from tests.stack import CONNECTORS, HTTP, LEGAL_BASIS, PURPOSE, Clock, Stack, session_pki, start_stack
 
 pytestmark = pytest.mark.integration  # every test runs a stack and Chromium
 
@@ -128,13 +130,13 @@ def _checkpointed(stack: Stack, token: str, seq: int) -> None:
     wait_until(covered, f"a checkpoint covering entry {seq}")
 
 
-def _page(browser: Any, stack: Stack, **options: Any) -> Any:
-    """A page whose browser presents the auditor system's client certificate to the gateway.
+def _page(browser: Any, stack: Stack, client: str = "auditor", **options: Any) -> Any:
+    """A page whose browser presents client system `client`'s certificate to the gateway.
 
     The development CA is not in Chromium's trust store, so certificate errors are ignored for
     this page: the connection is still TLS, and the gateway still requires and checks the
     client certificate (without it the handshake fails: see the test below)."""
-    files = session_pki().client("auditor")
+    files = session_pki().client(client)
     certificate = {"origin": stack.gateway_url, "certPath": str(files.cert), "keyPath": str(files.key)}
     context = browser.new_context(client_certificates=[certificate], ignore_https_errors=True, **options)
     return context.new_page()
@@ -336,5 +338,42 @@ def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Pa
     page.click(f"#results tbody tr[data-seq='{target}']")
     expect(proof).to_contain_text("Inclusion proof FAILED", timeout=TIMEOUT_MS)
     expect(proof).to_have_class("proof bad")
+    assert errors == []
+    page.context.close()
+
+
+def test_the_system_administrator_sees_each_connectors_health(browser: Any, stack: Stack) -> None:
+    from playwright.sync_api import expect
+
+    admin = stack.user_token(["system_admin"], subject="sysadmin-330000-01", org="330000")
+    page = _page(browser, stack, client="admin")
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    _sign_in(page, stack, admin)
+    status = page.locator("#system-status")
+    expect(status).to_contain_text(f"All {len(CONNECTORS)} connectors reachable", timeout=TIMEOUT_MS)
+    expect(page.locator("#app")).to_be_hidden()
+    rows = page.locator("#connectors tbody tr")
+    expect(rows).to_have_count(len(CONNECTORS))
+    court = page.locator("#connectors tbody tr[data-connector='court']")
+    expect(court).to_have_attribute("data-reachable", "true")
+    expect(court.locator("td:nth-child(3)")).to_have_text("1")  # its published index's epoch
+    expect(court.locator("td:nth-child(4)")).to_contain_text(" s)")  # the age, readable and in seconds
+    expect(page.locator("#connectors tbody tr[data-connector='tax'] td:nth-child(4)")).to_contain_text("no index")
+
+    stack.stop_connector("tax")
+    page.click("#system-refresh")
+    tax = page.locator("#connectors tbody tr[data-connector='tax']")
+    expect(tax).to_have_class("unreachable", timeout=TIMEOUT_MS)
+    expect(tax.locator("td:nth-child(2)")).to_have_text("✗ 不可达 · unreachable")
+    expect(status).to_contain_text(f"1 of {len(CONNECTORS)} connectors unreachable: tax")
+    expect(status).to_have_class("message error")
+
+    stack.start_connector("tax")
+    page.click("#system-refresh")
+    expect(status).to_contain_text(f"All {len(CONNECTORS)} connectors reachable", timeout=TIMEOUT_MS)
+    expect(tax).to_have_attribute("data-reachable", "true")
+    shown = page.locator("#system").inner_text()
+    assert admin not in shown and "sysadmin-330000-01" not in shown
     assert errors == []
     page.context.close()

@@ -40,7 +40,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-Extension = str | int | datetime | tuple[str, ...] | None
+# A mapping carries a structured member, such as /readyz's connectors by name.
+Extension = str | int | datetime | tuple[str, ...] | Mapping[str, object] | None
 
 
 class XiezhiError(Exception):

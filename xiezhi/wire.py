@@ -328,6 +328,17 @@ class EpochView(Wire):
     capabilities: tuple[str, ...]
 
 
+class ConnectorHealth(Wire):
+    """A connector as the gateway sees it: whether it answered its health check in time, its
+    active key epoch, and when its index was activated and how many seconds ago (None before
+    its first activation)."""
+
+    reachable: bool
+    epoch: int | None
+    index_activated_at: datetime | None
+    index_age_seconds: int | None
+
+
 class Problem(Wire):
     """RFC 9457 problem detail, as every error leaves the services."""
 
@@ -343,6 +354,7 @@ class Problem(Wire):
     limit: int | None = None
     resets_at: datetime | None = None
     deleted_at: datetime | None = None
+    connectors: dict[str, ConnectorHealth] | None = None  # /readyz: each connector's health, by name
 
 
 class PolicyView(Wire):
@@ -442,6 +454,7 @@ class SystemStatus(Wire):
     active_epochs: dict[str, int]
     requests_by_status: dict[str, int]
     proof_failures: dict[str, ProofFailures] = Field(default_factory=dict)  # only connectors with any
+    connectors: dict[str, ConnectorHealth]  # every configured connector's health, by name
 
 
 class AlarmView(Wire):

@@ -1,11 +1,14 @@
 // The security auditor's console: sign in with a bearer token, search the log, open an entry and
 // check its inclusion proof here in the browser, watch the verification banner and anomaly flags,
-// export a search as CSV. Data is only ever inserted as text (textContent), never as HTML.
+// export a search as CSV. A system administrator signing in sees the connectors' health (the
+// system status) and the alarms instead. Data is only ever inserted as text (textContent), never
+// as HTML.
 "use strict";
 
 (() => {
   const TOKEN_KEY = "xiezhi.auditor.token";
-  const NOT_AUDITOR = "此控制台仅供安全审计员使用 · This console is for security auditors.";
+  const NOT_AUDITOR =
+    "此控制台仅供安全审计员和系统管理员使用 · This console is for security auditors and system administrators.";
   const REFUSED = "令牌无效或已过期，请重新登录 · Your token was refused or has expired: sign in again.";
   const FILTERS = ["since", "until", "user", "org", "model", "connector", "decision", "purpose", "kind", "request_id"];
   const ANOMALY_LABELS = {
@@ -49,6 +52,7 @@
     sessionStorage.removeItem(TOKEN_KEY);
     state.logKey = null;
     $("app").hidden = true;
+    $("system").hidden = true;
     $("banner").hidden = true;
     $("alarm").hidden = true;
     $("logout").hidden = true;
@@ -100,7 +104,24 @@
 
   // ---- sign in ---------------------------------------------------------------------------
 
+  // The roles the token claims, read without verifying it: it only picks which view to show;
+  // the gateway checks the token and the roles on every call.
+  function claimedRoles(value) {
+    try {
+      const part = value.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      const roles = JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "="))).roles;
+      return Array.isArray(roles) ? roles : [];
+    } catch (_) {
+      return [];
+    }
+  }
+
   async function start() {
+    const roles = claimedRoles(token());
+    if (roles.includes("system_admin") && !roles.includes("security_auditor")) {
+      await startSystem();
+      return;
+    }
     $("login").hidden = true;
     $("app").hidden = false;
     $("logout").hidden = false;
@@ -132,6 +153,70 @@
       if (error instanceof SignedOut) return;
       node.hidden = false;
       node.textContent = `无法读取告警 · Alarms could not be read: ${error.message}`;
+    }
+  }
+
+  // ---- connector health: the system administrator's view ---------------------------------
+
+  async function startSystem() {
+    $("login").hidden = true;
+    $("system").hidden = false;
+    $("logout").hidden = false;
+    $("login-message").textContent = "";
+    await Promise.all([loadAlarms(), loadSystem()]);
+  }
+
+  // An age in whole seconds as days, hours, minutes and seconds, the two largest units shown.
+  function ageText(seconds) {
+    const units = [
+      [86400, "天", "d"],
+      [3600, "小时", "h"],
+      [60, "分", "min"],
+      [1, "秒", "s"],
+    ];
+    const parts = [];
+    let rest = seconds;
+    for (const [size, zh, en] of units) {
+      const count = Math.floor(rest / size);
+      rest -= count * size;
+      if (count > 0 || (size === 1 && parts.length === 0)) parts.push([count, zh, en]);
+    }
+    const shown = parts.slice(0, 2);
+    return `${shown.map(([n, zh]) => `${n} ${zh}`).join(" ")} · ${shown.map(([n, , en]) => `${n} ${en}`).join(" ")}`;
+  }
+
+  function connectorRow(name, health) {
+    const tr = el("tr", { connector: name, reachable: String(health.reachable) });
+    if (!health.reachable) tr.classList.add("unreachable");
+    const age =
+      health.index_age_seconds === null ? "无索引 · no index" : `${ageText(health.index_age_seconds)} (${health.index_age_seconds} s)`;
+    const cells = [
+      [name, "mono"],
+      [health.reachable ? "✓ 可达 · reachable" : "✗ 不可达 · unreachable", health.reachable ? "ok" : "bad"],
+      [health.epoch === null ? "—" : health.epoch, "mono"],
+      [age, "age"],
+      [health.index_activated_at ? chinaTime(health.index_activated_at) : "—", ""],
+    ];
+    for (const [text, className] of cells) tr.append(el("td", { className }, text));
+    return tr;
+  }
+
+  async function loadSystem() {
+    const status = $("system-status");
+    const body = $("connectors").tBodies[0];
+    status.classList.remove("error");
+    status.textContent = "正在检查数据源… · Checking the connectors…";
+    try {
+      const system = await getJson("/v1/system/status");
+      const names = Object.keys(system.connectors).sort();
+      body.replaceChildren(...names.map((name) => connectorRow(name, system.connectors[name])));
+      const down = names.filter((name) => !system.connectors[name].reachable);
+      status.textContent = down.length
+        ? `${down.length} 个数据源不可达 · ${down.length} of ${names.length} connectors unreachable: ${down.join(", ")}`
+        : `全部 ${names.length} 个数据源可达 · All ${names.length} connectors reachable`;
+      if (down.length) status.classList.add("error");
+    } catch (error) {
+      report(status, error);
     }
   }
 
@@ -382,6 +467,7 @@
     $("export-button").addEventListener("click", exportCsv);
     $("more").addEventListener("click", () => search(true));
     $("anomalies-refresh").addEventListener("click", loadAnomalies);
+    $("system-refresh").addEventListener("click", loadSystem);
     $("detail-close").addEventListener("click", () => {
       $("detail").hidden = true;
     });
