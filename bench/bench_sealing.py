@@ -39,9 +39,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import create_engine
 
 from bench.common import OUT
+from gateway.db import make_engine
 from gateway.keyring import LocalKeyring
 from gateway.sealing import Sealer, SqlDataKeys, canonical_context
 from xiezhi import crypto
@@ -55,7 +55,7 @@ def make_sealer(folder: Path) -> Sealer:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     keyring = LocalKeyring.create(folder / "keyring.json", datetime.now(UTC))
-    store = SqlDataKeys(create_engine(f"sqlite:///{folder / 'keys.sqlite'}"))
+    store = SqlDataKeys(make_engine(f"sqlite:///{folder / 'keys.sqlite'}", migrate_empty=True))
     return Sealer(keyring, store, lambda: datetime.now(UTC))
 
 

@@ -91,11 +91,10 @@ _TABLE = SealingDataKey.__table__  # type: ignore[attr-defined]
 
 
 class SqlDataKeys:
-    """DataKeyStore over the `sealing_data_keys` table (created if missing)."""
+    """DataKeyStore over the `sealing_data_keys` table (the migrations make it, `gateway.schema`)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        SQLModel.metadata.create_all(engine, tables=[_TABLE])
 
     def add_current(self, key: StoredKey) -> None:
         with self._engine.begin() as connection:

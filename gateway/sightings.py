@@ -55,7 +55,6 @@ class TokenSightings:
     def __init__(self, engine: Engine, keep_days: int, key: bytes | None = None) -> None:
         self._key = key if key is not None else secrets.token_bytes(32)
         self._keep = timedelta(days=keep_days)
-        SQLModel.metadata.create_all(engine, tables=[_TABLE])
 
     def __repr__(self) -> str:
         return f"TokenSightings(keep={self._keep}, key=<redacted>)"

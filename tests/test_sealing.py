@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
 
+from gateway.db import make_engine
 from gateway.keyring import KeyringError, LocalKeyring
 from gateway.sealing import DataKeyStore, MemoryDataKeys, Sealer, SealError, SqlDataKeys, canonical_context
 from xiezhi import crypto
@@ -45,7 +45,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DataKeySto
     if request.param == "memory":
         yield MemoryDataKeys()
         return
-    engine = create_engine(f"sqlite:///{tmp_path / 'keys.sqlite'}")
+    engine = make_engine(f"sqlite:///{tmp_path / 'keys.sqlite'}", migrate_empty=True)
     yield SqlDataKeys(engine)
     engine.dispose()
 
@@ -328,12 +328,12 @@ def test_the_data_key_cache_is_bounded(keyring: LocalKeyring) -> None:
 
 def test_sql_data_keys_survive_a_restart(tmp_path: Path) -> None:
     url, keyring_path = f"sqlite:///{tmp_path / 'gateway.sqlite'}", tmp_path / "keyring.json"
-    engine = create_engine(url)
+    engine = make_engine(url, migrate_empty=True)
     before = Sealer(LocalKeyring.create(keyring_path, AT), SqlDataKeys(engine), Clock())
     blob = before.seal(SECRET, CONTEXT)
     engine.dispose()
 
-    engine = create_engine(url)
+    engine = make_engine(url)
     after = Sealer(LocalKeyring(keyring_path), SqlDataKeys(engine), Clock())
     assert after.open(blob, CONTEXT) == SECRET
     assert Sealer.blob_key_id(after.seal(b"more", CONTEXT)) == Sealer.blob_key_id(blob)

@@ -47,9 +47,8 @@ class PolicyStore:
     def __init__(self, engine: Engine, policy_dir: Path) -> None:
         self._engine = engine
         self._policy_dir = policy_dir
-        self._adapter = Adapter(engine, db_class=CasbinRule)
-        tables = [OrgRecord.__table__, PolicyRevision.__table__]  # type: ignore[attr-defined]
-        SQLModel.metadata.create_all(engine, tables=tables)
+        # Every table, casbin_rule included, comes from the migrations (`gateway.schema`).
+        self._adapter = Adapter(engine, db_class=CasbinRule, create_table=False)
 
     def revision(self) -> int:
         with Session(self._engine) as session:
