@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import codecs
-import csv
 import hashlib
 import re
 import shutil
@@ -16,26 +15,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
 
-from tests import reference
+from devkit import reference
+from devkit.reference import read_csv, read_report
 from xiezhi import oprf
 from xiezhi.crypto import derive_token
 from xiezhi.errors import InvalidIdentifier
 from xiezhi.ids import IdType, SubjectId, normalise_subject_id
 from xiezhi.supervision import SubjectKind, SupervisionModel
 from xiezhi.wire import Capability
-
-
-def read_csv(path: Path) -> list[list[str]]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        return list(csv.reader(handle))
-
-
-def read_report(path: Path) -> tuple[dict[str, str], list[list[str]]]:
-    """A CSV report or errors file: its key,value block (which request, which list) and the
-    table after the empty row (README, "The clue report")."""
-    lines = read_csv(path)
-    blank = lines.index([])
-    return dict((key, value) for key, value in lines[:blank]), lines[blank + 1 :]
 
 
 def subjects_file(data_dir: Path, model: SupervisionModel) -> Path:
@@ -45,17 +32,8 @@ def subjects_file(data_dir: Path, model: SupervisionModel) -> Path:
 def expected_report(
     data_dir: Path, model: SupervisionModel, queries: reference.Queries = reference.REFERENCE_QUERIES
 ) -> tuple[list[list[str]], list[tuple[int, str]]]:
-    """The report the reference join predicts, and the (row, 案号) pairs it predicts invalid."""
-    flags = reference.expected_flags(data_dir, queries=queries)
-    rows, invalid = [], []
-    for number, case_no, key in reference.subject_rows(subjects_file(data_dir, model)):
-        if key is None:
-            invalid.append((number, case_no))
-            continue
-        subject_flags: dict[str, bool] = {capability: key in flags[capability] for capability in model.looks_up}
-        clue = model.clue.evaluate(subject_flags)
-        rows.append([str(number), case_no, _yes(clue), *(_yes(subject_flags[c]) for c in model.reveals)])
-    return [["行号", "案号", "线索", *model.reveals], *rows], invalid
+    """The report the reference join predicts for the model's list, and the (row, 案号) pairs it predicts invalid."""
+    return reference.expected_report(data_dir, model, subjects_file(data_dir, model), queries)
 
 
 def assert_report_agrees(
@@ -90,10 +68,6 @@ def assert_report_agrees(
     if request_id is not None:
         assert about["请求编号"] == request_id, f"{model.id}: the report names its request"
     return clues
-
-
-def _yes(value: bool) -> str:
-    return "是" if value else "否"
 
 
 # ---- leak scanning -------------------------------------------------------------------

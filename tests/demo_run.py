@@ -55,7 +55,7 @@ reveals: [social_security.pension_drawn]
 clue: social_security.pension_drawn
 """
 
-# The plain SQL join a reviewer would write over the raw table (norm: tests/reference.py).
+# The plain SQL join a reviewer would write over the raw table (norm: devkit/reference.py).
 PENSION_REFERENCE = (
     FIFTH,
     "SELECT norm(person_id) FROM pension_payments WHERE status = '正常发放' AND amount > 0",

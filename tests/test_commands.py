@@ -15,12 +15,11 @@ import yaml
 from openpyxl import Workbook, load_workbook
 
 from devkit.environment import REPO_ROOT
+from devkit.reference import read_csv, read_report
 from tests import handmade
 from tests.agreement import (
     assert_report_agrees,
     find_leaks,
-    read_csv,
-    read_report,
     subject_id_forms,
     subject_names,
 )

@@ -1,7 +1,7 @@
 """The full protocol over real HTTP: four connectors, the gateway, the requester client.
 
 Every model's report must agree, row by row, with a plain SQL join of the raw agency
-tables on normalised IDs (tests/reference.py), and nothing the gateway stores may hold
+tables on normalised IDs (devkit/reference.py), and nothing the gateway stores may hold
 any subject's ID in any normal form.
 """
 
@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 
 from audit_log import AuditRecord
 from devkit.environment import REPO_ROOT
+from devkit.reference import read_report
 from gateway.db import make_engine
 from requester.job import match_file
 from requester.protocol import MatchSpec
@@ -23,7 +24,6 @@ from tests.agreement import (
     assert_report_agrees,
     find_leaks,
     find_token_leaks,
-    read_report,
     subject_id_forms,
     subject_names,
     subject_tokens,

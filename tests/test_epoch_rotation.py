@@ -20,10 +20,10 @@ from sqlmodel import Session, col, select
 
 from audit_log import AuditRecord
 from connectors.keys import KeyStore
+from devkit import reference
 from gateway.db import IndexDigest, Publication, make_engine
 from requester.gateway_client import GatewayClient
 from requester.subjects import read_subjects
-from tests import reference
 from tests.stack import HTTP, LEGAL_BASIS, ORG, PURPOSE, ROSTER, Stack, channel, run_cli, session_pki, start_stack
 from xiezhi import oprf
 from xiezhi.crypto import batch_digest, derive_token

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from devkit.demo.generate import AS_OF, GenerationSummary, generate
-from tests.reference import CAPABILITIES, expected_flags, normalised_key, subject_rows
+from devkit.reference import CAPABILITIES, expected_flags, normalised_key, subject_rows
 from xiezhi.errors import InvalidIdentifier
 from xiezhi.ids import normalise_subject_id
 

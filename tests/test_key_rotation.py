@@ -24,6 +24,7 @@ from sqlmodel import Session, select
 
 from audit_log import AuditRecord
 from devkit.environment import REPO_ROOT
+from devkit.reference import read_report
 from gateway.api import gateway_services
 from gateway.app import create_app
 from gateway.db import MatchRequest, ResultBatch, make_engine
@@ -33,7 +34,7 @@ from gateway.settings import GatewaySettings
 from requester.gateway_client import GatewayClient
 from requester.job import MatchSummary, match_file
 from requester.protocol import MatchSpec
-from tests.agreement import read_report, subjects_file
+from tests.agreement import subjects_file
 from tests.polling import wait_until
 from tests.stack import (
     LEGAL_BASIS,

@@ -1,4 +1,4 @@
-"""Tests for tests/reference.py on a tiny hand-written agency data set with exact answers.
+"""Tests for devkit/reference.py on a tiny hand-written agency data set with exact answers.
 
 Every identifier below was checked by hand (ISO 7064 MOD 11-2, GB 32100 MOD 31); each
 person appears under more than one spelling somewhere.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reference import CAPABILITIES, expected_flags, normalised_key, subject_rows
+from devkit.reference import CAPABILITIES, expected_flags, normalised_key, subject_rows
 
 A = "11010519491231002X"  # the GB 11643-1999 example
 B = "130503196704010016"  # 15-digit 130503670401001

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from audit_log import AuditRecord
 from devkit.demo.services import Services
 from devkit.environment import REPO_ROOT
+from devkit.reference import expected_flags
 from gateway.db import QuotaUsage, make_engine
 from gateway.quotas import Window
 from requester.gateway_client import NO_RETRIES, GatewayClient
@@ -33,7 +34,6 @@ from requester.job import match_file
 from requester.protocol import MatchSpec, run_match
 from requester.subjects import read_subjects
 from tests.agreement import assert_report_agrees
-from tests.reference import expected_flags
 from tests.stack import HTTP, LEGAL_BASIS, PURPOSE, Stack, run_cli, session_pki, start_stack
 from xiezhi import errors, oprf
 from xiezhi.crypto import derive_token

@@ -21,7 +21,11 @@ from devkit.demo.generate import generate
 from devkit.environment import init_dev, load_roster, witness_key
 from devkit.pki import init_pki
 
-GATEWAY_DB = "postgresql+psycopg://xiezhi:xiezhi-dev-only@postgres:5432/xiezhi"
+# The gateways connect as the application role (compose.yaml's XIEZHI_APP_ROLE, created by
+# initdb/10-application-role.sh); the schema job migrates as the owner (POSTGRES_USER).
+# Development passwords, as in compose.yaml.
+GATEWAY_DB = "postgresql+psycopg://xiezhi_app:xiezhi-app-dev-only@postgres:5432/xiezhi"
+MIGRATION_DB = "postgresql+psycopg://xiezhi:xiezhi-dev-only@postgres:5432/xiezhi"
 CONNECTOR_PORT = 8100
 
 
@@ -61,6 +65,13 @@ def main() -> None:
     config = dev.gateway_config
     text = config.read_text(encoding="utf-8").replace(str(out), args.mount)
     settings = yaml.safe_load(text)
+    # The migration role's URL, for the schema job, beside the application role's.
+    ordered: dict[str, object] = {}
+    for key, value in settings.items():
+        ordered[key] = value
+        if key == "database_url":
+            ordered["migration_database_url"] = MIGRATION_DB
+    settings = ordered
     settings["policy_dir"] = args.policies
     settings["models_dir"] = f"{args.policies}/models"
     config.write_text(yaml.safe_dump(settings, allow_unicode=True, sort_keys=False), encoding="utf-8")

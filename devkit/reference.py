@@ -1,7 +1,8 @@
 """An independent reference answer: plain SQL over the raw agency tables, keyed on normalised IDs.
 
 Written from the capability definitions alone, without any connector code, so the match
-flags the gateway returns can be checked against it. Identifiers are normalised inside
+flags the gateway returns can be checked against it: by the tests (tests/agreement.py) and
+by the compose topology's check (deploy/compose/check_report.py). Identifiers are normalised inside
 SQLite by a registered function `norm(raw)` that returns "type:value" (e.g.
 "resident_id:11010519491231002X") or NULL for a value that fails validation; such rows
 are skipped.
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from xiezhi.errors import InvalidIdentifier
 from xiezhi.ids import normalise_subject_id
+from xiezhi.supervision import SupervisionModel
 
 # capability id -> (agency database, SQL returning normalised subject ids in one column)
 Queries = dict[str, tuple[str, str]]
@@ -170,3 +172,39 @@ def subject_rows(csv_path: Path, *, today: date | None = None) -> list[tuple[int
 
 def _cell(record: list[str], at: int) -> str:
     return record[at] if at < len(record) else ""
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def read_report(path: Path) -> tuple[dict[str, str], list[list[str]]]:
+    """A CSV report or errors file: its key,value block (which request, which list) and the
+    table after the empty row (README, "The clue report")."""
+    lines = read_csv(path)
+    if [] not in lines:
+        raise ValueError(f"{path.name}: no empty row between the report's header block and its table")
+    blank = lines.index([])
+    return dict((key, value) for key, value in lines[:blank]), lines[blank + 1 :]
+
+
+def expected_report(
+    data_dir: Path, model: SupervisionModel, subjects: Path, queries: Queries = REFERENCE_QUERIES
+) -> tuple[list[list[str]], list[tuple[int, str]]]:
+    """The report of `model` over the list `subjects` that the reference join predicts (its
+    header row, then one row per valid subject), and the (row, 案号) pairs it predicts invalid."""
+    flags = expected_flags(data_dir, queries=queries)
+    rows, invalid = [], []
+    for number, case_no, key in subject_rows(subjects):
+        if key is None:
+            invalid.append((number, case_no))
+            continue
+        subject_flags: dict[str, bool] = {capability: key in flags[capability] for capability in model.looks_up}
+        clue = model.clue.evaluate(subject_flags)
+        rows.append([str(number), case_no, _yes(clue), *(_yes(subject_flags[c]) for c in model.reveals)])
+    return [["行号", "案号", "线索", *model.reveals], *rows], invalid
+
+
+def _yes(value: bool) -> str:
+    return "是" if value else "否"
