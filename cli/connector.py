@@ -34,6 +34,14 @@ KeyDir = Annotated[Path, typer.Option(help="Folder of this connector's epoch key
 ConfigFile = Annotated[Path, typer.Option(help="Connector config (YAML), e.g. deploy/connectors/court.yaml")]
 ConnectorToken = Annotated[Path, typer.Option(help="File holding the connector's bearer token")]
 DatabaseUrl = Annotated[str | None, typer.Option(help="Override the config's database URL")]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        envvar="XIEZHI_RAY_ADDRESS",
+        help="Evaluate on this Ray cluster (`auto`, `ray://head:10001` or `head:6379`) instead of this machine's "
+        "processes; needs the `ray` extra",
+    ),
+]
 
 
 @connector_app.command("serve")
@@ -195,11 +203,15 @@ def connector_publish(
     tls_key: TlsKey = None,
     tls_ca: TlsCa = None,
     insecure_http: InsecureHttp = False,
+    ray_address: RayAddress = None,
 ) -> None:
     """Build every capability index from the agency database and publish it (mutual TLS with
-    this connector's certificate)."""
+    this connector's certificate). With --ray-address (or XIEZHI_RAY_ADDRESS) the evaluation
+    runs as tasks on the agency's Ray cluster."""
     tls = tls_files(tls_cert, tls_key, tls_ca, insecure_http)
-    report = _build_and_publish(config, key_dir, gateway, token_file, database_url, rotate, tls, insecure_http)
+    report = _build_and_publish(
+        config, key_dir, gateway, token_file, database_url, rotate, tls, insecure_http, ray_address
+    )
     for line in report.lines():
         typer.echo(line)
 
@@ -215,6 +227,7 @@ def connector_rotate(
     tls_key: TlsKey = None,
     tls_ca: TlsCa = None,
     insecure_http: InsecureHttp = False,
+    ray_address: RayAddress = None,
 ) -> None:
     """Start a new OPRF key epoch: new key, every index rebuilt under it, published beside the
     old epoch's and activated. Requests already running finish on the old epoch; retire its
@@ -223,7 +236,9 @@ def connector_rotate(
 
     before = KeyStore(key_dir).epochs()
     tls = tls_files(tls_cert, tls_key, tls_ca, insecure_http)
-    report = _build_and_publish(config, key_dir, gateway, token_file, database_url, True, tls, insecure_http)
+    report = _build_and_publish(
+        config, key_dir, gateway, token_file, database_url, True, tls, insecure_http, ray_address
+    )
     old = str(before[-1]) if before else "none"
     typer.echo(f"{report.built.connector}: epoch {old} → {report.built.epoch} (published and active)")
     for line in report.lines():
@@ -258,7 +273,9 @@ def _build_and_publish(
     rotate: bool,
     tls: TLSFiles | None,
     insecure_http: bool,
+    ray_address: str | None,
 ) -> PublishReport:
+    from connectors.engines import RayEngine
     from connectors.runner import build_and_publish
 
     try:
@@ -272,6 +289,7 @@ def _build_and_publish(
             show_progress=True,
             tls=tls,
             insecure_http=insecure_http,
+            engine=RayEngine(ray_address) if ray_address else None,
         )
     except XiezhiError as exc:
         raise fail(exc) from None

@@ -10,20 +10,25 @@ counts only.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from sqlalchemy import create_engine, text
 
 from connectors.config import Capability, ConnectorConfig
+from connectors.engines import Engine, LocalEngine
 from connectors.reduce import Reduced, reduce_rows
 from xiezhi import oprf
 from xiezhi.crypto import derive_token
 from xiezhi.errors import InvalidInput
 from xiezhi.ids import SubjectId
-from xiezhi.parallel import executor_for
 
 CHUNK = 2_000
+
+# (OPRF input, the capabilities its subject satisfies)
+Item = tuple[bytes, tuple[str, ...]]
 
 Progress = Callable[[int], None]
 
@@ -74,11 +79,13 @@ def build(
     *,
     workers: int | None = None,
     progress: Callable[[int], Progress] | None = None,
+    engine: Engine | None = None,
 ) -> BuiltIndex:
     """Build every capability's token set under `key`.
 
     `progress(total)` is called once with the number of subjects to evaluate and returns a
-    callback that receives the count of each finished chunk.
+    callback that receives the count of each finished chunk. `engine` evaluates (default: the
+    local process pool of `workers` processes).
     """
     reduced = collect(config)
     members: dict[SubjectId, list[str]] = {}
@@ -88,7 +95,7 @@ def build(
     items = [(subject.oprf_input(), tuple(caps)) for subject, caps in members.items()]
     advance = progress(len(items)) if progress else (lambda _n: None)
     tokens: dict[str, list[bytes]] = {c.id: [] for c in config.capabilities}
-    for chunk_tokens in evaluate_tokens(key.sk, items, workers=workers, advance=advance):
+    for chunk_tokens in evaluate_tokens(key.sk, items, workers=workers, advance=advance, engine=engine):
         for capability_id, token in chunk_tokens:
             tokens[capability_id].append(token)
     indexes = tuple(
@@ -100,19 +107,47 @@ def build(
 
 def evaluate_tokens(
     sk: bytes,
-    items: Sequence[tuple[bytes, tuple[str, ...]]],
+    items: Iterable[Item],
     *,
     workers: int | None = None,
     advance: Progress = lambda _n: None,
+    engine: Engine | None = None,
 ) -> Iterator[list[tuple[str, bytes]]]:
-    """Yield, chunk by chunk, (capability, token) pairs for (oprf input, capabilities) items."""
-    chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
-    with executor_for(len(items), workers) as pool:
-        for chunk, result in zip(chunks, pool.map(_tokens_for, [sk] * len(chunks), chunks), strict=True):
-            yield result
-            advance(len(chunk))
+    """Yield, chunk by chunk, (capability, token) pairs for (oprf input, capabilities) items.
+
+    `items` is read lazily, CHUNK at a time; `engine` runs the evaluation (default: the local
+    process pool of `workers` processes)."""
+    yield from evaluate_chunks(sk, _chunked(items), advance=advance, engine=engine or LocalEngine(workers))
 
 
-def _tokens_for(sk: bytes, chunk: Sequence[tuple[bytes, tuple[str, ...]]]) -> list[tuple[str, bytes]]:
+def evaluate_chunks(
+    sk: bytes,
+    chunks: Iterable[Sequence[Item]],
+    *,
+    advance: Progress = lambda _n: None,
+    engine: Engine | None = None,
+) -> Iterator[list[tuple[str, bytes]]]:
+    """Yield each chunk's (capability, token) pairs, in the chunks' order, as `engine` evaluates
+    them (default: the local process pool); `advance(len(chunk))` after each."""
+    sizes: deque[int] = deque()
+
+    def counted() -> Iterator[Sequence[Item]]:
+        for chunk in chunks:
+            sizes.append(len(chunk))
+            yield chunk
+
+    for result in (engine or LocalEngine()).map(_tokens_for, sk, counted()):
+        yield result
+        advance(sizes.popleft())
+
+
+def _chunked(items: Iterable[Item]) -> Iterator[list[Item]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, CHUNK)):
+        yield chunk
+
+
+def _tokens_for(sk: bytes, chunk: Sequence[Item]) -> list[tuple[str, bytes]]:
+    # Module level and pure: a process pool or a Ray worker imports it by name.
     outputs = oprf.evaluate_batch(sk, [item[0] for item in chunk], oprf.Mode.VOPRF)
     return [(cap, derive_token(output, cap)) for output, (_, caps) in zip(outputs, chunk, strict=True) for cap in caps]

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from connectors.config import ConnectorConfig
+from connectors.engines import Engine
 from connectors.indexer import BuiltIndex, build
 from connectors.keys import KeyStore
 from connectors.publisher import Publisher
@@ -42,7 +43,10 @@ def build_and_publish(
     workers: int | None = None,
     tls: TLSFiles | None = None,
     insecure_http: bool = False,
+    engine: Engine | None = None,
 ) -> PublishReport:
+    """Build the connector's indexes (evaluated by `engine`: default, this machine's pool of
+    `workers` processes) and publish them to the gateway."""
     config = ConnectorConfig.from_file(config_path, database_url=database_url)
     keys = KeyStore(key_dir)
     epoch = keys.rotate() if rotate else keys.ensure()
@@ -54,7 +58,7 @@ def build_and_publish(
         disable=not show_progress,
         transient=True,
     ) as progress:
-        built = build(config, keys.key_pair(epoch), epoch, workers=workers, progress=_bar(progress))
+        built = build(config, keys.key_pair(epoch), epoch, workers=workers, progress=_bar(progress), engine=engine)
     Publisher(gateway_url, token, tls=tls, insecure_http=insecure_http).publish(built)
     return PublishReport(built)
 

@@ -53,6 +53,7 @@ RESTRICTED = {
         "gateway/links.py",
     },
     "typer": {str(p.relative_to(ROOT)) for p in (ROOT / "cli").glob("*.py")},  # the command line only
+    "ray": {"connectors/engines.py"},  # an optional extra, imported only when a Ray address is configured
 }
 # Pure protocol modules: no I/O libraries at all.
 PURE = {
