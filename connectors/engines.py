@@ -161,14 +161,14 @@ class RayEngine:
         try:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as exc:
-            # A task's own XiezhiError carries a public message; anything else is named by type only.
+            # A task's own XiezhiError carries a public message; anything else is named by type
+            # only, and raised outside this block so that no traceback carries the original.
             if isinstance(exc.cause, XiezhiError):
                 raise exc.cause from None
-            raise Unavailable(
-                f"a task on the Ray cluster at {self.address} failed ({type(exc.cause).__name__})"
-            ) from None
+            failure = f"failed ({type(exc.cause).__name__})"
         except ray.exceptions.RayError as exc:
-            raise Unavailable(f"a task on the Ray cluster at {self.address} was lost ({type(exc).__name__})") from None
+            failure = f"was lost ({type(exc).__name__})"
+        raise Unavailable(f"a task on the Ray cluster at {self.address} {failure}")
 
 
 def parse_address(address: str) -> str:

@@ -52,6 +52,10 @@ def _after_partner(folder: str, chunk: Sequence[int]) -> tuple[int, int]:
     return number, os.getpid()
 
 
+def _fails(shared: str, chunk: Sequence[int]) -> None:
+    raise ValueError(f"evaluation failed under {shared} for {chunk}")
+
+
 # The local engine.
 
 
@@ -242,3 +246,12 @@ def test_a_build_through_ray_client_equals_the_local_build(
 ) -> None:
     built = build(housing_fund, key, 1, engine=RayEngine(ray_cluster.client))
     _assert_same_index(built, local_build)
+
+
+@pytest.mark.integration
+def test_a_failed_ray_task_is_named_by_type_only(ray_cluster: RayCluster) -> None:
+    with pytest.raises(Unavailable) as raised:
+        list(RayEngine(ray_cluster.address).map(_fails, SECRET.hex(), iter([[7]])))
+    message = str(raised.value)
+    assert message == f"a task on the Ray cluster at {ray_cluster.address} failed (ValueError)"
+    assert raised.value.__cause__ is None and raised.value.__context__ is None
