@@ -32,6 +32,8 @@ from xiezhi.parallel import PARALLEL_THRESHOLD
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = bytes(range(32))
+# `make test` distributes by group: the tests on the one Ray cluster run in one worker.
+ON_THE_CLUSTER = pytest.mark.xdist_group("ray_cluster")
 
 
 # Functions the engines run: module level, so a process pool or a Ray worker imports them.
@@ -215,6 +217,7 @@ def _assert_same_index(ray_built: BuiltIndex, local_built: BuiltIndex) -> None:
 
 
 @pytest.mark.integration
+@ON_THE_CLUSTER
 def test_two_ray_workers_run_chunks_and_results_keep_the_chunks_order(ray_cluster: RayCluster, tmp_path: Path) -> None:
     chunks = iter([[number] for number in range(8)])
     results = list(RayEngine(ray_cluster.address, in_flight=2).map(_after_partner, str(tmp_path), chunks))
@@ -224,6 +227,7 @@ def test_two_ray_workers_run_chunks_and_results_keep_the_chunks_order(ray_cluste
 
 
 @pytest.mark.integration
+@ON_THE_CLUSTER
 def test_a_build_on_ray_equals_the_local_build(
     ray_cluster: RayCluster, housing_fund: ConnectorConfig, key: oprf.KeyPair, local_build: BuiltIndex
 ) -> None:
@@ -241,6 +245,7 @@ def test_a_build_on_ray_equals_the_local_build(
 
 
 @pytest.mark.integration
+@ON_THE_CLUSTER
 def test_a_build_through_ray_client_equals_the_local_build(
     ray_cluster: RayCluster, housing_fund: ConnectorConfig, key: oprf.KeyPair, local_build: BuiltIndex
 ) -> None:
@@ -249,6 +254,7 @@ def test_a_build_through_ray_client_equals_the_local_build(
 
 
 @pytest.mark.integration
+@ON_THE_CLUSTER
 def test_a_failed_ray_task_is_named_by_type_only(ray_cluster: RayCluster) -> None:
     with pytest.raises(Unavailable) as raised:
         list(RayEngine(ray_cluster.address).map(_fails, SECRET.hex(), iter([[7]])))
