@@ -109,14 +109,16 @@ class RayEngine:
     def _connect(self) -> tuple[ModuleType, bool]:
         """Ray, joined to the cluster; True when this call joined it (and so leaves it after the run)."""
         environment = os.environ.get("RAY_ADDRESS")
-        if environment and environment != self.address:
+        if environment and self.address not in ("auto", environment):
             # ray.init would obey RAY_ADDRESS over the address given: refuse the contradiction.
             raise InvalidInput(f"RAY_ADDRESS ({environment}) contradicts the Ray address given ({self.address})")
-        self._check_reachable()
+        self._check_reachable(_endpoint(self.address))
         try:
             import ray
         except ImportError:
             raise Unavailable("Ray is not installed: install the `ray` extra (pip install 'xiezhi[ray]')") from None
+        if self.address == "auto":
+            self._check_reachable(_local_cluster())
         if ray.is_initialized():  # a caller that joined a cluster itself keeps its connection
             return ray, False
         try:
@@ -126,9 +128,8 @@ class RayEngine:
             raise Unavailable(f"cannot join the Ray cluster at {self.address} ({type(exc).__name__})") from None
         return ray, True
 
-    def _check_reachable(self) -> None:
+    def _check_reachable(self, endpoint: tuple[str, int] | None) -> None:
         # ray.init keeps retrying an address where nothing listens for minutes: look first.
-        endpoint = _endpoint(self.address)
         if endpoint is None:
             return
         try:
@@ -180,6 +181,18 @@ def parse_address(address: str) -> str:
     if match is None or not 0 < int(match["port"]) < 65536:
         raise InvalidInput("a Ray address is `auto`, `ray://host:port` (Ray Client) or `host:port` (the head node)")
     return address
+
+
+def _local_cluster() -> tuple[str, int] | None:
+    """The head that `auto` names (the cluster last started on this machine), if Ray can say."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        # NOTE: a private function of the pinned Ray, the one ray.init itself resolves `auto` with.
+        found = canonicalize_bootstrap_address("auto")
+    except Exception:
+        return None  # ray.init then says itself that it finds no cluster
+    return _endpoint(found) if found else None
 
 
 def _endpoint(address: str) -> tuple[str, int] | None:

@@ -261,3 +261,11 @@ def test_a_failed_ray_task_is_named_by_type_only(ray_cluster: RayCluster) -> Non
     message = str(raised.value)
     assert message == f"a task on the Ray cluster at {ray_cluster.address} failed (ValueError)"
     assert raised.value.__cause__ is None and raised.value.__context__ is None
+
+
+@pytest.mark.integration
+@ON_THE_CLUSTER
+def test_auto_finds_the_cluster_ray_address_names(ray_cluster: RayCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
+    ((shared, number, pid),) = RayEngine("auto").map(_first, "shared", iter([[5]]))
+    assert (shared, number) == ("shared", 5) and pid != os.getpid()
