@@ -1,16 +1,21 @@
 """Publishing a built index to the gateway: start, chunks in order, commit; then activate.
+A delta to a committed publication: start (naming its base), chunks of added tokens, chunks
+of removed tokens, commit (the gateway applies it as the base's next version).
 
 Every failure becomes a ConnectorError naming the step and the gateway's reason code.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+
 import httpx
 
 from connectors.indexer import BuiltIndex, CapabilityIndex
 from xiezhi.errors import ConnectorError
 from xiezhi.tls import TLSFiles, check_scheme, verification
-from xiezhi.wire import CapabilityDescriptor, StartPublication, b64encode
+from xiezhi.wire import Capability, CapabilityDescriptor, PublicationView, StartPublication, b64encode
 
 CHUNK_TOKENS = 50_000
 
@@ -26,13 +31,15 @@ class Publisher:
         self._client = httpx.Client(timeout=120.0, verify=verify)
         self._headers = {"authorization": f"Bearer {token}"}
 
-    def publish(self, built: BuiltIndex, *, activate: bool = True) -> None:
-        for index in built.capabilities:
-            self._publish_one(built, index)
+    def publish(self, built: BuiltIndex, *, activate: bool = True) -> dict[Capability, PublicationView]:
+        """Publish every capability's full token set (then activate the epoch); returns each
+        capability's committed publication, the base of later deltas."""
+        views = {index.capability.id: self._publish_one(built, index) for index in built.capabilities}
         if activate:
             self._call("activate", "POST", f"/v1/connectors/{built.connector}/epochs/{built.epoch}/activate")
+        return views
 
-    def _publish_one(self, built: BuiltIndex, index: CapabilityIndex) -> None:
+    def _publish_one(self, built: BuiltIndex, index: CapabilityIndex) -> PublicationView:
         start = StartPublication(
             epoch=built.epoch,
             public_key=built.public_key,
@@ -45,17 +52,51 @@ class Publisher:
         body = start.model_dump(mode="json")
         body["public_key"] = b64encode(built.public_key)
         view = self._call("start", "POST", f"/v1/connectors/{built.connector}/publications", json=body)
-        base = f"/v1/connectors/{built.connector}/publications/{view['publication_id']}"
-        for number, first in enumerate(range(0, len(index.tokens), CHUNK_TOKENS)):
-            data = b"".join(index.tokens[first : first + CHUNK_TOKENS])
+        path = f"/v1/connectors/{built.connector}/publications/{view['publication_id']}"
+        self._upload(f"{path}/chunks", index.tokens)
+        return PublicationView.model_validate(self._call("commit", "POST", f"{path}/commit"))
+
+    def publish_delta(
+        self,
+        built: BuiltIndex,
+        index: CapabilityIndex,
+        base: str,
+        added: Sequence[bytes],
+        removed: Sequence[bytes],
+    ) -> PublicationView:
+        """Change the committed publication `base` of `index`'s capability: add `added` and
+        remove `removed` (distinct tokens), applied by the gateway at once as the base's next
+        version. Returns the base's view after it."""
+        added, removed = sorted(added), sorted(removed)
+        start = StartPublication(
+            epoch=built.epoch,
+            public_key=built.public_key,
+            capability=CapabilityDescriptor(
+                id=index.capability.id, title=index.capability.title, tier=index.capability.tier
+            ),
+            token_count=len(added),
+            digest=hashlib.sha256(b"".join(added)).hexdigest(),
+            base=base,
+            removed_count=len(removed),
+            removed_digest=hashlib.sha256(b"".join(removed)).hexdigest(),
+        )
+        body = start.model_dump(mode="json")
+        body["public_key"] = b64encode(built.public_key)
+        view = self._call("start", "POST", f"/v1/connectors/{built.connector}/publications", json=body)
+        path = f"/v1/connectors/{built.connector}/publications/{view['publication_id']}"
+        self._upload(f"{path}/chunks", added)
+        self._upload(f"{path}/removals", removed)
+        return PublicationView.model_validate(self._call("commit", "POST", f"{path}/commit"))
+
+    def _upload(self, path: str, tokens: Sequence[bytes]) -> None:
+        for number, first in enumerate(range(0, len(tokens), CHUNK_TOKENS)):
             self._call(
                 "chunk",
                 "PUT",
-                f"{base}/chunks/{number}",
-                content=data,
+                f"{path}/{number}",
+                content=b"".join(tokens[first : first + CHUNK_TOKENS]),
                 headers={"content-type": "application/octet-stream"},
             )
-        self._call("commit", "POST", f"{base}/commit")
 
     def _call(self, step: str, method: str, path: str, **kwargs: object) -> dict[str, object]:
         headers = {**self._headers, **kwargs.pop("headers", {})}  # type: ignore[dict-item]
