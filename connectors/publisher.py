@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import httpx
 
+from connectors.config import Capability as ConfiguredCapability
 from connectors.indexer import BuiltIndex, CapabilityIndex
 from xiezhi.errors import ConnectorError
 from xiezhi.tls import TLSFiles, check_scheme, verification
@@ -88,6 +89,36 @@ class Publisher:
         self._upload(f"{path}/removals", removed)
         return PublicationView.model_validate(self._call("commit", "POST", f"{path}/commit"))
 
+    # ---- what the incremental build calls (connectors.incremental.IndexPublisher) ----------
+
+    def publish_set(
+        self, connector: str, epoch: int, public_key: bytes, capability: ConfiguredCapability, tokens: list[bytes]
+    ) -> PublicationView:
+        """Publish `tokens` (sorted, distinct) as `capability`'s whole set for `epoch`."""
+        built, index = _one(connector, epoch, public_key, capability, tuple(tokens))
+        return self._publish_one(built, index)
+
+    def publish_delta_of(
+        self,
+        connector: str,
+        epoch: int,
+        public_key: bytes,
+        capability: ConfiguredCapability,
+        base: str,
+        added: list[bytes],
+        removed: list[bytes],
+    ) -> PublicationView:
+        built, index = _one(connector, epoch, public_key, capability, ())
+        return self.publish_delta(built, index, base, added, removed)
+
+    def publication(self, connector: str, publication_id: str) -> PublicationView:
+        """The gateway's view of one of this connector's publications (its version, counts)."""
+        path = f"/v1/connectors/{connector}/publications/{publication_id}"
+        return PublicationView.model_validate(self._call("read", "GET", path))
+
+    def activate(self, connector: str, epoch: int) -> None:
+        self._call("activate", "POST", f"/v1/connectors/{connector}/epochs/{epoch}/activate")
+
     def _upload(self, path: str, tokens: Sequence[bytes]) -> None:
         for number, first in enumerate(range(0, len(tokens), CHUNK_TOKENS)):
             self._call(
@@ -117,3 +148,10 @@ def _problem_code(response: httpx.Response) -> str:
         return str(response.json().get("code", "unknown"))
     except ValueError:
         return "unknown"
+
+
+def _one(
+    connector: str, epoch: int, public_key: bytes, capability: ConfiguredCapability, tokens: tuple[bytes, ...]
+) -> tuple[BuiltIndex, CapabilityIndex]:
+    index = CapabilityIndex(capability, tokens, rows=0, invalid_rows=0)
+    return BuiltIndex(connector, epoch, public_key, (index,), subjects=0), index

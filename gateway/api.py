@@ -296,6 +296,18 @@ async def _chunk_body(request: Request, max_tokens: int) -> bytes:
     return data
 
 
+@router.get(
+    "/v1/connectors/{connector}/publications/{publication_id}",
+    tags=["indexes"],
+    responses=responses(400, 401, 403, 404, 503),
+)
+def get_publication(
+    connector: Connector, publication_id: PublicationId, caller: Caller, publishing: Publisher
+) -> PublicationView:
+    """One of the connector's publications: counts, whether committed, its version."""
+    return publishing.view(caller, connector, publication_id)
+
+
 @router.put(
     "/v1/connectors/{connector}/publications/{publication_id}/removals/{number}",
     tags=["indexes"],

@@ -50,6 +50,11 @@ class Publishing:
             session.commit()
             return _view(publication)
 
+    def view(self, principal: Principal, connector: str, publication_id: str) -> PublicationView:
+        self._authorize(principal, connector)
+        with Session(self._engine) as session:
+            return _view(indexes.get_publication(session, connector, publication_id))
+
     def chunk(
         self, principal: Principal, connector: str, publication_id: str, number: int, data: bytes, kind: str = ADDED
     ) -> PublicationView:

@@ -1,0 +1,311 @@
+"""A connector's index build: bounded in memory, incremental, resumable.
+
+    scan      each capability's query streamed in chunks; a row the published build already
+              read (same keyed digest) is taken from the state as it was, only a new row's
+              ID is normalised; everything goes to the state file, not to memory
+    diff      per capability, the subjects whose rows changed (a row new or gone) are reduced
+              again; those that became members are to add, those that stopped, to remove
+    evaluate  the subjects to add, in chunks in subject order, under the epoch key (RFC 9497
+              Evaluate, on the local process pool or an engine the caller gives); each chunk's
+              tokens are stored before the next starts
+    publish   per capability: the whole set when the gateway holds none of this epoch (a
+              first build, or a new epoch: a full rebuild), else a delta (tokens added and
+              removed) that the gateway applies at once; then the state takes the result
+
+Every step records its progress in the state (`connectors.build_state`), so a build killed
+anywhere runs again from the last completed chunk and publishes exactly what a clean build
+would. A capability's query has no position to resume from: one killed during its scan is
+read again from the start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import create_engine, text
+
+from connectors.build_state import BuildState, state_key
+from connectors.config import Capability, ConnectorConfig, DistinctKeys, LatestValue
+from connectors.indexer import evaluate_tokens
+from connectors.reduce import holds
+from xiezhi import oprf
+from xiezhi.errors import InvalidIdentifier, InvalidInput
+from xiezhi.ids import normalise_subject_id
+from xiezhi.wire import PublicationView
+
+SCAN_CHUNK = 5_000
+EVALUATE_CHUNK = 20_000  # subjects per stored step; the engine splits it further
+ADD, REMOVE = "add", "remove"
+
+Hook = Callable[[str], None]  # called with the name of each step as it completes (tests stop a build there)
+
+
+class IndexPublisher(Protocol):
+    """What the build needs of the gateway (`connectors.publisher.Publisher`)."""
+
+    def publish_set(
+        self, connector: str, epoch: int, public_key: bytes, capability: Capability, tokens: list[bytes]
+    ) -> PublicationView: ...
+
+    def publish_delta_of(
+        self,
+        connector: str,
+        epoch: int,
+        public_key: bytes,
+        capability: Capability,
+        base: str,
+        added: list[bytes],
+        removed: list[bytes],
+    ) -> PublicationView: ...
+
+    def publication(self, connector: str, publication_id: str) -> PublicationView: ...
+
+    def activate(self, connector: str, epoch: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class CapabilityReport:
+    capability: Capability
+    rows: int
+    invalid_rows: int
+    tokens: int  # the capability's set after the build
+    added: int
+    removed: int
+    full: bool  # published whole (no earlier publication in this epoch)
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    connector: str
+    epoch: int
+    subjects: int  # evaluated in this build
+    capabilities: tuple[CapabilityReport, ...]
+
+
+def state_path(state_dir: Path, connector: str, epoch: int) -> Path:
+    return state_dir / f"{connector}-epoch-{epoch:04d}.sqlite"
+
+
+def build_and_publish_incremental(
+    config: ConnectorConfig,
+    key: oprf.KeyPair,
+    epoch: int,
+    state_dir: Path,
+    publisher: IndexPublisher,
+    *,
+    workers: int | None = None,
+    hook: Hook = lambda _step: None,
+    progress: Callable[[int], None] = lambda _n: None,
+) -> BuildReport:
+    """Build `config`'s indexes under `key` and bring the gateway's copy of epoch `epoch` up to
+    date (whole sets the first time, deltas after), resuming a run that stopped."""
+    state = BuildState(state_path(state_dir, config.connector, epoch), state_key(key.sk))
+    try:
+        counts = {c.id: _scan(state, config, c, hook) for c in config.capabilities}
+        for capability in config.capabilities:
+            _diff(state, capability, hook)
+        evaluated = _evaluate(state, key.sk, workers, hook, progress)
+        reports = tuple(
+            _publish(state, publisher, config.connector, epoch, key.pk, c, counts[c.id], hook)
+            for c in config.capabilities
+        )
+        if any(r.full for r in reports) and state.done("activated") is None:
+            publisher.activate(config.connector, epoch)  # a new epoch's sets are all in
+            state.mark("activated")
+            hook("activated")
+        state.finish_run()
+        return BuildReport(config.connector, epoch, evaluated, reports)
+    finally:
+        state.close()
+
+
+# ---- scan ------------------------------------------------------------------------------------
+
+
+def _scan(state: BuildState, config: ConnectorConfig, capability: Capability, hook: Hook) -> tuple[int, int]:
+    step = f"scanned:{capability.id}"
+    done = state.done(step)
+    if done is not None:
+        return done[0], done[1]
+    state.clear_next(capability.id)
+    rows = invalid = 0
+    for chunk in _stream(config.database_url, capability):
+        rows += len(chunk)
+        invalid += _scan_chunk(state, capability, chunk)
+    state.mark(step, rows, invalid)
+    hook(step)
+    return rows, invalid
+
+
+def _scan_chunk(state: BuildState, capability: Capability, chunk: list[tuple[Any, ...]]) -> int:
+    digests = [state.digest(capability.id, *_canonical(row)) for row in chunk]
+    known = state.known(capability.id, digests)
+    out: list[tuple[str, bytes, bytes | None, object, bytes]] = []
+    sealed: list[tuple[bytes, bytes]] = []
+    invalid = 0
+    for digest, row in zip(digests, chunk, strict=True):
+        if digest in known:
+            subject, key, value = known[digest]
+        else:
+            subject, key, value = _read_row(state, capability, row, sealed)
+        invalid += subject is None
+        out.append((capability.id, digest, subject, key, value))
+    with state.transaction():
+        state.add_subjects(sealed)
+        state.add_next(out)
+    return invalid
+
+
+def _read_row(
+    state: BuildState, capability: Capability, row: tuple[Any, ...], sealed: list[tuple[bytes, bytes]]
+) -> tuple[bytes | None, object, bytes]:
+    """A new row: its subject normalised (None: an ID that fails, counted, never indexed) and
+    what its capability's reduction reads, keyed."""
+    key = row[1] if len(row) > 1 else None
+    value = row[2] if len(row) > 2 else None
+    kept_key = _kept_key(state, capability, key)
+    try:
+        if not isinstance(row[0], str):
+            raise InvalidIdentifier("证件号码为空", code="empty")
+        oprf_input = normalise_subject_id(row[0]).oprf_input()
+    except InvalidIdentifier:
+        return None, kept_key, state.digest("value", value)
+    subject = state.digest("subject", oprf_input)
+    sealed.append((subject, state.seal(subject, oprf_input)))
+    return subject, kept_key, state.digest("value", value)
+
+
+def _kept_key(state: BuildState, capability: Capability, key: object) -> object:
+    if key is None or capability.reduce is None:
+        return None
+    if isinstance(capability.reduce, DistinctKeys):
+        return state.digest("key", key)  # only distinctness counts
+    return key.isoformat() if isinstance(key, date | datetime) else key  # ordered: a date or number
+
+
+def _canonical(row: tuple[Any, ...]) -> tuple[object, ...]:
+    return tuple(v.isoformat() if isinstance(v, date | datetime) else v for v in row)
+
+
+def _stream(database_url: str, capability: Capability) -> Iterator[list[tuple[Any, ...]]]:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            try:
+                result = connection.execution_options(stream_results=True, yield_per=SCAN_CHUNK).execute(
+                    text(capability.query), capability.params
+                )
+            except Exception as exc:
+                raise InvalidInput(f"capability {capability.id}: query failed ({type(exc).__name__})") from None
+            for part in result.partitions(SCAN_CHUNK):
+                yield [tuple(row) for row in part]
+    finally:
+        engine.dispose()
+
+
+# ---- diff ------------------------------------------------------------------------------------
+
+
+def _diff(state: BuildState, capability: Capability, hook: Hook) -> None:
+    step = f"diffed:{capability.id}"
+    if state.done(step) is not None or state.done(f"published:{capability.id}") is not None:
+        return
+    reduction = capability.reduce
+    if isinstance(reduction, LatestValue):  # values are kept keyed: compare keyed
+        reduction = LatestValue(latest_value_is=state.digest("value", reduction.latest_value_is).hex())
+    batch: list[tuple[str, bytes, str, bytes | None]] = []
+    for subject, evidence in state.affected(capability.id):
+        keyed = [(key, value.hex() if isinstance(value, bytes) else value) for key, value in evidence]
+        member = bool(keyed) and holds(keyed, reduction)
+        token = state.member_token(capability.id, subject)
+        if member and token is None:
+            batch.append((capability.id, subject, ADD, None))
+        elif not member and token is not None:
+            batch.append((capability.id, subject, REMOVE, token))
+        if len(batch) >= SCAN_CHUNK:
+            state.add_changes(batch)
+            batch = []
+    with state.transaction():
+        state.add_changes(batch)
+        state.mark(step)
+    hook(step)
+
+
+# ---- evaluate --------------------------------------------------------------------------------
+
+
+def _evaluate(state: BuildState, sk: bytes, workers: int | None, hook: Hook, progress: Callable[[int], None]) -> int:
+    evaluated = 0
+    after = b""
+    while chunk := state.unevaluated(after, EVALUATE_CHUNK):
+        items = [(oprf_input, tuple(caps)) for _, oprf_input, caps in chunk]
+        pairs = [pair for part in evaluate_tokens(sk, items, workers=workers) for pair in part]
+        subjects = [subject for subject, _, caps in chunk for _ in caps]
+        state.set_tokens(
+            (token, capability, subject) for subject, (capability, token) in zip(subjects, pairs, strict=True)
+        )
+        evaluated += len(chunk)
+        after = chunk[-1][0]
+        progress(len(chunk))
+        hook("evaluated-chunk")
+    return evaluated
+
+
+# ---- publish ---------------------------------------------------------------------------------
+
+
+def _publish(
+    state: BuildState,
+    publisher: IndexPublisher,
+    connector: str,
+    epoch: int,
+    public_key: bytes,
+    capability: Capability,
+    counts: tuple[int, int],
+    hook: Hook,
+) -> CapabilityReport:
+    step = f"published:{capability.id}"
+    base = state.base(capability.id)
+    added, removed = state.changed_tokens(capability.id, ADD), state.changed_tokens(capability.id, REMOVE)
+    if state.done(step) is None:
+        if base is None:
+            view = publisher.publish_set(connector, epoch, public_key, capability, added)
+            state.commit_capability(capability.id, view.publication_id, view.version, full=True)
+        else:
+            _publish_delta(state, publisher, connector, epoch, public_key, capability, base, added, removed)
+        hook(step)
+    full = state.done(f"full:{capability.id}") is not None
+    return CapabilityReport(
+        capability, counts[0], counts[1], state.member_count(capability.id), len(added), len(removed), full
+    )
+
+
+def _publish_delta(
+    state: BuildState,
+    publisher: IndexPublisher,
+    connector: str,
+    epoch: int,
+    public_key: bytes,
+    capability: Capability,
+    base: tuple[str, int],
+    added: list[bytes],
+    removed: list[bytes],
+) -> None:
+    publication, version = base
+    if not added and not removed:
+        state.commit_capability(capability.id, publication, version)
+        return
+    # A run killed after the gateway applied its delta and before the state took it: the
+    # gateway's version is past the one the state knows, and the delta must not go twice.
+    sent = state.done(f"sent:{capability.id}")
+    if sent is not None and publisher.publication(connector, publication).version > version:
+        state.commit_capability(capability.id, publication, version + 1)
+        return
+    state.mark(f"sent:{capability.id}", detail=hashlib.sha256(b"".join(added + removed)).hexdigest())
+    view = publisher.publish_delta_of(connector, epoch, public_key, capability, publication, added, removed)
+    state.commit_capability(capability.id, publication, view.version)
