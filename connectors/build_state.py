@@ -28,7 +28,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from connectors.publisher import CHUNK_TOKENS, TokenStream
 from xiezhi.crypto import aes256gcm_open, aes256gcm_seal
+from xiezhi.wire import TOKEN_BYTES
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (capability TEXT, row BLOB, subject BLOB, key, value BLOB,
@@ -39,6 +41,7 @@ CREATE TABLE IF NOT EXISTS members (capability TEXT, subject BLOB, token BLOB NO
 CREATE TABLE IF NOT EXISTS bases (capability TEXT PRIMARY KEY, publication TEXT NOT NULL, version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS next_rows (capability TEXT, row BLOB, subject BLOB, key, value BLOB,
                                       PRIMARY KEY (capability, row));
+CREATE INDEX IF NOT EXISTS next_rows_subject ON next_rows (capability, subject);
 CREATE TABLE IF NOT EXISTS changes (capability TEXT, subject BLOB, kind TEXT, token BLOB,
                                     PRIMARY KEY (capability, subject));
 CREATE TABLE IF NOT EXISTS progress (step TEXT PRIMARY KEY, rows INTEGER, invalid INTEGER, detail TEXT);
@@ -186,9 +189,20 @@ class BuildState:
         with self.transaction() as db:
             db.executemany("UPDATE changes SET token = ? WHERE capability = ? AND subject = ?", tokens)
 
-    def changed_tokens(self, capability: str, kind: str) -> list[bytes]:
+    def changed_tokens(self, capability: str, kind: str) -> TokenStream:
+        """The tokens this run adds to (or removes from) `capability`'s set, streamed in order."""
         query = "SELECT token FROM changes WHERE capability = ? AND kind = ? ORDER BY token"
-        return [bytes(t) for (t,) in self._db.execute(query, (capability, kind))]
+
+        def chunks() -> Iterator[bytes]:
+            cursor = self._db.cursor().execute(query, (capability, kind))
+            while part := cursor.fetchmany(CHUNK_TOKENS):
+                yield b"".join(bytes(t) for (t,) in part)
+
+        count, digest = 0, hashlib.sha256()
+        for chunk in chunks():
+            count += len(chunk) // TOKEN_BYTES
+            digest.update(chunk)
+        return TokenStream(count, digest.hexdigest(), chunks)
 
     def tokens(self, capability: str) -> list[bytes]:
         """The published set of `capability`, sorted."""

@@ -20,7 +20,6 @@ read again from the start.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -32,6 +31,7 @@ from sqlalchemy import create_engine, text
 from connectors.build_state import BuildState, state_key
 from connectors.config import Capability, ConnectorConfig, DistinctKeys, LatestValue
 from connectors.indexer import evaluate_tokens
+from connectors.publisher import TokenStream
 from connectors.reduce import holds
 from xiezhi import oprf
 from xiezhi.errors import InvalidIdentifier, InvalidInput
@@ -49,18 +49,18 @@ class IndexPublisher(Protocol):
     """What the build needs of the gateway (`connectors.publisher.Publisher`)."""
 
     def publish_set(
-        self, connector: str, epoch: int, public_key: bytes, capability: Capability, tokens: list[bytes]
+        self, connector: str, epoch: int, public_key: bytes, capability: Capability, tokens: TokenStream
     ) -> PublicationView: ...
 
-    def publish_delta_of(
+    def publish_delta(
         self,
         connector: str,
         epoch: int,
         public_key: bytes,
         capability: Capability,
         base: str,
-        added: list[bytes],
-        removed: list[bytes],
+        added: TokenStream,
+        removed: TokenStream,
     ) -> PublicationView: ...
 
     def publication(self, connector: str, publication_id: str) -> PublicationView: ...
@@ -146,38 +146,39 @@ def _scan_chunk(state: BuildState, capability: Capability, chunk: list[tuple[Any
     digests = [state.digest(capability.id, *_canonical(row)) for row in chunk]
     known = state.known(capability.id, digests)
     out: list[tuple[str, bytes, bytes | None, object, bytes]] = []
-    sealed: list[tuple[bytes, bytes]] = []
+    subjects: dict[object, bytes | None] = {}  # raw ID → subject, within the chunk (IDs repeat)
+    sealed: dict[bytes, bytes] = {}
     invalid = 0
     for digest, row in zip(digests, chunk, strict=True):
         if digest in known:
             subject, key, value = known[digest]
         else:
-            subject, key, value = _read_row(state, capability, row, sealed)
+            if row[0] not in subjects:
+                subjects[row[0]] = _subject(state, row[0], sealed)
+            subject = subjects[row[0]]
+            key = _kept_key(state, capability, row[1] if len(row) > 1 else None)
+            value = state.digest("value", row[2] if len(row) > 2 else None)
         invalid += subject is None
         out.append((capability.id, digest, subject, key, value))
     with state.transaction():
-        state.add_subjects(sealed)
+        state.add_subjects(sealed.items())
         state.add_next(out)
     return invalid
 
 
-def _read_row(
-    state: BuildState, capability: Capability, row: tuple[Any, ...], sealed: list[tuple[bytes, bytes]]
-) -> tuple[bytes | None, object, bytes]:
-    """A new row: its subject normalised (None: an ID that fails, counted, never indexed) and
-    what its capability's reduction reads, keyed."""
-    key = row[1] if len(row) > 1 else None
-    value = row[2] if len(row) > 2 else None
-    kept_key = _kept_key(state, capability, key)
+def _subject(state: BuildState, raw: object, sealed: dict[bytes, bytes]) -> bytes | None:
+    """A new row's subject: its ID normalised as the requester's client does, keyed; None for
+    an ID that fails (the row is counted, never indexed, never "fixed")."""
     try:
-        if not isinstance(row[0], str):
+        if not isinstance(raw, str):
             raise InvalidIdentifier("证件号码为空", code="empty")
-        oprf_input = normalise_subject_id(row[0]).oprf_input()
+        oprf_input = normalise_subject_id(raw).oprf_input()
     except InvalidIdentifier:
-        return None, kept_key, state.digest("value", value)
+        return None
     subject = state.digest("subject", oprf_input)
-    sealed.append((subject, state.seal(subject, oprf_input)))
-    return subject, kept_key, state.digest("value", value)
+    if subject not in sealed:
+        sealed[subject] = state.seal(subject, oprf_input)
+    return subject
 
 
 def _kept_key(state: BuildState, capability: Capability, key: object) -> object:
@@ -219,10 +220,11 @@ def _diff(state: BuildState, capability: Capability, hook: Hook) -> None:
     if isinstance(reduction, LatestValue):  # values are kept keyed: compare keyed
         reduction = LatestValue(latest_value_is=state.digest("value", reduction.latest_value_is).hex())
     batch: list[tuple[str, bytes, str, bytes | None]] = []
+    published = state.member_count(capability.id) > 0  # none on a first build: nothing to look up
     for subject, evidence in state.affected(capability.id):
         keyed = [(key, value.hex() if isinstance(value, bytes) else value) for key, value in evidence]
         member = bool(keyed) and holds(keyed, reduction)
-        token = state.member_token(capability.id, subject)
+        token = state.member_token(capability.id, subject) if published else None
         if member and token is None:
             batch.append((capability.id, subject, ADD, None))
         elif not member and token is not None:
@@ -281,7 +283,7 @@ def _publish(
         hook(step)
     full = state.done(f"full:{capability.id}") is not None
     return CapabilityReport(
-        capability, counts[0], counts[1], state.member_count(capability.id), len(added), len(removed), full
+        capability, counts[0], counts[1], state.member_count(capability.id), added.count, removed.count, full
     )
 
 
@@ -293,11 +295,11 @@ def _publish_delta(
     public_key: bytes,
     capability: Capability,
     base: tuple[str, int],
-    added: list[bytes],
-    removed: list[bytes],
+    added: TokenStream,
+    removed: TokenStream,
 ) -> None:
     publication, version = base
-    if not added and not removed:
+    if not added.count and not removed.count:
         state.commit_capability(capability.id, publication, version)
         return
     # A run killed after the gateway applied its delta and before the state took it: the
@@ -306,6 +308,6 @@ def _publish_delta(
     if sent is not None and publisher.publication(connector, publication).version > version:
         state.commit_capability(capability.id, publication, version + 1)
         return
-    state.mark(f"sent:{capability.id}", detail=hashlib.sha256(b"".join(added + removed)).hexdigest())
-    view = publisher.publish_delta_of(connector, epoch, public_key, capability, publication, added, removed)
+    state.mark(f"sent:{capability.id}", detail=added.digest)
+    view = publisher.publish_delta(connector, epoch, public_key, capability, publication, added, removed)
     state.commit_capability(capability.id, publication, view.version)

@@ -8,12 +8,13 @@ Every failure becomes a ConnectorError naming the step and the gateway's reason 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import httpx
 
 from connectors.config import Capability as ConfiguredCapability
-from connectors.indexer import BuiltIndex, CapabilityIndex
+from connectors.indexer import BuiltIndex
 from xiezhi.errors import ConnectorError
 from xiezhi.tls import TLSFiles, check_scheme, verification
 from xiezhi.wire import Capability, CapabilityDescriptor, PublicationView, StartPublication, b64encode
@@ -35,81 +36,41 @@ class Publisher:
     def publish(self, built: BuiltIndex, *, activate: bool = True) -> dict[Capability, PublicationView]:
         """Publish every capability's full token set (then activate the epoch); returns each
         capability's committed publication, the base of later deltas."""
-        views = {index.capability.id: self._publish_one(built, index) for index in built.capabilities}
+        views = {
+            index.capability.id: self.publish_set(
+                built.connector, built.epoch, built.public_key, index.capability, TokenStream.of(index.tokens)
+            )
+            for index in built.capabilities
+        }
         if activate:
-            self._call("activate", "POST", f"/v1/connectors/{built.connector}/epochs/{built.epoch}/activate")
+            self.activate(built.connector, built.epoch)
         return views
 
-    def _publish_one(self, built: BuiltIndex, index: CapabilityIndex) -> PublicationView:
-        start = StartPublication(
-            epoch=built.epoch,
-            public_key=built.public_key,
-            capability=CapabilityDescriptor(
-                id=index.capability.id, title=index.capability.title, tier=index.capability.tier
-            ),
-            token_count=len(index.tokens),
-            digest=index.digest,
-        )
-        body = start.model_dump(mode="json")
-        body["public_key"] = b64encode(built.public_key)
-        view = self._call("start", "POST", f"/v1/connectors/{built.connector}/publications", json=body)
-        path = f"/v1/connectors/{built.connector}/publications/{view['publication_id']}"
-        self._upload(f"{path}/chunks", index.tokens)
+    def publish_set(
+        self, connector: str, epoch: int, public_key: bytes, capability: ConfiguredCapability, tokens: TokenStream
+    ) -> PublicationView:
+        """Publish `tokens` as `capability`'s whole set for `epoch`, chunk by chunk."""
+        path = self._start(connector, _start(epoch, public_key, capability, tokens))
+        self._upload(f"{path}/chunks", tokens)
         return PublicationView.model_validate(self._call("commit", "POST", f"{path}/commit"))
 
     def publish_delta(
-        self,
-        built: BuiltIndex,
-        index: CapabilityIndex,
-        base: str,
-        added: Sequence[bytes],
-        removed: Sequence[bytes],
-    ) -> PublicationView:
-        """Change the committed publication `base` of `index`'s capability: add `added` and
-        remove `removed` (distinct tokens), applied by the gateway at once as the base's next
-        version. Returns the base's view after it."""
-        added, removed = sorted(added), sorted(removed)
-        start = StartPublication(
-            epoch=built.epoch,
-            public_key=built.public_key,
-            capability=CapabilityDescriptor(
-                id=index.capability.id, title=index.capability.title, tier=index.capability.tier
-            ),
-            token_count=len(added),
-            digest=hashlib.sha256(b"".join(added)).hexdigest(),
-            base=base,
-            removed_count=len(removed),
-            removed_digest=hashlib.sha256(b"".join(removed)).hexdigest(),
-        )
-        body = start.model_dump(mode="json")
-        body["public_key"] = b64encode(built.public_key)
-        view = self._call("start", "POST", f"/v1/connectors/{built.connector}/publications", json=body)
-        path = f"/v1/connectors/{built.connector}/publications/{view['publication_id']}"
-        self._upload(f"{path}/chunks", added)
-        self._upload(f"{path}/removals", removed)
-        return PublicationView.model_validate(self._call("commit", "POST", f"{path}/commit"))
-
-    # ---- what the incremental build calls (connectors.incremental.IndexPublisher) ----------
-
-    def publish_set(
-        self, connector: str, epoch: int, public_key: bytes, capability: ConfiguredCapability, tokens: list[bytes]
-    ) -> PublicationView:
-        """Publish `tokens` (sorted, distinct) as `capability`'s whole set for `epoch`."""
-        built, index = _one(connector, epoch, public_key, capability, tuple(tokens))
-        return self._publish_one(built, index)
-
-    def publish_delta_of(
         self,
         connector: str,
         epoch: int,
         public_key: bytes,
         capability: ConfiguredCapability,
         base: str,
-        added: list[bytes],
-        removed: list[bytes],
+        added: TokenStream,
+        removed: TokenStream,
     ) -> PublicationView:
-        built, index = _one(connector, epoch, public_key, capability, ())
-        return self.publish_delta(built, index, base, added, removed)
+        """Change the committed publication `base` of `capability`: add `added` and remove
+        `removed`, applied by the gateway at once as the base's next version. Returns the
+        base's view after it."""
+        path = self._start(connector, _start(epoch, public_key, capability, added, base=base, removed=removed))
+        self._upload(f"{path}/chunks", added)
+        self._upload(f"{path}/removals", removed)
+        return PublicationView.model_validate(self._call("commit", "POST", f"{path}/commit"))
 
     def publication(self, connector: str, publication_id: str) -> PublicationView:
         """The gateway's view of one of this connector's publications (its version, counts)."""
@@ -119,14 +80,16 @@ class Publisher:
     def activate(self, connector: str, epoch: int) -> None:
         self._call("activate", "POST", f"/v1/connectors/{connector}/epochs/{epoch}/activate")
 
-    def _upload(self, path: str, tokens: Sequence[bytes]) -> None:
-        for number, first in enumerate(range(0, len(tokens), CHUNK_TOKENS)):
+    def _start(self, connector: str, start: StartPublication) -> str:
+        body = start.model_dump(mode="json")
+        body["public_key"] = b64encode(start.public_key)
+        view = self._call("start", "POST", f"/v1/connectors/{connector}/publications", json=body)
+        return f"/v1/connectors/{connector}/publications/{view['publication_id']}"
+
+    def _upload(self, path: str, tokens: TokenStream) -> None:
+        for number, chunk in enumerate(tokens.chunks()):
             self._call(
-                "chunk",
-                "PUT",
-                f"{path}/{number}",
-                content=b"".join(tokens[first : first + CHUNK_TOKENS]),
-                headers={"content-type": "application/octet-stream"},
+                "chunk", "PUT", f"{path}/{number}", content=chunk, headers={"content-type": "application/octet-stream"}
             )
 
     def _call(self, step: str, method: str, path: str, **kwargs: object) -> dict[str, object]:
@@ -150,8 +113,42 @@ def _problem_code(response: httpx.Response) -> str:
         return "unknown"
 
 
-def _one(
-    connector: str, epoch: int, public_key: bytes, capability: ConfiguredCapability, tokens: tuple[bytes, ...]
-) -> tuple[BuiltIndex, CapabilityIndex]:
-    index = CapabilityIndex(capability, tokens, rows=0, invalid_rows=0)
-    return BuiltIndex(connector, epoch, public_key, (index,), subjects=0), index
+@dataclass(frozen=True)
+class TokenStream:
+    """A sorted run of distinct tokens, known by count and SHA-256 digest, read in chunks of
+    at most CHUNK_TOKENS as often as needed (`chunks` reads from the start each time)."""
+
+    count: int
+    digest: str
+    chunks: Callable[[], Iterator[bytes]]
+
+    @classmethod
+    def of(cls, tokens: Sequence[bytes]) -> TokenStream:
+        ordered = sorted(tokens)
+
+        def chunks() -> Iterator[bytes]:
+            for first in range(0, len(ordered), CHUNK_TOKENS):
+                yield b"".join(ordered[first : first + CHUNK_TOKENS])
+
+        return cls(len(ordered), hashlib.sha256(b"".join(ordered)).hexdigest(), chunks)
+
+
+def _start(
+    epoch: int,
+    public_key: bytes,
+    capability: ConfiguredCapability,
+    tokens: TokenStream,
+    *,
+    base: str | None = None,
+    removed: TokenStream | None = None,
+) -> StartPublication:
+    return StartPublication(
+        epoch=epoch,
+        public_key=public_key,
+        capability=CapabilityDescriptor(id=capability.id, title=capability.title, tier=capability.tier),
+        token_count=tokens.count,
+        digest=tokens.digest,
+        base=base,
+        removed_count=removed.count if removed else 0,
+        removed_digest=removed.digest if removed else None,
+    )

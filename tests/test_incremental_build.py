@@ -205,8 +205,8 @@ def test_a_delta_the_gateway_applied_is_not_sent_twice(court: Court, tmp_path: P
         def __getattr__(self, name: str) -> object:
             return getattr(real, name)
 
-        def publish_delta_of(self, *args: object) -> object:
-            real.publish_delta_of(*args)  # type: ignore[arg-type]
+        def publish_delta(self, *args: object) -> object:
+            real.publish_delta(*args)  # type: ignore[arg-type]
             raise Stopped("after the gateway applied the delta")
 
     with pytest.raises(Stopped):
