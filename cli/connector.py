@@ -34,6 +34,13 @@ KeyDir = Annotated[Path, typer.Option(help="Folder of this connector's epoch key
 ConfigFile = Annotated[Path, typer.Option(help="Connector config (YAML), e.g. deploy/connectors/court.yaml")]
 ConnectorToken = Annotated[Path, typer.Option(help="File holding the connector's bearer token")]
 DatabaseUrl = Annotated[str | None, typer.Option(help="Override the config's database URL")]
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="Folder of the build's state (what was published, so the next build publishes deltas and a "
+        "stopped build resumes); default: <key-dir>/build"
+    ),
+]
 
 
 @connector_app.command("serve")
@@ -195,11 +202,16 @@ def connector_publish(
     tls_key: TlsKey = None,
     tls_ca: TlsCa = None,
     insecure_http: InsecureHttp = False,
+    state_dir: StateDir = None,
 ) -> None:
-    """Build every capability index from the agency database and publish it (mutual TLS with
-    this connector's certificate)."""
+    """Build every capability index from the agency database and bring the gateway's up to
+    date (mutual TLS with this connector's certificate): the whole sets the first time in an
+    epoch, then deltas of what changed. A build that stopped (killed, the gateway away) is
+    resumed by running the same command again."""
     tls = tls_files(tls_cert, tls_key, tls_ca, insecure_http)
-    report = _build_and_publish(config, key_dir, gateway, token_file, database_url, rotate, tls, insecure_http)
+    report = _build_and_publish(
+        config, key_dir, gateway, token_file, database_url, rotate, tls, insecure_http, state_dir
+    )
     for line in report.lines():
         typer.echo(line)
 
@@ -223,7 +235,7 @@ def connector_rotate(
 
     before = KeyStore(key_dir).epochs()
     tls = tls_files(tls_cert, tls_key, tls_ca, insecure_http)
-    report = _build_and_publish(config, key_dir, gateway, token_file, database_url, True, tls, insecure_http)
+    report = _build_and_publish(config, key_dir, gateway, token_file, database_url, True, tls, insecure_http, None)
     old = str(before[-1]) if before else "none"
     typer.echo(f"{report.built.connector}: epoch {old} → {report.built.epoch} (published and active)")
     for line in report.lines():
@@ -246,6 +258,9 @@ def connector_retire_epoch(
         KeyStore(key_dir).retire(epoch)
     except XiezhiError as exc:
         raise fail(exc) from None
+    # The epoch's build state is keyed from the key just deleted: of no use any more.
+    for state in (key_dir / "build").glob(f"*-epoch-{epoch:04d}.sqlite*"):
+        state.unlink()
     typer.echo(f"epoch {epoch} retired: its key is deleted and its tickets are refused")
 
 
@@ -258,6 +273,7 @@ def _build_and_publish(
     rotate: bool,
     tls: TLSFiles | None,
     insecure_http: bool,
+    state_dir: Path | None,
 ) -> PublishReport:
     from connectors.runner import build_and_publish
 
@@ -272,6 +288,7 @@ def _build_and_publish(
             show_progress=True,
             tls=tls,
             insecure_http=insecure_http,
+            state_dir=state_dir,
         )
     except XiezhiError as exc:
         raise fail(exc) from None

@@ -10,9 +10,15 @@ but before the connector recorded it, and run again, ends with the same tokens.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import random
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +35,7 @@ from devkit.environment import REPO_ROOT, ROSTER_DIR
 from requester.job import match_file
 from requester.protocol import MatchSpec
 from tests.agreement import assert_report_agrees, find_leaks, subject_id_forms, subjects_file
+from tests.polling import wait_until
 from tests.stack import LEGAL_BASIS, PURPOSE, Stack, client_for, session_pki, start_stack
 from xiezhi.supervision import ModelCatalog
 
@@ -222,3 +229,45 @@ def test_the_state_holds_no_id_in_any_form(court: Court, tmp_path: Path) -> None
     court.build(state_dir)
     leaks = find_leaks(state_dir, subject_id_forms(court.data))
     assert leaks == [], leaks[:3]
+
+
+def test_the_command_killed_at_random_points_resumes_to_the_same_tokens(court: Court, tmp_path: Path) -> None:
+    """`xiezhi connector publish`, a real process, killed (SIGKILL) at a random moment once its
+    build has begun, several times over; the same command then completes, and the tokens equal
+    a clean build's."""
+    state_dir = tmp_path / "build"
+    court.build(state_dir)
+    change_one_percent(court.database)
+    token_file = tmp_path / "court.token"
+    token_file.write_text(court.stack.connector_token("court"), encoding="utf-8")
+    tls = session_pki().connector("court")
+    command = [
+        sys.executable, "-m", "cli", "connector", "publish", "--config", str(Roster.load(ROSTER_DIR).path("court")),
+        "--key-dir", str(court.stack.key_dir("court")), "--gateway", court.stack.gateway_url,
+        "--token-file", str(token_file), "--database-url", court.url, "--state-dir", str(state_dir),
+        "--tls-cert", str(tls.cert), "--tls-key", str(tls.key), "--tls-ca", str(tls.ca),
+    ]  # fmt: skip
+    chaos = random.Random(14)
+    state = state_path(state_dir, "court", court.keys.current())
+    killed_mid_build = 0
+    for _ in range(3):
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(functools.partial(_begun, state, process), "the build recorded a step")
+        time.sleep(chaos.uniform(0.0, 0.5))  # not a wait for anything: a moment picked at random
+        process.kill()
+        killed_mid_build += process.wait() == -signal.SIGKILL and _steps(state) > 0
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    assert killed_mid_build >= 1  # at least one run died with its build under way
+    assert court.state_tokens(state_dir) == court.clean_tokens()
+    court.reports_agree("after-kills")
+
+
+def _steps(state: Path) -> int:
+    """How many steps the run in the state file has recorded (read as another process would)."""
+    with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
+        return int(db.execute("SELECT count(*) FROM progress").fetchone()[0])
+
+
+def _begun(state: Path, process: subprocess.Popen[bytes]) -> bool:
+    return process.poll() is not None or (state.exists() and _steps(state) > 0)
