@@ -13,8 +13,10 @@ OPRF key, from which its key is derived:
 - `members`: per capability, the subjects published and their tokens; `bases`: the
   gateway's publication of each capability, which deltas change.
 
-A run works in `next_rows`, `changes` and `progress` and moves its result into the tables
-above capability by capability, each in one transaction once the gateway committed it, so a
+A run works in `scan` (each row's digest and content as read), `fresh` (the rows the
+published build did not read, normalised), `gone` (the published rows no longer read),
+`changes` and `progress`, and moves its result into the tables above capability by
+capability, each in one transaction once the gateway committed it, so a
 run killed at any point starts again where it stopped.
 """
 
@@ -24,7 +26,7 @@ import hashlib
 import hmac
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,17 +37,22 @@ from xiezhi.wire import TOKEN_BYTES
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (capability TEXT, row BLOB, subject BLOB, key, value BLOB,
                                  PRIMARY KEY (capability, row));
+CREATE INDEX IF NOT EXISTS rows_subject ON rows (capability, subject);
 CREATE TABLE IF NOT EXISTS subjects (subject BLOB PRIMARY KEY, sealed BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS members (capability TEXT, subject BLOB, token BLOB NOT NULL,
                                     PRIMARY KEY (capability, subject));
 CREATE TABLE IF NOT EXISTS bases (capability TEXT PRIMARY KEY, publication TEXT NOT NULL, version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS next_rows (capability TEXT, row BLOB, subject BLOB, key, value BLOB,
-                                      PRIMARY KEY (capability, row));
-CREATE INDEX IF NOT EXISTS next_rows_subject ON next_rows (capability, subject);
+CREATE TABLE IF NOT EXISTS counts (capability TEXT PRIMARY KEY, invalid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS scan (capability TEXT, row BLOB, content TEXT);
+CREATE TABLE IF NOT EXISTS fresh (capability TEXT, row BLOB, subject BLOB, key, value BLOB,
+                                  PRIMARY KEY (capability, row));
+CREATE INDEX IF NOT EXISTS fresh_subject ON fresh (capability, subject);
+CREATE TABLE IF NOT EXISTS gone (capability TEXT, row BLOB, PRIMARY KEY (capability, row));
 CREATE TABLE IF NOT EXISTS changes (capability TEXT, subject BLOB, kind TEXT, token BLOB,
                                     PRIMARY KEY (capability, subject));
 CREATE TABLE IF NOT EXISTS progress (step TEXT PRIMARY KEY, rows INTEGER, invalid INTEGER, detail TEXT);
 """
+_RUN_TABLES = ("scan", "fresh", "gone", "changes", "progress")
 _NONCE = 12
 
 
@@ -72,6 +79,10 @@ class BuildState:
         self._db.close()
 
     # ---- keyed digests and sealing ---------------------------------------------------------
+
+    def keyed(self, data: bytes) -> bytes:
+        """A 16-byte keyed digest (BLAKE2b under the state key) of `data`."""
+        return hashlib.blake2b(data, key=self._key, digest_size=16).digest()
 
     def digest(self, *parts: object) -> bytes:
         """A 16-byte keyed digest of `parts` (their reprs, separated): equal parts, equal digests."""
@@ -100,7 +111,8 @@ class BuildState:
     def finish_run(self) -> None:
         """Forget the run's working tables: the next run starts from the published state."""
         with self.transaction():
-            for table in ("next_rows", "changes", "progress"):
+            self._db.execute("DROP INDEX IF EXISTS scan_row")
+            for table in _RUN_TABLES:
                 self._db.execute(f"DELETE FROM {table}")
 
     @contextmanager
@@ -114,23 +126,44 @@ class BuildState:
         self._db.execute("COMMIT")
 
     # ---- scanning -----------------------------------------------------------------------------
+    #
+    # A capability's rows go to `scan` as they stream (digest and content, no index: appending
+    # stays cheap); an index is built once the scan is done, and set operations against the
+    # published `rows` then find the new rows (`fresh`) and the rows gone (`gone`).
 
-    def clear_next(self, capability: str) -> None:
-        self._db.execute("DELETE FROM next_rows WHERE capability = ?", (capability,))
+    def start_scan(self, capability: str) -> None:
+        """Forget what a stopped scan of `capability` left; drop the index while rows stream in."""
+        with self.transaction() as db:
+            db.execute("DROP INDEX IF EXISTS scan_row")
+            for table in ("scan", "fresh", "gone"):
+                db.execute(f"DELETE FROM {table} WHERE capability = ?", (capability,))
 
-    def known(self, capability: str, digests: Sequence[bytes]) -> dict[bytes, tuple[bytes | None, object, bytes]]:
-        """The published build's rows among `digests`: row → (subject, key, value)."""
-        marks = ",".join("?" * len(digests))
-        query = f"SELECT row, subject, key, value FROM rows WHERE capability = ? AND row IN ({marks})"
-        return {
-            row: (subject, key, value) for row, subject, key, value in self._db.execute(query, (capability, *digests))
-        }
+    def add_scan(self, rows: Iterable[tuple[str, bytes, str]]) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT INTO scan VALUES (?, ?, ?)", rows)
 
-    def add_next(self, rows: Iterable[tuple[str, bytes, bytes | None, object, bytes]]) -> None:
-        self._db.executemany("INSERT OR IGNORE INTO next_rows VALUES (?, ?, ?, ?, ?)", rows)
+    def end_scan(self) -> None:
+        self._db.execute("CREATE INDEX IF NOT EXISTS scan_row ON scan (capability, row)")
+
+    def new_rows(self, capability: str) -> Iterator[tuple[bytes, str]]:
+        """The rows of this scan the published build did not read: (digest, content)."""
+        query = """SELECT DISTINCT s.row, s.content FROM scan s WHERE s.capability = ?1 AND NOT EXISTS
+                   (SELECT 1 FROM rows r WHERE r.capability = ?1 AND r.row = s.row)"""
+        yield from self._db.cursor().execute(query, (capability,))
+
+    def add_fresh(self, rows: Iterable[tuple[str, bytes, bytes | None, object, bytes]]) -> None:
+        self._db.executemany("INSERT OR IGNORE INTO fresh VALUES (?, ?, ?, ?, ?)", rows)
 
     def add_subjects(self, subjects: Iterable[tuple[bytes, bytes]]) -> None:
         self._db.executemany("INSERT OR IGNORE INTO subjects VALUES (?, ?)", subjects)
+
+    def find_gone(self, capability: str) -> None:
+        """Record the published rows this scan no longer holds."""
+        self._db.execute(
+            """INSERT OR IGNORE INTO gone SELECT r.capability, r.row FROM rows r WHERE r.capability = ?1
+               AND NOT EXISTS (SELECT 1 FROM scan s WHERE s.capability = ?1 AND s.row = r.row)""",
+            (capability,),
+        )
 
     # ---- changes ------------------------------------------------------------------------------
 
@@ -141,15 +174,17 @@ class BuildState:
         self._db.execute("CREATE TEMP TABLE touched (subject BLOB PRIMARY KEY)")
         self._db.execute(
             """INSERT OR IGNORE INTO temp.touched
-               SELECT n.subject FROM next_rows n LEFT JOIN rows r ON r.capability = n.capability AND r.row = n.row
-               WHERE n.capability = ?1 AND n.subject IS NOT NULL AND r.row IS NULL
-               UNION
-               SELECT r.subject FROM rows r LEFT JOIN next_rows n ON n.capability = r.capability AND n.row = r.row
-               WHERE r.capability = ?1 AND r.subject IS NOT NULL AND n.row IS NULL""",
+               SELECT subject FROM fresh WHERE capability = ?1 AND subject IS NOT NULL
+               UNION SELECT r.subject FROM gone g JOIN rows r ON r.capability = g.capability AND r.row = g.row
+               WHERE g.capability = ?1 AND r.subject IS NOT NULL""",
             (capability,),
         )
-        query = """SELECT t.subject, n.key, n.value FROM temp.touched t
-                   LEFT JOIN next_rows n ON n.capability = ? AND n.subject = t.subject ORDER BY t.subject"""
+        query = """SELECT t.subject, e.key, e.value FROM temp.touched t LEFT JOIN (
+                       SELECT r.subject, r.key, r.value FROM rows r WHERE r.capability = ?1
+                          AND r.subject IN (SELECT subject FROM temp.touched)
+                          AND NOT EXISTS (SELECT 1 FROM gone g WHERE g.capability = ?1 AND g.row = r.row)
+                       UNION ALL SELECT subject, key, value FROM fresh WHERE capability = ?1
+                   ) e ON e.subject = t.subject ORDER BY t.subject"""
         current: bytes | None = None
         evidence: list[tuple[object, bytes]] = []
         # Read through its own cursor while the caller writes `changes` (SQLite allows it):
@@ -233,9 +268,30 @@ class BuildState:
                    (SELECT subject FROM changes WHERE capability = ?1 AND kind = 'remove')""",
                 (capability,),
             )
-            db.execute("DELETE FROM rows WHERE capability = ?", (capability,))
-            db.execute("INSERT INTO rows SELECT * FROM next_rows WHERE capability = ?", (capability,))
+            invalid = self.invalid(capability)
+            db.execute(
+                """DELETE FROM rows WHERE capability = ?1 AND row IN (SELECT row FROM gone WHERE capability = ?1)""",
+                (capability,),
+            )
+            db.execute("INSERT OR IGNORE INTO rows SELECT * FROM fresh WHERE capability = ?", (capability,))
+            db.execute("INSERT OR REPLACE INTO counts VALUES (?, ?)", (capability, invalid))
             db.execute("INSERT OR REPLACE INTO bases VALUES (?, ?, ?)", (capability, publication, version))
             db.execute("INSERT OR REPLACE INTO progress VALUES (?, 0, 0, '')", (f"published:{capability}",))
             if full:
                 db.execute("INSERT OR REPLACE INTO progress VALUES (?, 0, 0, '')", (f"full:{capability}",))
+
+    def invalid(self, capability: str) -> int:
+        """Distinct rows with an ID that fails, once this run's changes are in (or after)."""
+        if self.done(f"published:{capability}") is not None:
+            row = self._db.execute("SELECT invalid FROM counts WHERE capability = ?", (capability,)).fetchone()
+            return 0 if row is None else int(row[0])
+        before = self._db.execute("SELECT invalid FROM counts WHERE capability = ?", (capability,)).fetchone()
+        fresh = self._db.execute(
+            "SELECT count(*) FROM fresh WHERE capability = ? AND subject IS NULL", (capability,)
+        ).fetchone()[0]
+        gone = self._db.execute(
+            """SELECT count(*) FROM gone g JOIN rows r ON r.capability = g.capability AND r.row = g.row
+               WHERE g.capability = ? AND r.subject IS NULL""",
+            (capability,),
+        ).fetchone()[0]
+        return (0 if before is None else int(before[0])) + int(fresh) - int(gone)

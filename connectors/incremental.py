@@ -20,9 +20,9 @@ read again from the start.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +41,9 @@ from xiezhi.wire import PublicationView
 SCAN_CHUNK = 5_000
 EVALUATE_CHUNK = 20_000  # subjects per stored step; the engine splits it further
 ADD, REMOVE = "add", "remove"
+# A row's content as the state keeps it: JSON, dates and decimals as their text. One encoder
+# for every row (json.dumps with options builds a new one per call).
+_JSON = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":"))
 
 Hook = Callable[[str], None]  # called with the name of each step as it completes (tests stop a build there)
 
@@ -106,8 +109,9 @@ def build_and_publish_incremental(
     date (whole sets the first time, deltas after), resuming a run that stopped."""
     state = BuildState(state_path(state_dir, config.connector, epoch), state_key(key.sk))
     try:
-        counts = {c.id: _scan(state, config, c, hook) for c in config.capabilities}
-        for capability in config.capabilities:
+        counts: dict[str, int] = {}
+        for capability in config.capabilities:  # each whole before the next: the scan's index is per run
+            counts[capability.id] = _scan(state, config, capability, hook)
             _diff(state, capability, hook)
         evaluated = _evaluate(state, key.sk, workers, hook, progress)
         reports = tuple(
@@ -127,43 +131,62 @@ def build_and_publish_incremental(
 # ---- scan ------------------------------------------------------------------------------------
 
 
-def _scan(state: BuildState, config: ConnectorConfig, capability: Capability, hook: Hook) -> tuple[int, int]:
+def _scan(state: BuildState, config: ConnectorConfig, capability: Capability, hook: Hook) -> int:
+    """Read `capability`'s rows into the state and sort out which are new and which are gone;
+    returns the rows read."""
     step = f"scanned:{capability.id}"
     done = state.done(step)
-    if done is not None:
-        return done[0], done[1]
-    state.clear_next(capability.id)
-    rows = invalid = 0
-    for chunk in _stream(config.database_url, capability):
-        rows += len(chunk)
-        invalid += _scan_chunk(state, capability, chunk)
-    state.mark(step, rows, invalid)
-    hook(step)
-    return rows, invalid
+    if done is None and state.done(f"published:{capability.id}") is None:
+        state.start_scan(capability.id)
+        rows = 0
+        for chunk in _stream(config.database_url, capability):
+            rows += len(chunk)
+            state.add_scan(_scanned(state, capability.id, chunk))
+        state.end_scan()
+        _read_new_rows(state, capability)
+        state.mark(step, rows)
+        hook(step)
+        return rows
+    return 0 if done is None else done[0]
 
 
-def _scan_chunk(state: BuildState, capability: Capability, chunk: list[tuple[Any, ...]]) -> int:
-    digests = [state.digest(capability.id, *_canonical(row)) for row in chunk]
-    known = state.known(capability.id, digests)
-    out: list[tuple[str, bytes, bytes | None, object, bytes]] = []
-    subjects: dict[object, bytes | None] = {}  # raw ID → subject, within the chunk (IDs repeat)
+def _scanned(state: BuildState, capability: str, chunk: list[tuple[Any, ...]]) -> list[tuple[str, bytes, str]]:
+    """Each row as the state keeps it while the run lasts: its content as JSON (dates and
+    decimals as their text) and a keyed digest of that content."""
+    prefix = capability.encode("utf-8") + b"\x1f"
+    out = []
+    for row in chunk:
+        content = _JSON.encode(row)
+        out.append((capability, state.keyed(prefix + content.encode("utf-8")), content))
+    return out
+
+
+def _read_new_rows(state: BuildState, capability: Capability) -> None:
+    """Normalise the rows the published build did not read (all of them on a first build)."""
+    batch: list[tuple[str, bytes, bytes | None, object, bytes]] = []
+    subjects: dict[object, bytes | None] = {}  # raw ID → subject within a batch (IDs repeat)
     sealed: dict[bytes, bytes] = {}
-    invalid = 0
-    for digest, row in zip(digests, chunk, strict=True):
-        if digest in known:
-            subject, key, value = known[digest]
-        else:
-            if row[0] not in subjects:
-                subjects[row[0]] = _subject(state, row[0], sealed)
-            subject = subjects[row[0]]
-            key = _kept_key(state, capability, row[1] if len(row) > 1 else None)
-            value = state.digest("value", row[2] if len(row) > 2 else None)
-        invalid += subject is None
-        out.append((capability.id, digest, subject, key, value))
+    for digest, content in state.new_rows(capability.id):
+        row = json.loads(content)
+        if row[0] not in subjects:
+            subjects[row[0]] = _subject(state, row[0], sealed)
+        key = _kept_key(state, capability, row[1] if len(row) > 1 else None)
+        value = state.digest("value", row[2] if len(row) > 2 else None)
+        batch.append((capability.id, digest, subjects[row[0]], key, value))
+        if len(batch) >= SCAN_CHUNK:
+            _store_fresh(state, batch, sealed)
+            batch, subjects, sealed = [], {}, {}
+    _store_fresh(state, batch, sealed)
+    with state.transaction():
+        state.find_gone(capability.id)
+
+
+def _store_fresh(
+    state: BuildState, batch: list[tuple[str, bytes, bytes | None, object, bytes]], sealed: dict[bytes, bytes]
+) -> None:
     with state.transaction():
         state.add_subjects(sealed.items())
-        state.add_next(out)
-    return invalid
+        state.add_fresh(batch)
 
 
 def _subject(state: BuildState, raw: object, sealed: dict[bytes, bytes]) -> bytes | None:
@@ -186,11 +209,7 @@ def _kept_key(state: BuildState, capability: Capability, key: object) -> object:
         return None
     if isinstance(capability.reduce, DistinctKeys):
         return state.digest("key", key)  # only distinctness counts
-    return key.isoformat() if isinstance(key, date | datetime) else key  # ordered: a date or number
-
-
-def _canonical(row: tuple[Any, ...]) -> tuple[object, ...]:
-    return tuple(v.isoformat() if isinstance(v, date | datetime) else v for v in row)
+    return key  # ordered: a date (as its ISO text) or a number
 
 
 def _stream(database_url: str, capability: Capability) -> Iterator[list[tuple[Any, ...]]]:
@@ -268,7 +287,7 @@ def _publish(
     epoch: int,
     public_key: bytes,
     capability: Capability,
-    counts: tuple[int, int],
+    rows: int,
     hook: Hook,
 ) -> CapabilityReport:
     step = f"published:{capability.id}"
@@ -283,8 +302,9 @@ def _publish(
         hook(step)
     full = state.done(f"full:{capability.id}") is not None
     return CapabilityReport(
-        capability, counts[0], counts[1], state.member_count(capability.id), added.count, removed.count, full
-    )
+        capability, rows, state.invalid(capability.id), state.member_count(capability.id), added.count,
+        removed.count, full,
+    )  # fmt: skip
 
 
 def _publish_delta(
