@@ -21,7 +21,7 @@ which may quote a row's value.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import Connection, create_engine, text
@@ -59,7 +59,8 @@ def agency_database(config: ConnectorConfig) -> Iterator[Connection]:
     """A connection to the connector's database, closed and its engine disposed afterwards.
 
     Raises InvalidInput if `database_url` names no installed dialect or driver, Unavailable if
-    the database cannot be reached. Errors raised by the caller's block pass through untouched.
+    the database cannot be reached or fails as the connection closes. Errors raised by the
+    caller's block pass through untouched.
     """
     try:
         engine = create_engine(config.database_url)
@@ -75,8 +76,20 @@ def agency_database(config: ConnectorConfig) -> Iterator[Connection]:
             raise Unavailable(
                 f"connector {config.connector}: the agency database cannot be reached ({_described(exc)})"
             ) from None
-        with connection:
+        try:
             yield connection
+        except BaseException:
+            # Closing rolls back, which fails too on a lost connection: the block's error is
+            # the one that says what happened.
+            with suppress(SQLAlchemyError):
+                connection.close()
+            raise
+        try:
+            connection.close()
+        except SQLAlchemyError as exc:
+            raise Unavailable(
+                f"connector {config.connector}: the agency database failed as the connection closed ({_described(exc)})"
+            ) from None
     finally:
         engine.dispose()
 

@@ -12,6 +12,7 @@ drivers read through server-side cursors, in bounded memory.
 from __future__ import annotations
 
 import gc
+import re
 import tracemalloc
 import uuid
 from collections.abc import Iterator
@@ -29,10 +30,15 @@ from devkit.demo.agency_db import write_tables
 from devkit.demo.generate import generate
 from devkit.environment import load_roster
 from xiezhi import oprf
-from xiezhi.errors import InvalidInput, Unavailable
+from xiezhi.errors import InvalidInput, Unavailable, XiezhiError
 from xiezhi.ids import organisation_code_check_char, resident_id_check_char, uscc_check_char
 
-pytestmark = pytest.mark.integration  # every test starts PostgreSQL or MariaDB
+pytestmark = [
+    pytest.mark.integration,  # every test starts PostgreSQL or MariaDB
+    # PyMySQL's unbuffered cursor, collected after its connection was killed (the lost
+    # connection test), tries to finish reading from the closed socket inside __del__.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 
 KEY = oprf.derive_key_pair(bytes(range(32)), b"xiezhi test agency databases", oprf.Mode.VOPRF)
 SEED, DEBTORS = 11, 160
@@ -321,3 +327,49 @@ def test_the_driver_reads_through_a_server_side_cursor(server: Server, agency: s
         event.listen(connection, "before_cursor_execute", record)
         assert sum(len(chunk) for chunk in evidence_chunks(connection, config.capabilities[0], chunk_rows=100)) == 5_000
     assert cursors == ["ServerCursor" if server.dialect == "postgresql" else "SSCursor"]
+
+
+_SESSION_ID = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
+
+
+def _kill(dialect: str, session: int) -> str:
+    return f"SELECT pg_terminate_backend({session})" if dialect == "postgresql" else f"KILL {session}"
+
+
+def _read_while_killed(dialect: str, url: str) -> XiezhiError:
+    """Read 200,000 rows; after the first chunk, kill the reading session from another. The
+    error the read ends with."""
+    config = _one_capability(url, _generated_rows(dialect, 200_000))
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with agency_database(config) as connection:
+            session = int(connection.execute(text(_SESSION_ID[dialect])).scalar_one())
+            chunks = evidence_chunks(connection, config.capabilities[0], chunk_rows=100)
+            next(chunks)
+            with admin.connect() as other:
+                other.execute(text(_kill(dialect, session)))
+            for _chunk in chunks:
+                pass
+    except XiezhiError as failed:
+        return failed
+    finally:
+        admin.dispose()
+    raise AssertionError("the read outlived its connection")
+
+
+def test_a_connection_lost_while_reading_is_unavailable(server: Server, agency: str) -> None:
+    failed = _read_while_killed(server.dialect, agency)
+    gc.collect()  # the dead cursor is collected here, under this module's warning filter
+    assert isinstance(failed, Unavailable)
+    # PostgreSQL's next FETCH fails. MariaDB may already have written every row into the
+    # socket's buffers, so the read completes and the rollback on closing fails instead:
+    # either way the build stops, and no read ends short of its rows without an error.
+    assert re.match(r"(capability tax\.broken|connector tax): the agency database failed", failed.public_message)
+
+
+def test_a_statement_postgresql_cancels_is_unavailable(postgres: str) -> None:
+    admin, _ = Server("postgresql", postgres).database(f"c{uuid.uuid4().hex[:12]}")
+    url = make_url(admin).update_query_dict({"options": "-c statement_timeout=50"})
+    config = _one_capability(url.render_as_string(hide_password=False), "SELECT 'x' FROM pg_sleep(2)")
+    with pytest.raises(Unavailable, match=r"the agency database failed \(QueryCanceled, SQLSTATE 57014\)"):
+        build(config, KEY, 1)

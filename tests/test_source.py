@@ -13,15 +13,20 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pymysql
 import pytest
 from pydantic import ValidationError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError, ProgrammingError
 
+from connectors import source
 from connectors.config import Capability, ConnectorConfig
 from connectors.indexer import collect
 from connectors.source import agency_database, evidence_chunks
 from xiezhi.errors import InvalidInput, Unavailable
 
 VALID_ID = "11010519491231002X"
+CAPABILITY = {"id": "tax.rows", "title": "证据行", "tier": 2, "query": "SELECT 1"}
 
 
 def _config(url: str, query: str | dict[str, str], capability: str = "tax.rows") -> ConnectorConfig:
@@ -138,3 +143,33 @@ def test_a_url_naming_no_installed_driver_is_invalid_input_without_the_url() -> 
         collect(config)
     assert caught.value.public_message.startswith("connector tax: database_url names no installed dialect")
     assert "s3cret" not in caught.value.public_message
+
+
+def _driver_error(kind: type[DBAPIError], original: Exception, *, invalidated: bool = False) -> DBAPIError:
+    return kind("SELECT …", {}, original, connection_invalidated=invalidated)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "described"),
+    [
+        (_driver_error(ProgrammingError, psycopg.errors.UndefinedColumn()), InvalidInput, "SQLSTATE 42703"),
+        (_driver_error(DataError, psycopg.errors.InvalidTextRepresentation()), InvalidInput, "SQLSTATE 22P02"),
+        (_driver_error(OperationalError, psycopg.errors.QueryCanceled()), Unavailable, "SQLSTATE 57014"),
+        (_driver_error(OperationalError, psycopg.errors.DeadlockDetected()), Unavailable, "SQLSTATE 40P01"),
+        (_driver_error(OperationalError, psycopg.OperationalError(), invalidated=True), Unavailable, "Operational"),
+        (_driver_error(OperationalError, pymysql.err.OperationalError(1054)), InvalidInput, "error 1054"),
+        (_driver_error(ProgrammingError, pymysql.err.ProgrammingError(1064)), InvalidInput, "error 1064"),
+        (_driver_error(OperationalError, pymysql.err.OperationalError(1205)), Unavailable, "error 1205"),
+        (_driver_error(OperationalError, pymysql.err.OperationalError(2013), invalidated=True), Unavailable, "2013"),
+        (_driver_error(InterfaceError, Exception()), Unavailable, "Exception"),
+        (_driver_error(OperationalError, Exception()), InvalidInput, "Exception"),
+    ],
+)
+def test_driver_errors_are_told_apart_by_their_code_and_never_quote_the_driver(
+    error: DBAPIError, expected: type[Exception], described: str
+) -> None:
+    error.orig.args = (*error.orig.args[:1], f"invalid input syntax: {VALID_ID}")  # type: ignore[union-attr]
+    translated = source._translated(error, Capability.model_validate(CAPABILITY))
+    assert type(translated) is expected
+    assert translated.public_message.startswith("capability tax.rows: ")
+    assert described in translated.public_message and VALID_ID not in translated.public_message
