@@ -232,6 +232,37 @@ def test_every_spelling_of_an_id_normalises_identically_on_every_backend(server:
     assert len(every_spelling.tokens) == len(SPELLED)  # each person's spellings added up to one subject
 
 
+# --- `performed` as the agency stores it ----------------------------------------------------
+
+PERFORMED: dict[str, tuple[list[str | int | bool | None], int]] = {  # type → (values, how many mean "not performed")
+    "TEXT": (["0", "否", "FALSE", " no ", "f", "N", "1", "是", "true", "yes", None], 6),
+    "INTEGER": ([0, 1, None], 1),
+    "BOOLEAN": ([False, True, None], 1),
+}
+
+
+def _unpaid_config(url: str) -> ConnectorConfig:
+    court = next(c for c in _roster_configs() if c.connector == "court")
+    unpaid = [c for c in court.capabilities if c.id == "court.winning_plaintiff_unpaid"]
+    return court.model_copy(update={"database_url": url, "capabilities": unpaid})
+
+
+@pytest.mark.parametrize("declared", sorted(PERFORMED))
+def test_performed_read_as_text_means_the_same_on_every_backend(server: Server, tmp_path: Path, declared: str) -> None:
+    values, unpaid = PERFORMED[declared]
+    first17s = [f"33080319700101{n:03d}" for n in range(len(values))]
+    plaintiffs = [first17 + resident_id_check_char(first17) for first17 in first17s]
+    table = {"civil_cases": [("plaintiff_id", "TEXT"), ("outcome", "TEXT"), ("performed", declared)]}
+    rows = {"civil_cases": [(pid, "判决", value) for pid, value in zip(plaintiffs, values, strict=True)]}
+    write_tables(f"sqlite:///{tmp_path / 'court.sqlite'}", table, rows)
+    expected = build(_unpaid_config(f"sqlite:///{tmp_path / 'court.sqlite'}"), KEY, 1)
+    admin, _ = server.database(f"p{uuid.uuid4().hex[:12]}")
+    write_tables(admin, table, rows)
+    actual = build(_unpaid_config(admin), KEY, 1)
+    assert len(expected.capabilities[0].tokens) == unpaid
+    assert _fingerprint(actual) == _fingerprint(expected)
+
+
 # --- errors -------------------------------------------------------------------------------
 
 
