@@ -3,10 +3,12 @@
 Each backend gets the generated agency rows (devkit.demo.generate, `databases=`), and every
 reference connector's index built from it under one fixed key must equal the SQLite build
 of the same rows token for token, capability by capability, with the same row and
-invalid-row counts. The connector reads through an account that may only SELECT. A table
-of one subject per ID spelled every way the domain allows must collapse to one subject per
-person on every backend. Broken queries fail naming the capability, never a value; the
-drivers read through server-side cursors, in bounded memory.
+invalid-row counts, whether built in memory (connectors.indexer) or incrementally
+(connectors.incremental, the build `xiezhi connector publish` runs). The connector reads
+through an account that may only SELECT. A table of one subject per ID spelled every way
+the domain allows must collapse to one subject per person on every backend. Broken queries
+fail naming the capability, never a value; the drivers read through server-side cursors,
+in bounded memory.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, event, make_url, text
 
-from connectors.config import ConnectorConfig
+from connectors.config import Capability, ConnectorConfig
+from connectors.incremental import build_and_publish_incremental
 from connectors.indexer import BuiltIndex, build
+from connectors.publisher import TokenStream
 from connectors.source import agency_database, evidence_chunks
 from devkit.demo.agency_db import write_tables
 from devkit.demo.generate import generate
@@ -32,6 +36,7 @@ from devkit.environment import load_roster
 from xiezhi import oprf
 from xiezhi.errors import InvalidInput, Unavailable, XiezhiError
 from xiezhi.ids import organisation_code_check_char, resident_id_check_char, uscc_check_char
+from xiezhi.wire import PublicationView
 
 pytestmark = [
     pytest.mark.integration,  # every test starts PostgreSQL or MariaDB
@@ -118,16 +123,22 @@ def sqlite_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuiltIn
 
 
 @pytest.fixture(scope="module")
-def server_builds(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuiltIndex]:
-    """The same generated rows written to the server, one database per agency, built through
-    a read-only account."""
+def server_databases(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The same generated rows written to the server, one database per agency: each
+    connector's URL of an account that may only read its database."""
     configs = _roster_configs()
     urls = {config.connector: server.database(f"a{uuid.uuid4().hex[:10]}_{config.connector}") for config in configs}
     admins = {name: admin for name, (admin, _) in urls.items()}
     generate(tmp_path_factory.mktemp(server.dialect), seed=SEED, debtors=DEBTORS, databases=admins)
     for admin, reader in urls.values():
         server.grant_reading(make_url(admin).database or "", reader)
-    return {config.connector: build(_with_url(config, urls[config.connector][1]), KEY, 1) for config in configs}
+    return {name: reader for name, (_, reader) in urls.items()}
+
+
+@pytest.fixture(scope="module")
+def server_builds(server_databases: dict[str, str]) -> dict[str, BuiltIndex]:
+    """Every reference connector built (connectors.indexer) from the server's databases."""
+    return {c.connector: build(_with_url(c, server_databases[c.connector]), KEY, 1) for c in _roster_configs()}
 
 
 @pytest.mark.parametrize("connector", ["court", "tax", "housing_fund", "civil_affairs"])
@@ -148,6 +159,50 @@ def test_the_compared_rows_hold_invalid_ids_and_each_capability_holds_for_someon
     indexes = [index for built in sqlite_builds.values() for index in built.capabilities]
     assert len(indexes) == 9 and all(index.tokens for index in indexes)
     assert sum(index.invalid_rows for index in indexes) >= 5, "mistyped IDs are read and counted, not dropped"
+
+
+class _Recorder:
+    """Stands in for the gateway in a first incremental build: records each whole set's count
+    and digest (what the gateway checks at commit) and publishes nothing."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, tuple[int, str]] = {}
+
+    def publish_set(
+        self, connector: str, epoch: int, public_key: bytes, capability: Capability, tokens: TokenStream
+    ) -> PublicationView:
+        self.sets[capability.id] = (tokens.count, tokens.digest)
+        return PublicationView(
+            publication_id=f"p-{capability.id}",
+            connector=connector,
+            capability=capability.id,
+            epoch=epoch,
+            token_count=tokens.count,
+            received=tokens.count,
+            committed=True,
+        )
+
+    def publish_delta(self, *args: object) -> PublicationView:
+        raise AssertionError("a first build in an epoch publishes whole sets")
+
+    def publication(self, connector: str, publication_id: str) -> PublicationView:
+        raise AssertionError("a first build in an epoch asks for no publication")
+
+    def activate(self, connector: str, epoch: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("connector", ["court", "tax", "housing_fund", "civil_affairs"])
+def test_the_incremental_build_from_the_server_publishes_the_sqlite_builds_sets(
+    connector: str, sqlite_builds: dict[str, BuiltIndex], server_databases: dict[str, str], tmp_path: Path
+) -> None:
+    """The build `xiezhi connector publish` runs (connectors.incremental) reads the same rows."""
+    config = _with_url(next(c for c in _roster_configs() if c.connector == connector), server_databases[connector])
+    recorder = _Recorder()
+    report = build_and_publish_incremental(config, KEY, 1, tmp_path, recorder, workers=1)
+    expected = sqlite_builds[connector].capabilities
+    assert recorder.sets == {index.capability.id: (len(index.tokens), index.digest) for index in expected}
+    assert [(r.rows, r.invalid_rows) for r in report.capabilities] == [(i.rows, i.invalid_rows) for i in expected]
 
 
 # --- every spelling of an ID --------------------------------------------------------------
