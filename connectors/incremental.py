@@ -1,8 +1,9 @@
 """A connector's index build: bounded in memory, incremental, resumable.
 
-    scan      each capability's query streamed in chunks; a row the published build already
-              read (same keyed digest) is taken from the state as it was, only a new row's
-              ID is normalised; everything goes to the state file, not to memory
+    scan      each capability's query streamed in chunks (connectors.source); a row the
+              published build already read (same keyed digest) is taken from the state as
+              it was, only a new row's ID is normalised; everything goes to the state file,
+              not to memory
     diff      per capability, the subjects whose rows changed (a row new or gone) are reduced
               again; those that became members are to add, those that stopped, to remove
     evaluate  the subjects to add, in chunks in subject order, under the epoch key (RFC 9497
@@ -26,15 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import create_engine, text
-
 from connectors.build_state import BuildState, state_key
 from connectors.config import Capability, ConnectorConfig, DistinctKeys, LatestValue
 from connectors.indexer import evaluate_tokens
 from connectors.publisher import TokenStream
 from connectors.reduce import holds
+from connectors.source import agency_database, evidence_chunks
 from xiezhi import oprf
-from xiezhi.errors import InvalidIdentifier, InvalidInput
+from xiezhi.errors import InvalidIdentifier
 from xiezhi.ids import normalise_subject_id
 from xiezhi.wire import PublicationView
 
@@ -139,7 +139,7 @@ def _scan(state: BuildState, config: ConnectorConfig, capability: Capability, ho
     if done is None and state.done(f"published:{capability.id}") is None:
         state.start_scan(capability.id)
         rows = 0
-        for chunk in _stream(config.database_url, capability):
+        for chunk in _stream(config, capability):
             rows += len(chunk)
             state.add_scan(_scanned(state, capability.id, chunk))
         state.end_scan()
@@ -212,20 +212,9 @@ def _kept_key(state: BuildState, capability: Capability, key: object) -> object:
     return key  # ordered: a date (as its ISO text) or a number
 
 
-def _stream(database_url: str, capability: Capability) -> Iterator[list[tuple[Any, ...]]]:
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            try:
-                result = connection.execution_options(stream_results=True, yield_per=SCAN_CHUNK).execute(
-                    text(capability.query), capability.params
-                )
-            except Exception as exc:
-                raise InvalidInput(f"capability {capability.id}: query failed ({type(exc).__name__})") from None
-            for part in result.partitions(SCAN_CHUNK):
-                yield [tuple(row) for row in part]
-    finally:
-        engine.dispose()
+def _stream(config: ConnectorConfig, capability: Capability) -> Iterator[list[tuple[Any, ...]]]:
+    with agency_database(config) as connection:
+        yield from evidence_chunks(connection, capability, chunk_rows=SCAN_CHUNK)
 
 
 # ---- diff ------------------------------------------------------------------------------------
