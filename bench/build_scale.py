@@ -7,7 +7,8 @@ For each size an agency table of that many 终本 case rows (`rows-per-subject` 
 debtor, valid resident IDs, some in other spellings) is written to a SQLite file; then, each
 in its own process so its peak resident memory (ru_maxrss) is its own: a full build of
 `court.multiple_terminated` (two or more 终本 cases), 1% of the rows changed (deleted,
-re-dated, new debtors), and the incremental rebuild. The build streams its tokens to a sink
+re-dated, new debtors), and the incremental rebuild; then a full build stopped half way through
+its evaluation (as a crash would) and run again. The build streams its tokens to a sink
 that reads every chunk as the gateway would receive it and keeps nothing: this benchmark
 measures the connector; the gateway's token store has its own. Figures are single runs per
 size (the build takes minutes at 10M rows); run it again to see the spread.
@@ -30,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from connectors.config import ConnectorConfig
-from connectors.incremental import build_and_publish_incremental
+from connectors.incremental import EVALUATE_CHUNK, build_and_publish_incremental
 from connectors.publisher import TokenStream
 from xiezhi import oprf
 from xiezhi.ids import resident_id_check_char
@@ -115,7 +116,11 @@ def change_one_percent(path: Path, rows: int, rows_per_subject: int) -> None:
         )
 
 
-def child(database: Path, state_dir: Path) -> None:
+class Killed(Exception):
+    """Stops a build the way a crash would, after a given number of evaluated steps."""
+
+
+def child(database: Path, state_dir: Path, stop_after: int = 0) -> None:
     config = ConnectorConfig.model_validate(
         {
             "connector": "court",
@@ -125,8 +130,20 @@ def child(database: Path, state_dir: Path) -> None:
         }
     )
     pair = oprf.derive_key_pair(KEY, b"bench", oprf.Mode.VOPRF)  # the same key in every run: one state
+    steps = 0
+
+    def hook(step: str) -> None:
+        nonlocal steps
+        steps += step == "evaluated-chunk"
+        if stop_after and steps >= stop_after:
+            raise Killed(step)
+
     started = time.perf_counter()
-    report = build_and_publish_incremental(config, pair, 1, state_dir, CountingSink())
+    try:
+        report = build_and_publish_incremental(config, pair, 1, state_dir, CountingSink(), hook=hook)
+    except Killed:
+        print(json.dumps({"seconds": time.perf_counter() - started, "killed_after_steps": steps}))
+        return
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     (cap,) = report.capabilities
@@ -134,10 +151,9 @@ def child(database: Path, state_dir: Path) -> None:
                       "rows": cap.rows, "added": cap.added, "removed": cap.removed}))  # fmt: skip
 
 
-def run_child(database: Path, state_dir: Path) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", str(database), str(state_dir)], capture_output=True, text=True, check=True
-    )
+def run_child(database: Path, state_dir: Path, stop_after: int = 0) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", str(database), str(state_dir), "--stop-after", str(stop_after)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -146,11 +162,16 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     parser.add_argument("--rows-per-subject", type=int, default=20)
     parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--stop-after", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(*args.child)
+        database, state_dir = args.child
+        child(database, state_dir, stop_after=args.stop_after)
         return
-    print("rows        full s   peak MB  evaluated  tokens    | 1% changed: s   peak MB  evaluated  share of full")
+    print(
+        "rows        full s   peak MB  evaluated  tokens    | 1% changed: s   peak MB  evaluated  share of full"
+        "  | killed half way, then resumed: s"
+    )
     for rows in args.sizes:
         with tempfile.TemporaryDirectory() as folder:
             database, state = Path(folder) / "court.sqlite", Path(folder) / "state"
@@ -158,10 +179,15 @@ def main() -> None:
             full = run_child(database, state)
             change_one_percent(database, rows, args.rows_per_subject)
             again = run_child(database, state)
+            # A fresh full build stopped after half its evaluation steps, then run again.
+            half = max(1, int(full["evaluated"]) // EVALUATE_CHUNK // 2)
+            run_child(database, Path(folder) / "killed", stop_after=half)
+            resumed = run_child(database, Path(folder) / "killed")
             print(
                 f"{rows:>10,}  {full['seconds']:7.1f}  {full['peak_mb']:7.0f}  {full['evaluated']:>9,}  "
                 f"{full['tokens']:>8,}  | {again['seconds']:13.1f}  {again['peak_mb']:7.0f}  {again['evaluated']:>9,}  "
-                f"{again['seconds'] / full['seconds']:6.1%}",
+                f"{again['seconds'] / full['seconds']:6.1%}  | {resumed['seconds']:8.1f} "
+                f"({resumed['evaluated']:,} left to evaluate)",
                 flush=True,
             )
 
