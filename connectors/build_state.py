@@ -44,15 +44,14 @@ CREATE TABLE IF NOT EXISTS members (capability TEXT, subject BLOB, token BLOB NO
 CREATE TABLE IF NOT EXISTS bases (capability TEXT PRIMARY KEY, publication TEXT NOT NULL, version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counts (capability TEXT PRIMARY KEY, invalid INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS scan (capability TEXT, row BLOB, content TEXT);
-CREATE TABLE IF NOT EXISTS fresh (capability TEXT, row BLOB, subject BLOB, key, value BLOB,
-                                  PRIMARY KEY (capability, row));
-CREATE INDEX IF NOT EXISTS fresh_subject ON fresh (capability, subject);
+CREATE TABLE IF NOT EXISTS fresh (capability TEXT, row BLOB, subject BLOB, key, value BLOB);
 CREATE TABLE IF NOT EXISTS gone (capability TEXT, row BLOB, PRIMARY KEY (capability, row));
 CREATE TABLE IF NOT EXISTS changes (capability TEXT, subject BLOB, kind TEXT, token BLOB,
                                     PRIMARY KEY (capability, subject));
 CREATE TABLE IF NOT EXISTS progress (step TEXT PRIMARY KEY, rows INTEGER, invalid INTEGER, detail TEXT);
 """
 _RUN_TABLES = ("scan", "fresh", "gone", "changes", "progress")
+_RUN_INDEXES = ("scan_row", "fresh_row", "fresh_subject")  # built once their table is filled
 _NONCE = 12
 
 
@@ -111,7 +110,8 @@ class BuildState:
     def finish_run(self) -> None:
         """Forget the run's working tables: the next run starts from the published state."""
         with self.transaction():
-            self._db.execute("DROP INDEX IF EXISTS scan_row")
+            for index in _RUN_INDEXES:
+                self._db.execute(f"DROP INDEX IF EXISTS {index}")
             for table in _RUN_TABLES:
                 self._db.execute(f"DELETE FROM {table}")
 
@@ -134,7 +134,8 @@ class BuildState:
     def start_scan(self, capability: str) -> None:
         """Forget what a stopped scan of `capability` left; drop the index while rows stream in."""
         with self.transaction() as db:
-            db.execute("DROP INDEX IF EXISTS scan_row")
+            for index in _RUN_INDEXES:
+                db.execute(f"DROP INDEX IF EXISTS {index}")
             for table in ("scan", "fresh", "gone"):
                 db.execute(f"DELETE FROM {table} WHERE capability = ?", (capability,))
 
@@ -147,12 +148,19 @@ class BuildState:
 
     def new_rows(self, capability: str) -> Iterator[tuple[bytes, str]]:
         """The rows of this scan the published build did not read: (digest, content)."""
+        # In content order: a row's content starts with its raw ID, so one person's rows come
+        # together and the caller normalises each ID once.
         query = """SELECT DISTINCT s.row, s.content FROM scan s WHERE s.capability = ?1 AND NOT EXISTS
-                   (SELECT 1 FROM rows r WHERE r.capability = ?1 AND r.row = s.row)"""
+                   (SELECT 1 FROM rows r WHERE r.capability = ?1 AND r.row = s.row) ORDER BY s.content"""
         yield from self._db.cursor().execute(query, (capability,))
 
     def add_fresh(self, rows: Iterable[tuple[str, bytes, bytes | None, object, bytes]]) -> None:
-        self._db.executemany("INSERT OR IGNORE INTO fresh VALUES (?, ?, ?, ?, ?)", rows)
+        """New rows, each once (`new_rows` gives distinct rows); indexed by `end_fresh`."""
+        self._db.executemany("INSERT INTO fresh VALUES (?, ?, ?, ?, ?)", rows)
+
+    def end_fresh(self) -> None:
+        self._db.execute("CREATE INDEX IF NOT EXISTS fresh_row ON fresh (capability, row)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS fresh_subject ON fresh (capability, subject)")
 
     def add_subjects(self, subjects: Iterable[tuple[bytes, bytes]]) -> None:
         self._db.executemany("INSERT OR IGNORE INTO subjects VALUES (?, ?)", subjects)

@@ -178,6 +178,7 @@ def _read_new_rows(state: BuildState, capability: Capability) -> None:
             batch, subjects, sealed = [], {}, {}
     _store_fresh(state, batch, sealed)
     with state.transaction():
+        state.end_fresh()
         state.find_gone(capability.id)
 
 
@@ -198,7 +199,7 @@ def _subject(state: BuildState, raw: object, sealed: dict[bytes, bytes]) -> byte
         oprf_input = normalise_subject_id(raw).oprf_input()
     except InvalidIdentifier:
         return None
-    subject = state.digest("subject", oprf_input)
+    subject = state.keyed(b"subject\x1f" + oprf_input)
     if subject not in sealed:
         sealed[subject] = state.seal(subject, oprf_input)
     return subject
@@ -227,20 +228,20 @@ def _diff(state: BuildState, capability: Capability, hook: Hook) -> None:
     reduction = capability.reduce
     if isinstance(reduction, LatestValue):  # values are kept keyed: compare keyed
         reduction = LatestValue(latest_value_is=state.digest("value", reduction.latest_value_is).hex())
-    batch: list[tuple[str, bytes, str, bytes | None]] = []
     published = state.member_count(capability.id) > 0  # none on a first build: nothing to look up
-    for subject, evidence in state.affected(capability.id):
-        keyed = [(key, value.hex() if isinstance(value, bytes) else value) for key, value in evidence]
-        member = bool(keyed) and holds(keyed, reduction)
-        token = state.member_token(capability.id, subject) if published else None
-        if member and token is None:
-            batch.append((capability.id, subject, ADD, None))
-        elif not member and token is not None:
-            batch.append((capability.id, subject, REMOVE, token))
-        if len(batch) >= SCAN_CHUNK:
-            state.add_changes(batch)
-            batch = []
-    with state.transaction():
+    with state.transaction():  # the changes and the step's mark together
+        batch: list[tuple[str, bytes, str, bytes | None]] = []
+        for subject, evidence in state.affected(capability.id):
+            keyed = [(key, value.hex() if isinstance(value, bytes) else value) for key, value in evidence]
+            member = bool(keyed) and holds(keyed, reduction)
+            token = state.member_token(capability.id, subject) if published else None
+            if member and token is None:
+                batch.append((capability.id, subject, ADD, None))
+            elif not member and token is not None:
+                batch.append((capability.id, subject, REMOVE, token))
+            if len(batch) >= SCAN_CHUNK:
+                state.add_changes(batch)
+                batch = []
         state.add_changes(batch)
         state.mark(step)
     hook(step)
