@@ -42,6 +42,13 @@ RayAddress = Annotated[
         "processes; needs the `ray` extra",
     ),
 ]
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="Folder of the build's state (what was published, so the next build publishes deltas and a "
+        "stopped build resumes); default: <key-dir>/build"
+    ),
+]
 
 
 @connector_app.command("serve")
@@ -203,14 +210,17 @@ def connector_publish(
     tls_key: TlsKey = None,
     tls_ca: TlsCa = None,
     insecure_http: InsecureHttp = False,
+    state_dir: StateDir = None,
     ray_address: RayAddress = None,
 ) -> None:
-    """Build every capability index from the agency database and publish it (mutual TLS with
-    this connector's certificate). With --ray-address (or XIEZHI_RAY_ADDRESS) the evaluation
-    runs as tasks on the agency's Ray cluster."""
+    """Build every capability index from the agency database and bring the gateway's up to
+    date (mutual TLS with this connector's certificate): the whole sets the first time in an
+    epoch, then deltas of what changed. A build that stopped (killed, the gateway away) is
+    resumed by running the same command again. With --ray-address (or XIEZHI_RAY_ADDRESS) the
+    evaluation runs as tasks on the agency's Ray cluster."""
     tls = tls_files(tls_cert, tls_key, tls_ca, insecure_http)
     report = _build_and_publish(
-        config, key_dir, gateway, token_file, database_url, rotate, tls, insecure_http, ray_address
+        config, key_dir, gateway, token_file, database_url, rotate, tls, insecure_http, state_dir, ray_address
     )
     for line in report.lines():
         typer.echo(line)
@@ -237,7 +247,7 @@ def connector_rotate(
     before = KeyStore(key_dir).epochs()
     tls = tls_files(tls_cert, tls_key, tls_ca, insecure_http)
     report = _build_and_publish(
-        config, key_dir, gateway, token_file, database_url, True, tls, insecure_http, ray_address
+        config, key_dir, gateway, token_file, database_url, True, tls, insecure_http, None, ray_address
     )
     old = str(before[-1]) if before else "none"
     typer.echo(f"{report.built.connector}: epoch {old} → {report.built.epoch} (published and active)")
@@ -261,6 +271,9 @@ def connector_retire_epoch(
         KeyStore(key_dir).retire(epoch)
     except XiezhiError as exc:
         raise fail(exc) from None
+    # The epoch's build state is keyed from the key just deleted: of no use any more.
+    for state in (key_dir / "build").glob(f"*-epoch-{epoch:04d}.sqlite*"):
+        state.unlink()
     typer.echo(f"epoch {epoch} retired: its key is deleted and its tickets are refused")
 
 
@@ -273,23 +286,30 @@ def _build_and_publish(
     rotate: bool,
     tls: TLSFiles | None,
     insecure_http: bool,
+    state_dir: Path | None,
     ray_address: str | None,
 ) -> PublishReport:
     from connectors.engines import RayEngine
     from connectors.runner import build_and_publish
 
     try:
-        return build_and_publish(
-            config,
-            key_dir,
-            gateway,
-            token_file.read_text().strip(),
-            database_url=database_url,
-            rotate=rotate,
-            show_progress=True,
-            tls=tls,
-            insecure_http=insecure_http,
-            engine=RayEngine(ray_address) if ray_address else None,
-        )
+        engine = RayEngine(ray_address) if ray_address else None
+        try:
+            return build_and_publish(
+                config,
+                key_dir,
+                gateway,
+                token_file.read_text().strip(),
+                database_url=database_url,
+                rotate=rotate,
+                show_progress=True,
+                tls=tls,
+                insecure_http=insecure_http,
+                state_dir=state_dir,
+                engine=engine,
+            )
+        finally:
+            if engine is not None:
+                engine.close()
     except XiezhiError as exc:
         raise fail(exc) from None

@@ -7,7 +7,7 @@
       - id: court.multiple_terminated
         title: 多起终本案件的被执行人
         tier: 2
-        query: SELECT debtor_id AS subject_id, case_no AS key FROM enforcement_cases WHERE status = '终本'
+        query: SELECT debtor_id AS subject_id, case_no AS "key" FROM enforcement_cases WHERE status = '终本'
         reduce: {distinct_keys_at_least: 2}
 
 A capability's query returns one row per piece of evidence: `subject_id` (the raw ID as
@@ -22,6 +22,20 @@ however many spellings the agency's rows hold. Reductions:
   (a tie between V and another value is not a yes). Rows with a null key are ignored.
 
 `params` are bound to `:name` placeholders in the query, never spliced into the SQL.
+
+`query` is one SQL string, or a mapping from SQLAlchemy dialect names to variants of it,
+for an agency whose database needs its own spelling of the same question:
+
+    query:
+      default: SELECT … CAST(performed AS TEXT) …      # any dialect not named below
+      mysql: SELECT … CAST(performed AS CHAR) …        # MySQL and MariaDB
+
+The variant run is the one named by the engine's dialect (`postgresql`, `mysql`,
+`mariadb`, `sqlite`, `oracle`, `mssql`, `dm` for 达梦, `kingbase`), else `mysql` for a
+`mariadb` engine, else `default`; a dialect with none of these is an error when the query
+runs, never a guess. Every variant must ask the same question: the runtime cannot check
+that they agree, the tests of a roster must.
+
 `${VAR}` and `${VAR:-default}` in the file expand from the environment.
 
 `tables` (optional) describes the agency's tables the queries read, one entry per table
@@ -59,6 +73,10 @@ class LatestValue(BaseModel):
 
 Reduction = DistinctKeys | LatestValue | None
 
+# The keys a per-dialect `query` mapping may use: SQLAlchemy's dialect names, and `default`.
+# A fixed list, so that a misspelt dialect (`postgres:`) is refused, not silently never run.
+QUERY_DIALECTS = frozenset({"default", "sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql", "dm", "kingbase"})
+
 
 class Capability(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -66,9 +84,29 @@ class Capability(BaseModel):
     id: wire.Capability  # knows its connector
     title: Annotated[str, Field(min_length=1)]
     tier: Annotated[int, Field(ge=1, le=3)]
-    query: Annotated[str, Field(min_length=1)]
+    query: Annotated[str, Field(min_length=1)] | dict[str, Annotated[str, Field(min_length=1)]]
     params: dict[str, str | int | float] = Field(default_factory=dict)
     reduce: Reduction = None
+
+    @field_validator("query")
+    @classmethod
+    def _known_dialects(cls, query: str | dict[str, str]) -> str | dict[str, str]:
+        if isinstance(query, dict):
+            if not query:
+                raise ValueError("a query mapping needs at least one variant")
+            unknown = sorted(set(query) - QUERY_DIALECTS)
+            if unknown:
+                raise ValueError(f"unknown dialect {unknown[0]!r}; use one of {', '.join(sorted(QUERY_DIALECTS))}")
+        return query
+
+    def query_for(self, dialect: str) -> str:
+        """The query to run on an engine of `dialect`. Raises InvalidInput if none fits."""
+        if isinstance(self.query, str):
+            return self.query
+        for name in (dialect, "mysql" if dialect == "mariadb" else "", "default"):
+            if name in self.query:
+                return self.query[name]
+        raise InvalidInput(f"capability {self.id}: no query for dialect {dialect} and no default")
 
 
 _SQL_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"

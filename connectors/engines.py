@@ -48,6 +48,9 @@ class Engine(Protocol):
 
     def map(self, fn: Callable[[S, C], R], shared: S, chunks: Iterable[C]) -> Iterator[R]: ...
 
+    def close(self) -> None:
+        """Release what the engine holds between runs (a Ray cluster's connection)."""
+
 
 class LocalEngine:
     """This machine's processes: `workers` of them (default: every core), inline for a small job."""
@@ -76,13 +79,17 @@ class LocalEngine:
                 for future in pending:
                     future.cancel()
 
+    def close(self) -> None:
+        """Nothing to release: each run makes and ends its own pool."""
+
 
 class RayEngine:
     """Tasks on the Ray cluster at `address`; `in_flight` tasks at most (default: twice its CPUs).
 
     A task not finished within `task_timeout` seconds of becoming the oldest one fails the run.
-    When this process has already joined a Ray cluster (`ray.init` by its caller), a run uses
-    that connection and leaves it open; otherwise it joins `address` and leaves at the end.
+    The first run joins the cluster and later runs use the same connection, until `close()`
+    leaves it (a build runs the engine once per step). When this process has already joined a
+    Ray cluster (`ray.init` by its caller), the runs use that connection and leave it open.
     """
 
     def __init__(
@@ -97,14 +104,19 @@ class RayEngine:
         self.in_flight = None if in_flight is None else _positive(in_flight, "in_flight")
         self.connect_timeout = connect_timeout
         self.task_timeout = task_timeout
+        self._ray: ModuleType | None = None
+        self._joined = False
 
     def map(self, fn: Callable[[S, C], R], shared: S, chunks: Iterable[C]) -> Iterator[R]:
-        ray, joined = self._connect()
-        try:
-            yield from self._run(ray, fn, shared, chunks)
-        finally:
-            if joined:
-                ray.shutdown()
+        if self._ray is None:
+            self._ray, self._joined = self._connect()
+        yield from self._run(self._ray, fn, shared, chunks)
+
+    def close(self) -> None:
+        """Leave the cluster if a run joined it; the next run joins again."""
+        if self._ray is not None and self._joined:
+            self._ray.shutdown()
+        self._ray, self._joined = None, False
 
     def _connect(self) -> tuple[ModuleType, bool]:
         """Ray, joined to the cluster; True when this call joined it (and so leaves it after the run)."""

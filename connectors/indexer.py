@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection
 
 from connectors.config import Capability, ConnectorConfig
 from connectors.engines import Engine, LocalEngine
 from connectors.reduce import Reduced, reduce_rows
+from connectors.source import agency_database, evidence_chunks
 from xiezhi import oprf
 from xiezhi.crypto import derive_token
-from xiezhi.errors import InvalidInput
 from xiezhi.ids import SubjectId
 
 CHUNK = 2_000
@@ -55,21 +55,16 @@ class BuiltIndex:
 
 
 def collect(config: ConnectorConfig) -> dict[str, Reduced]:
-    """Run every capability's query against the agency database and reduce its rows."""
-    engine = create_engine(config.database_url)
-    try:
-        with engine.connect() as connection:
-            return {c.id: _collect_one(connection, c) for c in config.capabilities}
-    finally:
-        engine.dispose()
+    """Run every capability's query against the agency database and reduce its rows.
+
+    Raises InvalidInput or Unavailable as `connectors.source` translates driver errors."""
+    with agency_database(config) as connection:
+        return {c.id: _collect_one(connection, c) for c in config.capabilities}
 
 
-def _collect_one(connection, capability: Capability) -> Reduced:  # type: ignore[no-untyped-def]
-    try:
-        result = connection.execution_options(stream_results=True).execute(text(capability.query), capability.params)
-    except Exception as exc:
-        raise InvalidInput(f"capability {capability.id}: query failed ({type(exc).__name__})") from None
-    return reduce_rows((tuple(row) for row in result), capability.reduce)
+def _collect_one(connection: Connection, capability: Capability) -> Reduced:
+    rows = (row for chunk in evidence_chunks(connection, capability) for row in chunk)
+    return reduce_rows(rows, capability.reduce)
 
 
 def build(

@@ -38,10 +38,11 @@ def reduce_rows(rows: Iterable[tuple[Any, ...]], reduction: Reduction) -> Reduce
             invalid += 1
             continue
         evidence[subject].append((row[1] if len(row) > 1 else None, row[2] if len(row) > 2 else None))
-    return Reduced(frozenset(s for s, ev in evidence.items() if _holds(ev, reduction)), count, invalid)
+    return Reduced(frozenset(s for s, ev in evidence.items() if holds(ev, reduction)), count, invalid)
 
 
-def _holds(evidence: list[tuple[Any, Any]], reduction: Reduction) -> bool:
+def holds(evidence: list[tuple[Any, Any]], reduction: Reduction) -> bool:
+    """Whether a subject with these (key, value) rows satisfies `reduction`."""
     if reduction is None:
         return True
     if isinstance(reduction, DistinctKeys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from connectors.config import ConnectorConfig
 from connectors.engines import Engine
-from connectors.indexer import BuiltIndex, build
+from connectors.incremental import BuildReport, build_and_publish_incremental
 from connectors.keys import KeyStore
 from connectors.publisher import Publisher
 from xiezhi.tls import TLSFiles
@@ -18,15 +17,16 @@ from xiezhi.tls import TLSFiles
 
 @dataclass(frozen=True)
 class PublishReport:
-    built: BuiltIndex
+    built: BuildReport
 
     def lines(self) -> list[str]:
         """Counts only: rows read, rows whose ID could not be normalised, tokens published."""
         out = [f"{self.built.connector}: epoch {self.built.epoch}, {self.built.subjects} subjects evaluated"]
         for index in self.built.capabilities:
+            change = "whole set" if index.full else f"delta +{index.added} −{index.removed}"
             out.append(
                 f"  {index.capability.id}: rows read {index.rows}, rows with an invalid ID (not indexed) "
-                f"{index.invalid_rows}, tokens {len(index.tokens)}"
+                f"{index.invalid_rows}, tokens {index.tokens} ({change})"
             )
         return out
 
@@ -43,13 +43,17 @@ def build_and_publish(
     workers: int | None = None,
     tls: TLSFiles | None = None,
     insecure_http: bool = False,
+    state_dir: Path | None = None,
     engine: Engine | None = None,
 ) -> PublishReport:
-    """Build the connector's indexes (evaluated by `engine`: default, this machine's pool of
-    `workers` processes) and publish them to the gateway."""
+    """Build the connector's indexes and bring the gateway's up to date: the whole sets for a
+    new epoch (`rotate`, or the first build), deltas after. The build's state is kept in
+    `state_dir` (default: `<key_dir>/build`), so a build that stopped resumes. `engine`
+    evaluates (default: this machine's pool of `workers` processes); the caller closes it."""
     config = ConnectorConfig.from_file(config_path, database_url=database_url)
     keys = KeyStore(key_dir)
     epoch = keys.rotate() if rotate else keys.ensure()
+    publisher = Publisher(gateway_url, token, tls=tls, insecure_http=insecure_http)
     with Progress(
         TextColumn(f"index {config.connector}"),
         BarColumn(),
@@ -58,14 +62,15 @@ def build_and_publish(
         disable=not show_progress,
         transient=True,
     ) as progress:
-        built = build(config, keys.key_pair(epoch), epoch, workers=workers, progress=_bar(progress), engine=engine)
-    Publisher(gateway_url, token, tls=tls, insecure_http=insecure_http).publish(built)
+        task = progress.add_task("evaluate", total=None)
+        built = build_and_publish_incremental(
+            config,
+            keys.key_pair(epoch),
+            epoch,
+            state_dir or key_dir / "build",
+            publisher,
+            workers=workers,
+            progress=lambda n: progress.advance(task, n),
+            engine=engine,
+        )
     return PublishReport(built)
-
-
-def _bar(progress: Progress) -> Callable[[int], Callable[[int], None]]:
-    def start(total: int) -> Callable[[int], None]:
-        task = progress.add_task("evaluate", total=total)
-        return lambda n: progress.advance(task, n)
-
-    return start

@@ -29,6 +29,7 @@ from xiezhi.tls import peer_names
 from xiezhi.wire import (
     MAX_COUNT,
     TOKEN_BYTES,
+    UUID_PATTERN,
     ApprovalDecision,
     ApprovalView,
     CreateMatchRequest,
@@ -61,7 +62,6 @@ JWKS_SCHEMA = {
     "required": ["keys"],
     "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
 }
-UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # Path parameters are checked for their shape before anything reads or records them: the
 # ids the gateway hands out are UUIDs, connectors are identifiers, organisations region codes.
 RequestId = Annotated[str, Path(pattern=UUID_PATTERN, description="a request's id, as its creation answered")]
@@ -278,16 +278,53 @@ async def put_chunk(
     caller: Caller,
     publishing: Publisher,
 ) -> PublicationView:
+    data = await _chunk_body(request, publishing.max_chunk_tokens)
+    return publishing.chunk(caller, connector, publication_id, number, data)
+
+
+async def _chunk_body(request: Request, max_tokens: int) -> bytes:
+    """A chunk's bytes, refused before they are read when they are not octets or too many."""
     if request.headers.get("content-type") != "application/octet-stream":
         raise InvalidInput("a chunk is sent as application/octet-stream", code="bad_content_type")
-    cap = publishing.max_chunk_tokens * TOKEN_BYTES
+    cap = max_tokens * TOKEN_BYTES
     declared = request.headers.get("content-length", "")
     if not re.fullmatch(r"[0-9]{1,12}", declared) or int(declared) > cap:
         raise InvalidInput(f"a chunk needs a content-length of at most {cap} bytes", code="chunk_too_large")
     data = await request.body()
     if len(data) > cap:
         raise InvalidInput(f"a chunk holds at most {cap} bytes", code="chunk_too_large")
-    return publishing.chunk(caller, connector, publication_id, number, data)
+    return data
+
+
+@router.get(
+    "/v1/connectors/{connector}/publications/{publication_id}",
+    tags=["indexes"],
+    responses=responses(400, 401, 403, 404, 503),
+)
+def get_publication(
+    connector: Connector, publication_id: PublicationId, caller: Caller, publishing: Publisher
+) -> PublicationView:
+    """One of the connector's publications: counts, whether committed, its version."""
+    return publishing.view(caller, connector, publication_id)
+
+
+@router.put(
+    "/v1/connectors/{connector}/publications/{publication_id}/removals/{number}",
+    tags=["indexes"],
+    responses=responses(400, 401, 403, 404, 409, 503),
+    openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": CHUNK}}}},
+)
+async def put_removals(
+    connector: Connector,
+    publication_id: PublicationId,
+    number: Annotated[int, Path(ge=0, le=MAX_COUNT)],
+    request: Request,
+    caller: Caller,
+    publishing: Publisher,
+) -> PublicationView:
+    """A chunk of the tokens a delta removes from its base (`base` at its start), in order."""
+    data = await _chunk_body(request, publishing.max_chunk_tokens)
+    return publishing.chunk(caller, connector, publication_id, number, data, kind="removed")
 
 
 @router.post(

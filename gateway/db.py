@@ -63,23 +63,46 @@ class Publication(SQLModel, table=True):
     created_at: datetime
     committed_at: datetime | None = None
     lookup_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # sealed; keys the digests
+    # The token set's version: 1 when committed, one more per delta applied (`gateway.index_deltas`).
+    version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    # A delta: the committed publication it changes; it adds `token_count` tokens (`digest`)
+    # and removes `removed_count` (`removed_digest`), all at once when committed.
+    base_id: str | None = None
+    removed_count: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    removed_digest: str | None = None
+    removed_received: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    removed_chunks: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class IndexDigest(SQLModel, table=True):
-    """One published token, known only by HMAC-SHA256 under its publication's lookup key (16 bytes)."""
+    """One published token, known only by HMAC-SHA256 under its publication's lookup key (16 bytes),
+    in the publication's token set from version `since` until (not including) `until`."""
 
     __tablename__ = "index_digests"
 
     publication_id: str = Field(primary_key=True, foreign_key="publications.id")
     digest: bytes = Field(sa_column=Column(LargeBinary(16), primary_key=True))
+    since: int = Field(default=1, primary_key=True, sa_column_kwargs={"server_default": "1"})
+    until: int | None = None
+
+
+class IndexRemoval(SQLModel, table=True):
+    """A token an uncommitted delta removes from its base, by its digest under the base's key."""
+
+    __tablename__ = "index_removals"
+
+    publication_id: str = Field(primary_key=True, foreign_key="publications.id")  # the delta
+    digest: bytes = Field(sa_column=Column(LargeBinary(16), primary_key=True))
 
 
 class IndexChunk(SQLModel, table=True):
-    """One uploaded chunk of a publication's tokens, sealed: what the commit's digest check reads."""
+    """One uploaded chunk of a publication's tokens (`kind` added, or removed by a delta),
+    sealed: what the commit's digest check reads."""
 
     __tablename__ = "index_chunks"
 
     publication_id: str = Field(primary_key=True, foreign_key="publications.id")
+    kind: str = Field(default="added", primary_key=True, sa_column_kwargs={"server_default": "added"})
     number: int = Field(primary_key=True)
     sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 

@@ -3,7 +3,8 @@
 A connector publishes one capability's token set for one epoch in three steps — start
 (announcing count and digest), chunks in order, commit (the gateway recounts and
 re-digests before accepting) — then activates the epoch once every capability is in.
-A newer committed publication of the same capability and epoch replaces the older one.
+A newer committed publication of the same capability and epoch replaces the older one; a
+delta (`gateway.index_deltas`) changes a committed one in place, as its next version.
 
 Tokens are never stored as such (`gateway.vault`): each chunk is kept sealed for the
 commit's check, and each token as a keyed digest under its publication's lookup key, which
@@ -16,12 +17,14 @@ import hashlib
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from gateway import index_deltas
 from gateway.authz import AuthorizedRequest
 from gateway.db import ConnectorEpoch, IndexChunk, IndexDigest, MatchRequest, Publication
+from gateway.index_deltas import ADDED, REMOVED
 from gateway.request_plan import PinnedConnector, RequestPlan
 from gateway.vault import Vault
 from xiezhi.errors import Conflict, InvalidInput, NotFound, Unavailable
@@ -31,7 +34,8 @@ _LOOKUP_CHUNK = 500
 
 
 def start(session: Session, vault: Vault, connector: str, body: StartPublication, now: datetime) -> Publication:
-    """Register the epoch's public key (or check it is unchanged) and open a publication."""
+    """Register the epoch's public key (or check it is unchanged) and open a publication, or a
+    delta when `body.base` names the committed publication it changes."""
     if Capability(body.capability.id).connector != connector:
         raise InvalidInput(f"capability {body.capability.id} does not belong to connector {connector}")
     epoch = _epoch(session, connector, body.epoch)
@@ -39,6 +43,8 @@ def start(session: Session, vault: Vault, connector: str, body: StartPublication
         session.add(ConnectorEpoch(connector=connector, epoch=body.epoch, public_key=body.public_key))
     elif epoch.public_key != body.public_key:
         raise Conflict(f"epoch {body.epoch} of {connector} already has a different public key")
+    if body.base is not None:
+        return index_deltas.start(session, vault, connector, body, now)
     publication_id = str(uuid.uuid4())
     publication = Publication(
         id=publication_id,
@@ -56,24 +62,36 @@ def start(session: Session, vault: Vault, connector: str, body: StartPublication
     return publication
 
 
-def add_chunk(session: Session, vault: Vault, publication: Publication, number: int, data: bytes) -> None:
-    """Store chunk `number` (0-based, in order) of concatenated 16-byte tokens."""
+def add_chunk(
+    session: Session, vault: Vault, publication: Publication, number: int, data: bytes, kind: str = ADDED
+) -> None:
+    """Store chunk `number` (0-based, in order) of concatenated 16-byte tokens: tokens the
+    publication holds, or (`kind` removed) tokens a delta removes from its base."""
     if publication.committed:
         raise Conflict("publication is already committed")
-    if number != publication.chunks:
-        raise Conflict(f"expected chunk {publication.chunks}, got chunk {number}")
     if not data or len(data) % TOKEN_BYTES:
         raise InvalidInput(f"a chunk is a non-empty run of {TOKEN_BYTES}-byte tokens")
     tokens = [data[i : i + TOKEN_BYTES] for i in range(0, len(data), TOKEN_BYTES)]
+    if kind == REMOVED:
+        index_deltas.add_removals(session, vault, publication, number, tokens)
+    else:
+        _add_tokens(session, vault, publication, number, tokens)
+    sealed = vault.seal_chunk(publication, number, data, kind)
+    session.add(IndexChunk(publication_id=publication.id, kind=kind, number=number, sealed=sealed))
+
+
+def _add_tokens(session: Session, vault: Vault, publication: Publication, number: int, tokens: list[bytes]) -> None:
+    if number != publication.chunks:
+        raise Conflict(f"expected chunk {publication.chunks}, got chunk {number}")
     if publication.received + len(tokens) > publication.token_count:
         raise InvalidInput("chunk would exceed the announced token count")
-    rows = [{"publication_id": publication.id, "digest": d} for d in vault.digests(publication, tokens)]
+    # A delta's tokens are keyed with its base's key, so they compare with the base's.
+    keyed = index_deltas.base_of(session, publication) if publication.base_id is not None else publication
+    rows = [{"publication_id": publication.id, "digest": d} for d in vault.digests(keyed, tokens)]
     try:
         session.execute(insert(IndexDigest), rows)
     except IntegrityError:
         raise InvalidInput("chunk repeats a token already published") from None
-    sealed = vault.seal_chunk(publication, number, data)
-    session.add(IndexChunk(publication_id=publication.id, number=number, sealed=sealed))
     publication.received += len(tokens)
     publication.chunks += 1
     session.add(publication)
@@ -88,8 +106,12 @@ def commit(session: Session, vault: Vault, publication: Publication, now: dateti
         raise Conflict("publication is already committed")
     if publication.received != publication.token_count:
         raise InvalidInput(f"received {publication.received} of {publication.token_count} tokens")
+    if publication.base_id is not None:
+        raise Conflict("a delta is applied to its base, not committed on its own", code="not_a_full_publication")
     chunks = session.exec(
-        select(IndexChunk).where(IndexChunk.publication_id == publication.id).order_by(col(IndexChunk.number))
+        select(IndexChunk)
+        .where(IndexChunk.publication_id == publication.id, IndexChunk.kind == ADDED)
+        .order_by(col(IndexChunk.number))
     )
     tokens = [t for chunk in chunks for t in vault.open_chunk(publication, chunk.number, chunk.sealed)]
     tokens.sort()
@@ -127,6 +149,7 @@ def plan(session: Session, capabilities: tuple[Capability, ...]) -> RequestPlan:
     """
     epochs: dict[str, ConnectorEpoch] = {}
     publications: dict[str, dict[Capability, str]] = {}
+    versions: dict[str, dict[Capability, int]] = {}
     for capability in capabilities:
         connector = capability.connector
         epoch = epochs.get(connector) or _active(session, connector)
@@ -137,10 +160,15 @@ def plan(session: Session, capabilities: tuple[Capability, ...]) -> RequestPlan:
             raise Unavailable(f"capability {capability} has no published index", code="index_unavailable")
         epochs[connector] = epoch
         publications.setdefault(connector, {})[capability] = found[0].id
+        if found[0].version != 1:
+            versions.setdefault(connector, {})[capability] = found[0].version
     return RequestPlan(
         {
             connector: PinnedConnector(
-                epoch=epoch.epoch, public_key=epoch.public_key, publications=publications[connector]
+                epoch=epoch.epoch,
+                public_key=epoch.public_key,
+                publications=publications[connector],
+                versions=versions.get(connector, {}),
             )
             for connector, epoch in epochs.items()
         }
@@ -155,9 +183,15 @@ def tier_of(session: Session, publication_id: str) -> int:
 
 
 def present(
-    session: Session, vault: Vault, permit: AuthorizedRequest, publication_id: str, tokens: list[bytes]
+    session: Session,
+    vault: Vault,
+    permit: AuthorizedRequest,
+    publication_id: str,
+    version: int,
+    tokens: list[bytes],
 ) -> set[bytes]:
-    """Return which of `tokens` are in the publication's token set, comparing keyed digests.
+    """Return which of `tokens` are in version `version` of the publication's token set,
+    comparing keyed digests.
 
     Only under `permit`: the type checker then shows that authorization ran first, since
     only `gateway.authz` makes one. Raises Unavailable if the publication was withdrawn.
@@ -174,7 +208,10 @@ def present(
             by_digest[bytes(d)]
             for d in session.exec(
                 select(IndexDigest.digest).where(
-                    IndexDigest.publication_id == publication_id, col(IndexDigest.digest).in_(part)
+                    IndexDigest.publication_id == publication_id,
+                    col(IndexDigest.digest).in_(part),
+                    IndexDigest.since <= version,
+                    or_(col(IndexDigest.until).is_(None), col(IndexDigest.until) > version),
                 )
             )
         )
@@ -182,7 +219,9 @@ def present(
 
 
 def drop_publication(session: Session, vault: Vault, publication: Publication) -> None:
-    """Delete a publication with its digests and sealed chunks."""
+    """Delete a publication with its digests and sealed chunks, and its unapplied deltas."""
+    for delta in index_deltas.pending(session, publication.id):
+        index_deltas.drop(session, delta)
     session.execute(delete(IndexDigest).where(col(IndexDigest.publication_id) == publication.id))
     session.execute(delete(IndexChunk).where(col(IndexChunk.publication_id) == publication.id))
     session.delete(publication)
@@ -210,7 +249,10 @@ def _epoch(session: Session, connector: str, epoch: int) -> ConnectorEpoch | Non
 
 def _committed(session: Session, connector: str, capability: str | None, epoch: int) -> list[Publication]:
     query = select(Publication).where(
-        Publication.connector == connector, Publication.epoch == epoch, Publication.committed
+        Publication.connector == connector,
+        Publication.epoch == epoch,
+        Publication.committed,
+        col(Publication.base_id).is_(None),
     )
     if capability is not None:
         query = query.where(Publication.capability == capability)
@@ -251,3 +293,9 @@ def prune_superseded(session: Session, vault: Vault, connector: str) -> int:
 def _pinned_publications(session: Session) -> set[str]:
     plans = session.exec(select(col(MatchRequest.plan)).where(col(MatchRequest.status).not_in(_FINISHED)))
     return {publication_id for plan in plans for publication_id in plan.publication_ids()}
+
+
+def pinned_versions(session: Session, publication_id: str) -> list[int]:
+    """The versions of `publication_id` that unfinished requests pin."""
+    plans = session.exec(select(col(MatchRequest.plan)).where(col(MatchRequest.status).not_in(_FINISHED)))
+    return [version for plan in plans for pid, version in plan.pinned_versions().items() if pid == publication_id]

@@ -86,7 +86,9 @@ def find(
 ) -> dict[Capability, set[bytes]]:
     """Per capability, which of the batch's tokens its pinned index holds."""
     return {
-        capability: indexes.present(session, vault, permit, plan.publication(capability), batch.tokens[capability])
+        capability: indexes.present(
+            session, vault, permit, plan.publication(capability), plan.version(capability), batch.tokens[capability]
+        )
         for capability in model.looks_up
     }
 

@@ -14,10 +14,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from audit_log import AuditLog, EventKind
-from gateway import indexes
+from gateway import index_deltas, indexes
 from gateway.auth import Principal
 from gateway.authz import Authorizer, Outcome
 from gateway.db import Publication
+from gateway.index_deltas import ADDED
 from gateway.recorder import Recorder
 from gateway.vault import Vault
 from xiezhi.errors import Conflict
@@ -49,20 +50,30 @@ class Publishing:
             session.commit()
             return _view(publication)
 
+    def view(self, principal: Principal, connector: str, publication_id: str) -> PublicationView:
+        self._authorize(principal, connector)
+        with Session(self._engine) as session:
+            return _view(indexes.get_publication(session, connector, publication_id))
+
     def chunk(
-        self, principal: Principal, connector: str, publication_id: str, number: int, data: bytes
+        self, principal: Principal, connector: str, publication_id: str, number: int, data: bytes, kind: str = ADDED
     ) -> PublicationView:
+        """Store a chunk of the tokens a publication holds, or (`kind` removed) of the tokens
+        a delta removes."""
         self._authorize(principal, connector)
         with Session(self._engine) as session:
             publication = indexes.get_publication(session, connector, publication_id)
-            indexes.add_chunk(session, self._vault, publication, number, data)
+            indexes.add_chunk(session, self._vault, publication, number, data, kind)
             session.commit()
             return _view(publication)
 
     def commit(self, principal: Principal, connector: str, publication_id: str) -> PublicationView:
+        """Commit a publication, or apply a delta to its base as the base's next version."""
         self._authorize(principal, connector)
         with Session(self._engine) as session:
             publication = indexes.get_publication(session, connector, publication_id)
+            if publication.base_id is not None:
+                return self._apply(session, principal, publication)
             replaced = indexes.commit(session, self._vault, publication, self._clock())
             self._recorder.record(
                 session,
@@ -78,6 +89,28 @@ class Publishing:
             )
             session.commit()
             return _view(publication)
+
+    def _apply(self, session: Session, principal: Principal, delta: Publication) -> PublicationView:
+        pinned = indexes.pinned_versions(session, delta.base_id or "")
+        applied = index_deltas.apply(session, self._vault, delta, pinned)
+        base = applied.base
+        self._recorder.record(
+            session,
+            principal,
+            EventKind.INDEX_PUBLICATION,
+            "delta",
+            "ok",
+            connector=base.connector,
+            capability=base.capability,
+            epoch=base.epoch,
+            tokens=base.token_count,
+            added=applied.added,
+            removed=applied.removed,
+            version=applied.version,
+            collected=applied.collected,
+        )
+        session.commit()
+        return _view(base)
 
     def activate(self, principal: Principal, connector: str, epoch: int) -> EpochView:
         self._authorize(principal, connector)
@@ -134,4 +167,8 @@ def _view(publication: Publication) -> PublicationView:
         token_count=publication.token_count,
         received=publication.received,
         committed=publication.committed,
+        version=publication.version,
+        base=publication.base_id,
+        removed_count=publication.removed_count,
+        removed_received=publication.removed_received,
     )

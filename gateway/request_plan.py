@@ -3,12 +3,17 @@
 Per connector the model needs: the OPRF epoch the request evaluates under, that epoch's
 public key, and the publication (a committed index of that epoch) of each capability the
 model looks up. The plan is fixed when the request starts (at creation, or at approval) and
-read by every later step, so a connector that rotates its epoch meanwhile changes nothing
-for a request in flight.
+read by every later step, so a connector that rotates its epoch, or applies a delta to an
+index, meanwhile changes nothing for a request in flight: it pins each publication's version
+too, and looks tokens up in that version (`gateway.index_deltas`).
 
 It is stored in `match_requests.plan` as JSON text in the shape it has always had,
 
-    {"court": {"epoch": 1, "public_key": "<hex>", "publications": {"court.multiple_terminated": "<id>"}}}
+    {"court": {"epoch": 1, "public_key": "<hex>", "publications": {"court.multiple_terminated": "<id>"},
+               "versions": {"court.multiple_terminated": 3}}}
+
+where `versions` appears only once a version other than the first is pinned (a plan stored
+before deltas reads as version 1, which is what its publications then held).
 
 and `PlanColumn` (gateway.db) parses it once as a row is read and serialises it as a row is
 written; nothing else handles the text. A request waiting for approval has the empty plan.
@@ -36,6 +41,7 @@ class PinnedConnector(BaseModel):
     epoch: int
     public_key: _Hex
     publications: dict[Capability, str]
+    versions: dict[Capability, int] = {}  # a capability absent: version 1
 
 
 class RequestPlan(RootModel[dict[str, PinnedConnector]]):
@@ -48,8 +54,9 @@ class RequestPlan(RootModel[dict[str, PinnedConnector]]):
         return cls.model_validate(json.loads(text))
 
     def to_json(self) -> str:
-        # json.dumps, not pydantic's compact dump: the stored text stays byte for byte as before.
-        return json.dumps(self.model_dump(mode="json"))
+        # json.dumps, not pydantic's compact dump: the stored text stays byte for byte as before
+        # (an empty `versions` is left out).
+        return json.dumps(self.model_dump(mode="json", exclude_defaults=True))
 
     def connectors(self) -> tuple[str, ...]:
         """The connectors, in plan order."""
@@ -62,6 +69,18 @@ class RequestPlan(RootModel[dict[str, PinnedConnector]]):
     def publication(self, capability: Capability) -> str:
         """The publication pinned for `capability`; KeyError if the plan does not hold it."""
         return self.root[capability.connector].publications[capability]
+
+    def version(self, capability: Capability) -> int:
+        """The version of `capability`'s publication the request looks up in."""
+        return self.root[capability.connector].versions.get(capability, 1)
+
+    def pinned_versions(self) -> dict[str, int]:
+        """Every pinned publication and its version."""
+        return {
+            publication: pinned.versions.get(capability, 1)
+            for pinned in self.root.values()
+            for capability, publication in pinned.publications.items()
+        }
 
     def publication_ids(self) -> set[str]:
         """Every publication the plan pins, across its connectors."""

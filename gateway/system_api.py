@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from gateway.alarms import Alarms
-from gateway.api import UUID_PATTERN, Caller, Services
+from gateway.api import Caller, Services
 from xiezhi.errors import NotFound
 from xiezhi.problems import responses
-from xiezhi.wire import AlarmResolution, AlarmView
+from xiezhi.wire import UUID_PATTERN, AlarmResolution, AlarmView
 
 router = APIRouter(tags=["service"])
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"

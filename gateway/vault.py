@@ -64,12 +64,13 @@ class Vault:
         key = self._lookup_key(publication)
         return [hmac.digest(key, token, "sha256")[:DIGEST_BYTES] for token in tokens]
 
-    def seal_chunk(self, publication: Publication, number: int, data: bytes) -> bytes:
-        return self._sealer.seal(data, _chunk_context(publication, number))
+    def seal_chunk(self, publication: Publication, number: int, data: bytes, kind: str = "added") -> bytes:
+        return self._sealer.seal(data, _chunk_context(publication, number, kind))
 
-    def open_chunk(self, publication: Publication, number: int, sealed: bytes) -> list[bytes]:
-        """The tokens of chunk `number`. Raises Unavailable if it does not open (damaged or moved)."""
-        data = _opened(self._sealer, sealed, _chunk_context(publication, number), "an index chunk")
+    def open_chunk(self, publication: Publication, number: int, sealed: bytes, kind: str = "added") -> list[bytes]:
+        """The tokens of chunk `number` (of the added tokens, or of those a delta removes).
+        Raises Unavailable if it does not open (damaged or moved)."""
+        data = _opened(self._sealer, sealed, _chunk_context(publication, number, kind), "an index chunk")
         return [data[i : i + TOKEN_BYTES] for i in range(0, len(data), TOKEN_BYTES)]
 
     def forget(self, publication_id: str) -> None:
@@ -124,12 +125,13 @@ def _lookup_context(publication_id: str, connector: str) -> dict[str, str]:
     return {"table": "publications", "field": "lookup_key", "publication": publication_id, "connector": connector}
 
 
-def _chunk_context(publication: Publication, number: int) -> dict[str, str]:
+def _chunk_context(publication: Publication, number: int, kind: str) -> dict[str, str]:
+    # An added chunk's context is what it was before deltas: stored chunks still open.
     return {
         "table": "index_chunks",
         "publication": publication.id,
         "connector": publication.connector,
-        "chunk": str(number),
+        "chunk": str(number) if kind == "added" else f"{kind}/{number}",
     }
 
 

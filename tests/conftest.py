@@ -8,6 +8,7 @@ import pytest
 
 from devkit.demo.generate import generate
 from tests.demo_run import DemoRun, start
+from tests.mariadb import mariadb_server
 from tests.postgres import postgres_server
 from tests.stack import Stack, start_stack
 
@@ -48,6 +49,13 @@ def fresh_stack(tmp_path: Path) -> Iterator[Stack]:
 def postgres() -> Iterator[str]:
     """A PostgreSQL server of the session's own (one per test process); its base URL."""
     with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[str]:
+    """A MariaDB server of the session's own (one per test process, installed if missing); its base URL."""
+    with mariadb_server() as url:
         yield url
 
 

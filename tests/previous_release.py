@@ -2,14 +2,14 @@
 
 That release made its schema at run time: `make_engine` ran `SQLModel.metadata.create_all`,
 the policy store's Casbin adapter created `casbin_rule`, and `AuditLog(engine)` ran
-`install_append_only` (the log's tables, triggers and tail). This module does the same, then
-writes what a running gateway writes: audit entries with signed checkpoints, a quota, a
+`install_append_only` (the log's tables, triggers and tail). This module makes that schema,
+then writes what a running gateway writes: audit entries with signed checkpoints, a quota, a
 connector epoch, an organisation, an alarm.
 
-NOTE: it builds the tables from today's models less the tables later revisions added
-(`LATER`): the first revision (`gateway/migrations/versions/0001_initial_schema.py`) is that
-schema, and `test_migrations.test_the_migrated_schema_is_the_models` holds head and the models
-together. When a later revision changes an existing model, freeze this module's tables.
+It builds that schema with the first revision (`gateway/migrations/versions/0001_initial_schema.py`,
+which is that release's schema exactly, triggers and tail included) and then removes what
+only migrations add (`alembic_version`), so it stays that release's schema as later
+revisions change the models.
 """
 
 from __future__ import annotations
@@ -17,23 +17,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, create_engine
-from sqlalchemy_adapter import CasbinRule
-from sqlmodel import Session, SQLModel
+from alembic import command
+from sqlalchemy import Engine, create_engine, text
+from sqlmodel import Session
 
-import gateway.authz.store
-import gateway.sealing
-import gateway.sightings
 from audit_log.entries import AuditEvent, EventKind
 from audit_log.note import Signer, generate_signer
-from audit_log.store import AuditLog, install_append_only
+from audit_log.store import AuditLog
 from audit_log.writer import AuditWriter, CheckpointSigner
+from gateway import schema
+from gateway.authz.store import OrgRecord
 from gateway.db import Alarm, ConnectorEpoch, QuotaUsage
 
 AT = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 LOG_KEY: Signer = generate_signer("xiezhi.test/previous-release")
 ENTRIES = 300  # enough for a stored level-8 node
-LATER = {"gateway_secrets", "ticket_keys"}  # tables of revisions after 0001
 
 
 @dataclass(frozen=True)
@@ -46,10 +44,9 @@ def create_previous_release(database_url: str) -> Written:
     """Create the previous release's schema at `database_url` and fill it; returns what was written."""
     engine = create_engine(database_url)
     try:
-        # That release's tables: today's models less those a later revision added.
-        SQLModel.metadata.create_all(engine, tables=[t for t in SQLModel.metadata.sorted_tables if t.name not in LATER])
-        CasbinRule.metadata.create_all(engine)
-        install_append_only(engine)
+        with engine.begin() as connection:
+            command.upgrade(schema._config(connection), schema.BASELINE)
+            connection.execute(text("DROP TABLE alembic_version"))
         return _fill(engine)
     finally:
         engine.dispose()
@@ -64,7 +61,7 @@ def _fill(engine: Engine) -> Written:
     with Session(engine) as session:
         session.add(QuotaUsage(user="prosecutor-1", window="day:2026-11-30", used=42))
         session.add(ConnectorEpoch(connector="court", epoch=1, public_key=b"\x01" * 32, active=True, activated_at=AT))
-        session.add(gateway.authz.store.OrgRecord(code="330803", name="越城区人民检察院", parent="330800"))
+        session.add(OrgRecord(code="330803", name="越城区人民检察院", parent="330800"))
         session.add(
             Alarm(id="a-1", kind="witness_refusal", source="court", reason="stale", message="1 checkpoint",
                   raised_at=AT, last_at=AT)

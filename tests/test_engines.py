@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +221,8 @@ def _assert_same_index(ray_built: BuiltIndex, local_built: BuiltIndex) -> None:
 @ON_THE_CLUSTER
 def test_two_ray_workers_run_chunks_and_results_keep_the_chunks_order(ray_cluster: RayCluster, tmp_path: Path) -> None:
     chunks = iter([[number] for number in range(8)])
-    results = list(RayEngine(ray_cluster.address, in_flight=2).map(_after_partner, str(tmp_path), chunks))
+    with closing(RayEngine(ray_cluster.address, in_flight=2)) as engine:
+        results = list(engine.map(_after_partner, str(tmp_path), chunks))
     assert [number for number, _ in results] == list(range(8))
     workers = {pid for _, pid in results}
     assert len(workers) >= 2 and os.getpid() not in workers
@@ -239,8 +241,11 @@ def test_a_build_on_ray_equals_the_local_build(
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(indexer, "CHUNK", 250)  # many chunks, a few in flight at a time
-        built = build(housing_fund, key, 1, progress=start, engine=RayEngine(ray_cluster.address, in_flight=3))
+        with closing(RayEngine(ray_cluster.address, in_flight=3)) as engine:
+            built = build(housing_fund, key, 1, progress=start, engine=engine)
+            again = build(housing_fund, key, 1, engine=engine)  # a second run on the same connection
     _assert_same_index(built, local_build)
+    _assert_same_index(again, local_build)
     assert len(progress) > 3 and sum(progress) == local_build.subjects
 
 
@@ -249,7 +254,8 @@ def test_a_build_on_ray_equals_the_local_build(
 def test_a_build_through_ray_client_equals_the_local_build(
     ray_cluster: RayCluster, housing_fund: ConnectorConfig, key: oprf.KeyPair, local_build: BuiltIndex
 ) -> None:
-    built = build(housing_fund, key, 1, engine=RayEngine(ray_cluster.client))
+    with closing(RayEngine(ray_cluster.client)) as engine:
+        built = build(housing_fund, key, 1, engine=engine)
     _assert_same_index(built, local_build)
 
 
@@ -257,7 +263,8 @@ def test_a_build_through_ray_client_equals_the_local_build(
 @ON_THE_CLUSTER
 def test_a_failed_ray_task_is_named_by_type_only(ray_cluster: RayCluster) -> None:
     with pytest.raises(Unavailable) as raised:
-        list(RayEngine(ray_cluster.address).map(_fails, SECRET.hex(), iter([[7]])))
+        with closing(RayEngine(ray_cluster.address)) as engine:
+            list(engine.map(_fails, SECRET.hex(), iter([[7]])))
     message = str(raised.value)
     assert message == f"a task on the Ray cluster at {ray_cluster.address} failed (ValueError)"
     assert raised.value.__cause__ is None and raised.value.__context__ is None
@@ -267,5 +274,6 @@ def test_a_failed_ray_task_is_named_by_type_only(ray_cluster: RayCluster) -> Non
 @ON_THE_CLUSTER
 def test_auto_finds_the_cluster_ray_address_names(ray_cluster: RayCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
-    ((shared, number, pid),) = RayEngine("auto").map(_first, "shared", iter([[5]]))
+    with closing(RayEngine("auto")) as engine:
+        ((shared, number, pid),) = engine.map(_first, "shared", iter([[5]]))
     assert (shared, number) == ("shared", 5) and pid != os.getpid()

@@ -13,7 +13,7 @@ import pytest
 
 from devkit.demo.generate import AS_OF, GenerationSummary, generate
 from devkit.reference import CAPABILITIES, expected_flags, normalised_key, subject_rows
-from xiezhi.errors import InvalidIdentifier
+from xiezhi.errors import InvalidIdentifier, InvalidInput
 from xiezhi.ids import normalise_subject_id
 
 SCHEMAS = {
@@ -364,3 +364,20 @@ def test_small_data_set_still_plants_every_capability(tmp_path: Path) -> None:
     subjects = {key for _, _, key in subject_rows(tmp_path / "subjects.csv") if key}
     for capability, flagged in flags.items():
         assert len(subjects & flagged) >= 3, capability
+
+
+def test_a_database_url_for_an_agency_outside_the_roster_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="no connector pension in the roster"):
+        generate(tmp_path, seed=3, debtors=20, databases={"pension": f"sqlite:///{tmp_path / 'p.sqlite'}"})
+
+
+def test_an_agency_given_a_url_is_written_there_with_the_rows_of_its_sqlite_file(tmp_path: Path) -> None:
+    generate(tmp_path / "files", seed=3, debtors=40)
+    url = f"sqlite:///{tmp_path / 'elsewhere.sqlite'}"
+    generate(tmp_path / "url", seed=3, debtors=40, databases={"court": url})
+    assert not (tmp_path / "url" / "agencies" / "court.sqlite").exists()
+    for table in SCHEMAS["court"]:
+        with closing(sqlite3.connect(tmp_path / "files" / "agencies" / "court.sqlite")) as files:
+            expected = files.execute(f"SELECT * FROM {table}").fetchall()
+        with closing(sqlite3.connect(tmp_path / "elsewhere.sqlite")) as written:
+            assert written.execute(f"SELECT * FROM {table}").fetchall() == expected

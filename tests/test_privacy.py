@@ -264,6 +264,6 @@ def test_tokens_separate_capabilities_connectors_and_epochs(live: Live, tmp_path
         publication = session.exec(
             select(Publication).where(Publication.capability == "court.multiple_terminated", Publication.committed)
         ).one()
-        assert len(indexes.present(session, vault, allowed, publication.id, own)) > 0
-        assert indexes.present(session, vault, allowed, publication.id, other) == set()
+        assert len(indexes.present(session, vault, allowed, publication.id, 1, own)) > 0
+        assert indexes.present(session, vault, allowed, publication.id, 1, other) == set()
     engine.dispose()

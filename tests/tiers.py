@@ -1,7 +1,7 @@
 """The suite's two tiers: `make check` runs the unit tier (`pytest --unit`), `make test` runs everything.
 
 A test belongs to the integration tier when it carries the `integration` mark: it starts a
-server, a subprocess, PostgreSQL, Chromium or a whole stack. Modules mark such tests
+server, a subprocess, PostgreSQL, MariaDB, Chromium or a whole stack. Modules mark such tests
 explicitly; a test that uses one of the conftest fixtures in `INTEGRATION_FIXTURES` is
 marked here, and `database_url` marks its PostgreSQL parameter.
 
@@ -24,7 +24,7 @@ import pytest
 
 INTEGRATION = "integration"
 # Fixtures of tests/conftest.py that start services: a test using one is an integration test.
-INTEGRATION_FIXTURES = frozenset({"stack", "fresh_stack", "postgres", "demo_run"})
+INTEGRATION_FIXTURES = frozenset({"stack", "fresh_stack", "postgres", "mariadb", "demo_run"})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

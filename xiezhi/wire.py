@@ -25,6 +25,7 @@ from pydantic import (
     PlainSerializer,
     StrictBool,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic_core import CoreSchema, core_schema
 
@@ -303,12 +304,32 @@ class CapabilityDescriptor(Wire):
     tier: Annotated[int, Field(ge=1, le=3)]
 
 
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
 class StartPublication(Wire):
+    """A capability's token set for an epoch: `token_count` tokens whose sorted concatenation
+    hashes (SHA-256) to `digest`. With `base`, a delta to that committed publication instead:
+    it adds those tokens and removes `removed_count` (hashing to `removed_digest`), all at
+    once when it is committed."""
+
     epoch: Annotated[int, Field(ge=1, le=MAX_COUNT)]
     public_key: Element
     capability: CapabilityDescriptor
     token_count: Annotated[int, Field(ge=0, le=MAX_COUNT)]
-    digest: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    digest: Sha256Hex
+    base: Annotated[str | None, Field(pattern=UUID_PATTERN)] = None
+    removed_count: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 0
+    removed_digest: Sha256Hex | None = None
+
+    @model_validator(mode="after")
+    def _delta_fields_go_together(self) -> StartPublication:
+        if self.base is None and (self.removed_count or self.removed_digest is not None):
+            raise ValueError("removed_count and removed_digest belong to a delta (one with a base)")
+        if self.base is not None and self.removed_digest is None:
+            raise ValueError("a delta names the digest of the tokens it removes (removed_digest)")
+        return self
 
 
 class PublicationView(Wire):
@@ -319,6 +340,10 @@ class PublicationView(Wire):
     token_count: int
     received: int
     committed: bool
+    version: int = 1  # the token set's version: one more per delta applied
+    base: str | None = None  # a delta: the publication it changes (its id once applied)
+    removed_count: int = 0
+    removed_received: int = 0
 
 
 class EpochView(Wire):

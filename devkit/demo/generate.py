@@ -11,6 +11,10 @@ with the tables its configuration declares, and the procuratorate's two lists:
     data_dir/subjects.csv                   one row per 终本 case and debtor (案号,姓名,证件号码)
     data_dir/applicants.csv                 one row per 终本 case and applicant (申请执行人)
 
+`databases` (agency → SQLAlchemy URL) writes an agency's tables into that database
+instead of its SQLite file (`devkit.demo.agency_db`: PostgreSQL, MySQL, MariaDB, …), the
+rows the same as the SQLite file would hold for the same seed and size.
+
 The roster's `tables` are the schema (columns in the order rows are written; identifier
 columns are those named `*_id`); the value vocabularies (the status, outcome, income type
 and registration kind words) are a contract the connectors' queries are written against.
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import csv
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -40,6 +44,7 @@ from typing import TypeVar
 
 from connectors.config import table_columns
 from connectors.roster import Roster
+from devkit.demo.agency_db import write_tables
 from devkit.environment import load_roster
 from xiezhi.errors import InvalidIdentifier, InvalidInput
 from xiezhi.ids import (
@@ -175,7 +180,14 @@ class _Case:
     applicant_raw: str
 
 
-def generate(data_dir: Path, *, seed: int = 7, debtors: int = 1200, roster: Roster | None = None) -> GenerationSummary:
+def generate(
+    data_dir: Path,
+    *,
+    seed: int = 7,
+    debtors: int = 1200,
+    roster: Roster | None = None,
+    databases: Mapping[str, str] | None = None,
+) -> GenerationSummary:
     """Write the agency databases and the two lists under `data_dir`, replacing old ones.
 
     `debtors` distinct 终本 debtors are planted (about 8% of them companies), plus a few
@@ -183,6 +195,8 @@ def generate(data_dir: Path, *, seed: int = 7, debtors: int = 1200, roster: Rost
     little more than `debtors` rows. The same seed and size always give the same data.
     The databases follow the tables of `roster` (default: deploy/connectors); raises
     InvalidInput if it lacks a table this generator fills or gives one another width.
+    An agency named in `databases` is written to that SQLAlchemy URL (an existing database,
+    its tables replaced) instead of data_dir/agencies/<agency>.sqlite.
     """
     tables = _tables(roster or load_roster())
     id_columns = {key: _id_columns(tables[key]) for key in _FILLED}
@@ -204,7 +218,7 @@ def generate(data_dir: Path, *, seed: int = 7, debtors: int = 1200, roster: Rost
     applicant_rows = world.list_rows(cases, debtor_side=False)
 
     rows = {key: world.tables.get(key, []) for key in tables}
-    _write_databases(data_dir / "agencies", tables, rows)
+    _write_databases(data_dir / "agencies", tables, rows, databases or {})
     _write_list(data_dir / "subjects.csv", subject_rows)
     _write_list(data_dir / "applicants.csv", applicant_rows)
     invalid = {key: _count_invalid(rows[key], _id_columns(tables[key])) for key in tables}
@@ -627,10 +641,25 @@ def _id_columns(columns: list[tuple[str, str]]) -> tuple[int, ...]:
     return tuple(at for at, (name, _) in enumerate(columns) if name.endswith("_id"))
 
 
-def _write_databases(directory: Path, tables: Tables, rows: dict[str, list[Row]]) -> None:
-    """One database per agency, holding its tables in the order the roster gives them."""
+def _write_databases(
+    directory: Path, tables: Tables, rows: dict[str, list[Row]], databases: Mapping[str, str]
+) -> None:
+    """One database per agency, holding its tables in the order the roster gives them: the
+    agency's URL in `databases`, else a SQLite file in `directory`."""
+    agencies = list(dict.fromkeys(key.split(".")[0] for key in tables))
+    unknown = sorted(set(databases) - set(agencies))
+    if unknown:
+        raise InvalidInput(f"no connector {unknown[0]} in the roster to write a database for")
     directory.mkdir(parents=True, exist_ok=True)
-    for agency in dict.fromkeys(key.split(".")[0] for key in tables):
+    for agency in agencies:
+        if agency in databases:
+            own = {key.split(".")[1]: key for key in tables if key.split(".")[0] == agency}
+            write_tables(
+                databases[agency],
+                {table: tables[key] for table, key in own.items()},
+                {table: rows[key] for table, key in own.items()},
+            )
+            continue
         path = directory / f"{agency}.sqlite"
         path.unlink(missing_ok=True)
         with closing(sqlite3.connect(path)) as connection, connection:

@@ -318,7 +318,7 @@ def _print_summary(
         indexes.add_column(column, justify="right" if column != "capability" else "left")
     for report in published:
         for index in report.built.capabilities:
-            indexes.add_row(index.capability.id, str(index.rows), str(index.invalid_rows), str(len(index.tokens)))
+            indexes.add_row(index.capability.id, str(index.rows), str(index.invalid_rows), str(index.tokens))
     models = Table(title="Supervision models run")
     for column in ("model", "subjects", "valid rows", "invalid rows", "clues", "approved (why needed)", "seconds"):
         models.add_column(

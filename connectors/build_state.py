@@ -1,0 +1,305 @@
+"""What a connector's index build keeps between runs and while it runs, in a local SQLite file.
+
+One file per connector and key epoch (`<state_dir>/<connector>-epoch-NNNN.sqlite`, mode 0600,
+inside the connector's own folder). Nothing in it reads as personal data without the epoch's
+OPRF key, from which its key is derived:
+
+- `rows`: every evidence row the last published build read, by a keyed digest of the row
+  (BLAKE2b under the state key), with its subject's keyed digest and what the reduction needs:
+  a keyed digest of the row's `key` (distinct keys) or the key itself (`latest_value_is`
+  orders by it: a date or a number), and a keyed digest of its `value`;
+- `subjects`: each subject's OPRF input, sealed (AES-256-GCM under the state key), so a
+  subject whose membership changes can be evaluated without reading its rows again;
+- `members`: per capability, the subjects published and their tokens; `bases`: the
+  gateway's publication of each capability, which deltas change.
+
+A run works in `scan` (each row's digest and content as read), `fresh` (the rows the
+published build did not read, normalised), `gone` (the published rows no longer read),
+`changes` and `progress`, and moves its result into the tables above capability by
+capability, each in one transaction once the gateway committed it, so a
+run killed at any point starts again where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from connectors.publisher import CHUNK_TOKENS, TokenStream
+from xiezhi.crypto import aes256gcm_open, aes256gcm_seal
+from xiezhi.wire import TOKEN_BYTES
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rows (capability TEXT, row BLOB, subject BLOB, key, value BLOB,
+                                 PRIMARY KEY (capability, row));
+CREATE INDEX IF NOT EXISTS rows_subject ON rows (capability, subject);
+CREATE TABLE IF NOT EXISTS subjects (subject BLOB PRIMARY KEY, sealed BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS members (capability TEXT, subject BLOB, token BLOB NOT NULL,
+                                    PRIMARY KEY (capability, subject));
+CREATE TABLE IF NOT EXISTS bases (capability TEXT PRIMARY KEY, publication TEXT NOT NULL, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counts (capability TEXT PRIMARY KEY, invalid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS scan (capability TEXT, row BLOB, content TEXT);
+CREATE TABLE IF NOT EXISTS fresh (capability TEXT, row BLOB, subject BLOB, key, value BLOB);
+CREATE TABLE IF NOT EXISTS gone (capability TEXT, row BLOB, PRIMARY KEY (capability, row));
+CREATE TABLE IF NOT EXISTS changes (capability TEXT, subject BLOB, kind TEXT, token BLOB,
+                                    PRIMARY KEY (capability, subject));
+CREATE TABLE IF NOT EXISTS progress (step TEXT PRIMARY KEY, rows INTEGER, invalid INTEGER, detail TEXT);
+"""
+_RUN_TABLES = ("scan", "fresh", "gone", "changes", "progress")
+_RUN_INDEXES = ("scan_row", "fresh_row", "fresh_subject")  # built once their table is filled
+_NONCE = 12
+
+
+def state_key(oprf_secret_key: bytes) -> bytes:
+    """The build state's key, derived from the epoch's OPRF secret key (HMAC-SHA-256)."""
+    return hmac.digest(oprf_secret_key, b"xiezhi/build-state/v1", "sha256")
+
+
+class BuildState:
+    """The state file of one connector's builds under one epoch key. Not thread-safe."""
+
+    def __init__(self, path: Path, key: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fresh = not path.exists()
+        self._db = sqlite3.connect(path, isolation_level=None)
+        if fresh:
+            os.chmod(path, 0o600)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._key = key
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ---- keyed digests and sealing ---------------------------------------------------------
+
+    def keyed(self, data: bytes) -> bytes:
+        """A 16-byte keyed digest (BLAKE2b under the state key) of `data`."""
+        return hashlib.blake2b(data, key=self._key, digest_size=16).digest()
+
+    def digest(self, *parts: object) -> bytes:
+        """A 16-byte keyed digest of `parts` (their reprs, separated): equal parts, equal digests."""
+        text = "\x1f".join(repr(part) for part in parts).encode("utf-8")
+        return hashlib.blake2b(text, key=self._key, digest_size=16).digest()
+
+    def seal(self, subject: bytes, oprf_input: bytes) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + aes256gcm_seal(self._key, nonce, oprf_input, subject)
+
+    def open(self, subject: bytes, sealed: bytes) -> bytes:
+        return aes256gcm_open(self._key, sealed[:_NONCE], sealed[_NONCE:], subject)
+
+    # ---- progress ------------------------------------------------------------------------------
+
+    def done(self, step: str) -> tuple[int, int, str] | None:
+        row = self._db.execute("SELECT rows, invalid, detail FROM progress WHERE step = ?", (step,)).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]), str(row[2]))
+
+    def mark(self, step: str, rows: int = 0, invalid: int = 0, detail: str = "") -> None:
+        self._db.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?)", (step, rows, invalid, detail))
+
+    def started(self) -> bool:
+        return self._db.execute("SELECT 1 FROM progress LIMIT 1").fetchone() is not None
+
+    def finish_run(self) -> None:
+        """Forget the run's working tables: the next run starts from the published state."""
+        with self.transaction():
+            for index in _RUN_INDEXES:
+                self._db.execute(f"DROP INDEX IF EXISTS {index}")
+            for table in _RUN_TABLES:
+                self._db.execute(f"DELETE FROM {table}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ---- scanning -----------------------------------------------------------------------------
+    #
+    # A capability's rows go to `scan` as they stream (digest and content, no index: appending
+    # stays cheap); an index is built once the scan is done, and set operations against the
+    # published `rows` then find the new rows (`fresh`) and the rows gone (`gone`).
+
+    def start_scan(self, capability: str) -> None:
+        """Forget what a stopped scan of `capability` left; drop the index while rows stream in."""
+        with self.transaction() as db:
+            for index in _RUN_INDEXES:
+                db.execute(f"DROP INDEX IF EXISTS {index}")
+            for table in ("scan", "fresh", "gone"):
+                db.execute(f"DELETE FROM {table} WHERE capability = ?", (capability,))
+
+    def add_scan(self, rows: Iterable[tuple[str, bytes, str]]) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT INTO scan VALUES (?, ?, ?)", rows)
+
+    def end_scan(self) -> None:
+        self._db.execute("CREATE INDEX IF NOT EXISTS scan_row ON scan (capability, row)")
+
+    def new_rows(self, capability: str) -> Iterator[tuple[bytes, str]]:
+        """The rows of this scan the published build did not read: (digest, content)."""
+        # In content order: a row's content starts with its raw ID, so one person's rows come
+        # together and the caller normalises each ID once.
+        query = """SELECT DISTINCT s.row, s.content FROM scan s WHERE s.capability = ?1 AND NOT EXISTS
+                   (SELECT 1 FROM rows r WHERE r.capability = ?1 AND r.row = s.row) ORDER BY s.content"""
+        yield from self._db.cursor().execute(query, (capability,))
+
+    def add_fresh(self, rows: Iterable[tuple[str, bytes, bytes | None, object, bytes]]) -> None:
+        """New rows, each once (`new_rows` gives distinct rows); indexed by `end_fresh`."""
+        self._db.executemany("INSERT INTO fresh VALUES (?, ?, ?, ?, ?)", rows)
+
+    def end_fresh(self) -> None:
+        self._db.execute("CREATE INDEX IF NOT EXISTS fresh_row ON fresh (capability, row)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS fresh_subject ON fresh (capability, subject)")
+
+    def add_subjects(self, subjects: Iterable[tuple[bytes, bytes]]) -> None:
+        self._db.executemany("INSERT OR IGNORE INTO subjects VALUES (?, ?)", subjects)
+
+    def find_gone(self, capability: str) -> None:
+        """Record the published rows this scan no longer holds."""
+        self._db.execute(
+            """INSERT OR IGNORE INTO gone SELECT r.capability, r.row FROM rows r WHERE r.capability = ?1
+               AND NOT EXISTS (SELECT 1 FROM scan s WHERE s.capability = ?1 AND s.row = r.row)""",
+            (capability,),
+        )
+
+    # ---- changes ------------------------------------------------------------------------------
+
+    def affected(self, capability: str) -> Iterator[tuple[bytes, list[tuple[object, bytes]]]]:
+        """Each subject whose rows changed since the published build (a row new or gone), with
+        its rows now (none if all are gone), in subject order."""
+        self._db.execute("DROP TABLE IF EXISTS temp.touched")
+        self._db.execute("CREATE TEMP TABLE touched (subject BLOB PRIMARY KEY)")
+        self._db.execute(
+            """INSERT OR IGNORE INTO temp.touched
+               SELECT subject FROM fresh WHERE capability = ?1 AND subject IS NOT NULL
+               UNION SELECT r.subject FROM gone g JOIN rows r ON r.capability = g.capability AND r.row = g.row
+               WHERE g.capability = ?1 AND r.subject IS NOT NULL""",
+            (capability,),
+        )
+        query = """SELECT t.subject, e.key, e.value FROM temp.touched t LEFT JOIN (
+                       SELECT r.subject, r.key, r.value FROM rows r WHERE r.capability = ?1
+                          AND r.subject IN (SELECT subject FROM temp.touched)
+                          AND NOT EXISTS (SELECT 1 FROM gone g WHERE g.capability = ?1 AND g.row = r.row)
+                       UNION ALL SELECT subject, key, value FROM fresh WHERE capability = ?1
+                   ) e ON e.subject = t.subject ORDER BY t.subject"""
+        current: bytes | None = None
+        evidence: list[tuple[object, bytes]] = []
+        # Read through its own cursor while the caller writes `changes` (SQLite allows it):
+        # the rows stream, however many subjects changed.
+        for subject, key, value in self._db.cursor().execute(query, (capability,)):
+            if subject != current:
+                if current is not None:
+                    yield current, evidence
+                current, evidence = subject, []
+            if value is not None:
+                evidence.append((key, value))
+        if current is not None:
+            yield current, evidence
+
+    def member_token(self, capability: str, subject: bytes) -> bytes | None:
+        row = self._db.execute(
+            "SELECT token FROM members WHERE capability = ? AND subject = ?", (capability, subject)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def add_changes(self, changes: Iterable[tuple[str, bytes, str, bytes | None]]) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO changes VALUES (?, ?, ?, ?)", changes)
+
+    def unevaluated(self, after: bytes, limit: int) -> list[tuple[bytes, bytes, list[str]]]:
+        """Up to `limit` subjects (after `after`, in order) that some capability adds and that
+        have no token yet: (subject, OPRF input, capabilities)."""
+        rows = self._db.execute(
+            """SELECT c.subject, s.sealed, group_concat(c.capability, ' ') FROM changes c
+               JOIN subjects s ON s.subject = c.subject
+               WHERE c.kind = 'add' AND c.token IS NULL AND c.subject > ?
+               GROUP BY c.subject ORDER BY c.subject LIMIT ?""",
+            (after, limit),
+        ).fetchall()
+        return [(subject, self.open(subject, sealed), caps.split(" ")) for subject, sealed, caps in rows]
+
+    def set_tokens(self, tokens: Iterable[tuple[bytes, str, bytes]]) -> None:
+        with self.transaction() as db:
+            db.executemany("UPDATE changes SET token = ? WHERE capability = ? AND subject = ?", tokens)
+
+    def changed_tokens(self, capability: str, kind: str) -> TokenStream:
+        """The tokens this run adds to (or removes from) `capability`'s set, streamed in order."""
+        query = "SELECT token FROM changes WHERE capability = ? AND kind = ? ORDER BY token"
+
+        def chunks() -> Iterator[bytes]:
+            cursor = self._db.cursor().execute(query, (capability, kind))
+            while part := cursor.fetchmany(CHUNK_TOKENS):
+                yield b"".join(bytes(t) for (t,) in part)
+
+        count, digest = 0, hashlib.sha256()
+        for chunk in chunks():
+            count += len(chunk) // TOKEN_BYTES
+            digest.update(chunk)
+        return TokenStream(count, digest.hexdigest(), chunks)
+
+    def tokens(self, capability: str) -> list[bytes]:
+        """The published set of `capability`, sorted."""
+        query = "SELECT token FROM members WHERE capability = ? ORDER BY token"
+        return [bytes(t) for (t,) in self._db.execute(query, (capability,))]
+
+    def member_count(self, capability: str) -> int:
+        return int(self._db.execute("SELECT count(*) FROM members WHERE capability = ?", (capability,)).fetchone()[0])
+
+    # ---- published state ---------------------------------------------------------------------
+
+    def base(self, capability: str) -> tuple[str, int] | None:
+        row = self._db.execute("SELECT publication, version FROM bases WHERE capability = ?", (capability,)).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def commit_capability(self, capability: str, publication: str, version: int, *, full: bool = False) -> None:
+        """The gateway holds this run's set of `capability` as `publication` version `version`
+        (`full`: a whole set, which the epoch's activation then needs): make it the published
+        state, in one transaction."""
+        with self.transaction() as db:
+            db.execute(
+                """INSERT OR REPLACE INTO members SELECT capability, subject, token FROM changes
+                   WHERE capability = ? AND kind = 'add'""",
+                (capability,),
+            )
+            db.execute(
+                """DELETE FROM members WHERE capability = ?1 AND subject IN
+                   (SELECT subject FROM changes WHERE capability = ?1 AND kind = 'remove')""",
+                (capability,),
+            )
+            invalid = self.invalid(capability)
+            db.execute(
+                """DELETE FROM rows WHERE capability = ?1 AND row IN (SELECT row FROM gone WHERE capability = ?1)""",
+                (capability,),
+            )
+            db.execute("INSERT OR IGNORE INTO rows SELECT * FROM fresh WHERE capability = ?", (capability,))
+            db.execute("INSERT OR REPLACE INTO counts VALUES (?, ?)", (capability, invalid))
+            db.execute("INSERT OR REPLACE INTO bases VALUES (?, ?, ?)", (capability, publication, version))
+            db.execute("INSERT OR REPLACE INTO progress VALUES (?, 0, 0, '')", (f"published:{capability}",))
+            if full:
+                db.execute("INSERT OR REPLACE INTO progress VALUES (?, 0, 0, '')", (f"full:{capability}",))
+
+    def invalid(self, capability: str) -> int:
+        """Distinct rows with an ID that fails, once this run's changes are in (or after)."""
+        if self.done(f"published:{capability}") is not None:
+            row = self._db.execute("SELECT invalid FROM counts WHERE capability = ?", (capability,)).fetchone()
+            return 0 if row is None else int(row[0])
+        before = self._db.execute("SELECT invalid FROM counts WHERE capability = ?", (capability,)).fetchone()
+        fresh = self._db.execute(
+            "SELECT count(*) FROM fresh WHERE capability = ? AND subject IS NULL", (capability,)
+        ).fetchone()[0]
+        gone = self._db.execute(
+            """SELECT count(*) FROM gone g JOIN rows r ON r.capability = g.capability AND r.row = g.row
+               WHERE g.capability = ? AND r.subject IS NULL""",
+            (capability,),
+        ).fetchone()[0]
+        return (0 if before is None else int(before[0])) + int(fresh) - int(gone)
