@@ -20,9 +20,11 @@ from typer.testing import CliRunner
 import connectors.runner
 from cli.main import app
 from connectors import indexer
-from connectors.config import ConnectorConfig
+from connectors.config import Capability, ConnectorConfig
 from connectors.engines import LocalEngine, RayEngine, parse_address
+from connectors.incremental import build_and_publish_incremental
 from connectors.indexer import BuiltIndex, build, evaluate_chunks, evaluate_tokens
+from connectors.publisher import TokenStream
 from devkit.demo.generate import generate
 from devkit.environment import load_roster
 from tests.polling import wait_until
@@ -30,6 +32,7 @@ from tests.ray_cluster import RayCluster, ray_head
 from xiezhi import oprf
 from xiezhi.errors import InvalidInput, Unavailable
 from xiezhi.parallel import PARALLEL_THRESHOLD
+from xiezhi.wire import PublicationView
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = bytes(range(32))
@@ -277,3 +280,42 @@ def test_auto_finds_the_cluster_ray_address_names(ray_cluster: RayCluster, monke
     with closing(RayEngine("auto")) as engine:
         ((shared, number, pid),) = engine.map(_first, "shared", iter([[5]]))
     assert (shared, number) == ("shared", 5) and pid != os.getpid()
+
+
+class SetsKept:
+    """An in-memory gateway for the incremental build's first (whole-set) publication."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, bytes] = {}
+
+    def publish_set(
+        self, connector: str, epoch: int, public_key: bytes, capability: Capability, tokens: TokenStream
+    ) -> PublicationView:
+        self.sets[capability.id] = b"".join(tokens.chunks())
+        return PublicationView(
+            publication_id=f"p-{capability.id}", connector=connector, capability=capability.id, epoch=epoch,
+            token_count=tokens.count, received=tokens.count, committed=True,
+        )  # fmt: skip
+
+    def publish_delta(self, *args: object) -> PublicationView:
+        raise AssertionError("a first build publishes whole sets")
+
+    def publication(self, connector: str, publication_id: str) -> PublicationView:
+        raise AssertionError("a first build reads no publication")
+
+    def activate(self, connector: str, epoch: int) -> None:
+        pass
+
+
+@pytest.mark.integration
+@ON_THE_CLUSTER
+def test_the_incremental_build_on_ray_publishes_the_local_build_s_sets(
+    ray_cluster: RayCluster, housing_fund: ConnectorConfig, key: oprf.KeyPair, tmp_path: Path
+) -> None:
+    on_ray, local = SetsKept(), SetsKept()
+    with closing(RayEngine(ray_cluster.address)) as engine:
+        report = build_and_publish_incremental(housing_fund, key, 1, tmp_path / "ray", on_ray, engine=engine)
+    build_and_publish_incremental(housing_fund, key, 1, tmp_path / "local", local)
+    assert report.subjects >= PARALLEL_THRESHOLD
+    assert set(on_ray.sets) == {c.id for c in housing_fund.capabilities}
+    assert on_ray.sets == local.sets and all(on_ray.sets.values())
