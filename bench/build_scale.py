@@ -163,6 +163,9 @@ def main() -> None:
     parser.add_argument("--rows-per-subject", type=int, default=20)
     parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--stop-after", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--resume-up-to", type=int, default=10**12, help="sizes above this skip the kill-and-resume run"
+    )
     args = parser.parse_args()
     if args.child:
         database, state_dir = args.child
@@ -180,9 +183,11 @@ def main() -> None:
             change_one_percent(database, rows, args.rows_per_subject)
             again = run_child(database, state)
             # A fresh full build stopped after half its evaluation steps, then run again.
-            half = max(1, int(full["evaluated"]) // EVALUATE_CHUNK // 2)
-            run_child(database, Path(folder) / "killed", stop_after=half)
-            resumed = run_child(database, Path(folder) / "killed")
+            resumed = {"seconds": float("nan"), "evaluated": 0}
+            if rows <= args.resume_up_to:
+                half = max(1, int(full["evaluated"]) // EVALUATE_CHUNK // 2)
+                run_child(database, Path(folder) / "killed", stop_after=half)
+                resumed = run_child(database, Path(folder) / "killed")
             print(
                 f"{rows:>10,}  {full['seconds']:7.1f}  {full['peak_mb']:7.0f}  {full['evaluated']:>9,}  "
                 f"{full['tokens']:>8,}  | {again['seconds']:13.1f}  {again['peak_mb']:7.0f}  {again['evaluated']:>9,}  "

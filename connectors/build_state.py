@@ -53,6 +53,31 @@ CREATE TABLE IF NOT EXISTS progress (step TEXT PRIMARY KEY, rows INTEGER, invali
 _RUN_TABLES = ("scan", "fresh", "gone", "changes", "progress")
 _RUN_INDEXES = ("scan_row", "fresh_row", "fresh_subject")  # built once their table is filled
 _NONCE = 12
+_PAGE = 5_000  # rows or subjects read at a time from a working table
+# The rows now of the subjects in `temp.page`: the published rows not gone, and the new ones.
+_EVIDENCE = """
+SELECT p.subject, e.key, e.value FROM temp.page p LEFT JOIN (
+    SELECT r.subject, r.key, r.value FROM rows r JOIN temp.page q ON q.subject = r.subject
+    WHERE r.capability = ?1 AND NOT EXISTS (SELECT 1 FROM gone g WHERE g.capability = ?1 AND g.row = r.row)
+    UNION ALL
+    SELECT f.subject, f.key, f.value FROM fresh f JOIN temp.page q ON q.subject = f.subject WHERE f.capability = ?1
+) e ON e.subject = p.subject ORDER BY p.subject
+"""
+
+
+def _grouped(rows: list[tuple[bytes, object, bytes | None]]) -> Iterator[tuple[bytes, list[tuple[object, bytes]]]]:
+    """(subject, key, value) rows in subject order → each subject with its (key, value) pairs."""
+    current: bytes | None = None
+    evidence: list[tuple[object, bytes]] = []
+    for subject, key, value in rows:
+        if subject != current:
+            if current is not None:
+                yield current, evidence
+            current, evidence = subject, []
+        if value is not None:
+            evidence.append((key, value))
+    if current is not None:
+        yield current, evidence
 
 
 def state_key(oprf_secret_key: bytes) -> bytes:
@@ -147,12 +172,25 @@ class BuildState:
         self._db.execute("CREATE INDEX IF NOT EXISTS scan_row ON scan (capability, row)")
 
     def new_rows(self, capability: str) -> Iterator[tuple[bytes, str]]:
-        """The rows of this scan the published build did not read: (digest, content)."""
-        # In content order: a row's content starts with its raw ID, so one person's rows come
-        # together and the caller normalises each ID once.
-        query = """SELECT DISTINCT s.row, s.content FROM scan s WHERE s.capability = ?1 AND NOT EXISTS
-                   (SELECT 1 FROM rows r WHERE r.capability = ?1 AND r.row = s.row) ORDER BY s.content"""
-        yield from self._db.cursor().execute(query, (capability,))
+        """The rows of this scan the published build did not read: (digest, content), in
+        content order — a row's content starts with its raw ID, so one person's rows come
+        together and the caller normalises each ID once. Read page by page from a temporary
+        table: a cursor left open while the caller writes would keep the write-ahead log from
+        being checkpointed, and it would grow with the table."""
+        self._db.execute("DROP TABLE IF EXISTS temp.new_rows")
+        self._db.execute(
+            """CREATE TEMP TABLE new_rows AS SELECT DISTINCT s.row, s.content FROM scan s
+               WHERE s.capability = ?1 AND NOT EXISTS
+               (SELECT 1 FROM rows r WHERE r.capability = ?1 AND r.row = s.row) ORDER BY s.content""",
+            (capability,),
+        )
+        last = 0
+        while page := self._db.execute(
+            "SELECT rowid, row, content FROM temp.new_rows WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, _PAGE)
+        ).fetchall():
+            last = page[-1][0]
+            yield from ((row, content) for _, row, content in page)
+        self._db.execute("DROP TABLE temp.new_rows")
 
     def add_fresh(self, rows: Iterable[tuple[str, bytes, bytes | None, object, bytes]]) -> None:
         """New rows, each once (`new_rows` gives distinct rows); indexed by `end_fresh`."""
@@ -187,25 +225,19 @@ class BuildState:
                WHERE g.capability = ?1 AND r.subject IS NOT NULL""",
             (capability,),
         )
-        query = """SELECT t.subject, e.key, e.value FROM temp.touched t LEFT JOIN (
-                       SELECT r.subject, r.key, r.value FROM rows r WHERE r.capability = ?1
-                          AND r.subject IN (SELECT subject FROM temp.touched)
-                          AND NOT EXISTS (SELECT 1 FROM gone g WHERE g.capability = ?1 AND g.row = r.row)
-                       UNION ALL SELECT subject, key, value FROM fresh WHERE capability = ?1
-                   ) e ON e.subject = t.subject ORDER BY t.subject"""
-        current: bytes | None = None
-        evidence: list[tuple[object, bytes]] = []
-        # Read through its own cursor while the caller writes `changes` (SQLite allows it):
-        # the rows stream, however many subjects changed.
-        for subject, key, value in self._db.cursor().execute(query, (capability,)):
-            if subject != current:
-                if current is not None:
-                    yield current, evidence
-                current, evidence = subject, []
-            if value is not None:
-                evidence.append((key, value))
-        if current is not None:
-            yield current, evidence
+        # Page by page over the touched subjects (see `new_rows` on why no cursor stays open).
+        after = b""
+        while True:
+            self._db.execute("DROP TABLE IF EXISTS temp.page")
+            self._db.execute(
+                "CREATE TEMP TABLE page AS SELECT subject FROM temp.touched WHERE subject > ? ORDER BY subject LIMIT ?",
+                (after, _PAGE),
+            )
+            rows = self._db.execute(_EVIDENCE, (capability,)).fetchall()
+            if not rows:
+                return
+            yield from _grouped(rows)
+            after = rows[-1][0]
 
     def member_token(self, capability: str, subject: bytes) -> bytes | None:
         row = self._db.execute(
