@@ -76,9 +76,11 @@ class Publication(SQLModel, table=True):
 
 class IndexDigest(SQLModel, table=True):
     """One published token, known only by HMAC-SHA256 under its publication's lookup key (16 bytes),
-    in the publication's token set from version `since` until (not including) `until`."""
+    in the publication's token set from version `since` until (not including) `until`.
+    On PostgreSQL partitioned by publication (`gateway.digest_partitions`)."""
 
     __tablename__ = "index_digests"
+    __table_args__ = {"postgresql_partition_by": "LIST (publication_id)"}
 
     publication_id: str = Field(primary_key=True, foreign_key="publications.id")
     digest: bytes = Field(sa_column=Column(LargeBinary(16), primary_key=True))
