@@ -144,6 +144,9 @@ def test_on_postgresql_each_publication_and_delta_is_a_partition_dropped_with_it
     store = Store(engine, Vault(Sealer(LocalKeyring(tmp_path / "keyring.json"), SqlDataKeys(engine), lambda: AT)))
     base = store.publish(tokens(1, 2, 3, 4, 5))
     assert _partitions(engine) == {_partition_of(engine, base)}
+    with engine.connect() as connection:  # the key holds `until`: lookups read the key alone
+        keys = connection.execute(text("SELECT indexdef FROM pg_indexes WHERE schemaname = 'index_partitions'"))
+        assert [key.endswith("(publication_id, digest, since) INCLUDE (until)") for key in keys.scalars()] == [True]
     applied = store.delta(base, tokens(6, 7), tokens(2), pinned=[1])
     assert _partitions(engine) == {_partition_of(engine, base)}  # the delta's own partition is gone
     assert store.present(base, 1, EVERY) == set(tokens(1, 2, 3, 4, 5))

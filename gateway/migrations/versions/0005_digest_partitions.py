@@ -1,6 +1,7 @@
 """PostgreSQL: `index_digests` partitioned by publication, one partition each in the schema
 `index_partitions`, created and dropped through two `SECURITY DEFINER` functions the
-application's role may execute (`gateway.digest_partitions`). SQLite is unchanged.
+application's role may execute (`gateway.digest_partitions`); its key includes `until`, so
+lookups read the key alone. SQLite is unchanged.
 
 An existing table is moved with its data: renamed, the partitioned table created, a
 partition made for every publication and its rows copied, the old table dropped. The copy
@@ -53,7 +54,8 @@ def upgrade() -> None:
         sa.Column("since", sa.Integer(), server_default="1", nullable=False),
         sa.Column("until", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(["publication_id"], ["publications.id"]),
-        sa.PrimaryKeyConstraint("publication_id", "digest", "since"),
+        # `until` in the key too: a lookup is then an index-only scan, never reading the rows.
+        sa.PrimaryKeyConstraint("publication_id", "digest", "since", postgresql_include=["until"]),
         postgresql_partition_by="LIST (publication_id)",
     )
     op.execute(_FUNCTIONS)
