@@ -22,6 +22,7 @@ Runs a private PostgreSQL server (tests/postgres.py) under a temporary folder.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import secrets
 import statistics
 import sys
@@ -54,7 +55,6 @@ AT = datetime(2026, 12, 2, tzinfo=UTC)
 PRESENT = 200_000
 PROSECUTOR = Principal("prosecutor-330803-01", "330803", frozenset({"prosecutor"}), clearance=3)
 SERVER_SETTINGS = (
-    "shared_buffers=2GB",
     "maintenance_work_mem=1GB",
     "max_wal_size=16GB",
     "work_mem=64MB",
@@ -162,6 +162,15 @@ def drop_times(engine: Engine, vault: Vault, publication_id: str, plain: bool) -
     return time.perf_counter() - started, deleted
 
 
+def prewarm(engine: Engine, filled: list[Filled]) -> None:
+    """Read each partition's key into shared buffers, as a server serving it for a while holds it."""
+    with engine.begin() as connection:
+        connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_prewarm"))
+        for one in filled:
+            key = "index_partitions.d_" + hashlib.md5(one.publication_id.encode()).hexdigest() + "_pkey"
+            connection.execute(text("SELECT pg_prewarm(CAST(:key AS regclass))"), {"key": key})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000000,10000000", help="tokens per publication, comma-separated")
@@ -171,15 +180,22 @@ def main() -> None:
     parser.add_argument(
         "--plain-delete-up-to", type=int, default=10_000_000, help="compare with a row delete for sizes up to this"
     )
+    parser.add_argument("--shared-buffers", default="2GB", help="the server's shared_buffers")
+    parser.add_argument(
+        "--prewarm", action="store_true", help="load each partition's key into shared buffers first (pg_prewarm)"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    with TemporaryDirectory() as folder, postgres_server(settings=SERVER_SETTINGS) as url:
+    settings = (*SERVER_SETTINGS, f"shared_buffers={args.shared_buffers}")
+    with TemporaryDirectory() as folder, postgres_server(settings=settings) as url:
         engine = make_engine(url, migrate_empty=True)
         LocalKeyring.create(Path(folder) / "keyring.json", AT)
         vault = Vault(Sealer(LocalKeyring(Path(folder) / "keyring.json"), SqlDataKeys(engine), lambda: AT))
         authorizer = Authorizer(load_policy_dir(REPO_ROOT / "policies"))
         grant = permit(PROSECUTOR, "r-bench", "run", authorizer.decide(PROSECUTOR, "model:asset_sweep", "run"))
         filled = [Filled.made(engine, vault, size, number) for number, size in enumerate(sizes)]
+        if args.prewarm:
+            prewarm(engine, filled)
         # Runs interleave the sizes: the machine's other load then falls on every size alike.
         for run in range(args.runs):
             for one in filled:

@@ -9,9 +9,10 @@ only its publication's B-tree.
 Why this layout (measured with `bench/index_store.py`): a lookup costs one B-tree descent
 per digest whatever the layout (one B-tree over every publication is at most a level
 deeper), so lookups do not decide it; dropping does. Dropping a 10-million-token
-publication's partition took 1.7 s, deleting the same rows from a plain table keyed as
-before 15 s, and the delete leaves dead rows for vacuum in a table every lookup reads. A
-fixed number of hash partitions would still drop a publication row by row.
+publication's partition took 0.6–1.7 s, deleting the same rows from a plain table keyed as
+before 7–15 s (three runs on a shared machine), and the delete leaves dead rows for vacuum
+in a table every lookup reads. A fixed number of hash partitions would still drop a
+publication row by row.
 
 The application's role runs no DDL (`gateway.schema`): it creates and drops partitions only
 through two functions the migration role owns (`SECURITY DEFINER`, fixed `search_path`),
