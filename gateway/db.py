@@ -17,6 +17,7 @@ from sqlalchemy import (
     Dialect,
     Engine,
     LargeBinary,
+    PrimaryKeyConstraint,
     Table,
     TypeDecorator,
     UniqueConstraint,
@@ -76,9 +77,15 @@ class Publication(SQLModel, table=True):
 
 class IndexDigest(SQLModel, table=True):
     """One published token, known only by HMAC-SHA256 under its publication's lookup key (16 bytes),
-    in the publication's token set from version `since` until (not including) `until`."""
+    in the publication's token set from version `since` until (not including) `until`.
+    On PostgreSQL partitioned by publication (`gateway.digest_partitions`), its key holding
+    `until` too, so a lookup reads the key alone (an index-only scan), never the rows."""
 
     __tablename__ = "index_digests"
+    __table_args__ = (
+        PrimaryKeyConstraint("publication_id", "digest", "since", postgresql_include=["until"]),
+        {"postgresql_partition_by": "LIST (publication_id)"},
+    )
 
     publication_id: str = Field(primary_key=True, foreign_key="publications.id")
     digest: bytes = Field(sa_column=Column(LargeBinary(16), primary_key=True))

@@ -4,8 +4,9 @@ A connector's incremental build changes a few tokens of a large index; it publis
 against the committed publication (its base) instead of the whole set again:
 
     start (base, added count and digest, removed count and digest)
-    → chunks of added tokens, chunks of removed tokens, each in order
-    → commit: the gateway recounts and re-digests both, then applies them in one transaction
+    → chunks of added tokens, chunks of removed tokens, each run ascending
+    → commit: the gateway recounts and re-digests both (a chunk at a time), then applies
+      them in one transaction
 
 A publication's token set is versioned. Each stored token (its keyed digest) is in the set
 from version `since` until, not including, version `until`; applying a delta makes version
@@ -31,6 +32,7 @@ from sqlalchemy import and_, delete, func, insert, literal, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from gateway import digest_partitions
 from gateway.db import IndexChunk, IndexDigest, IndexRemoval, Publication, serialise_changes
 from gateway.vault import Vault
 from xiezhi.errors import Conflict, InvalidInput, NotFound
@@ -84,6 +86,7 @@ def start(session: Session, vault: Vault, connector: str, body: StartPublication
         removed_digest=body.removed_digest,
     )
     session.add(delta)
+    digest_partitions.open_partition(session, delta_id)
     return delta
 
 
@@ -116,7 +119,7 @@ def apply(session: Session, vault: Vault, delta: Publication, pinned: list[int])
             f"{delta.removed_received} of {delta.removed_count} removed tokens"
         )
     for kind, expected in ((ADDED, delta.digest), (REMOVED, delta.removed_digest)):
-        if _digest(session, vault, delta, kind) != expected:
+        if streamed_digest(session, vault, delta, kind) != expected:
             raise InvalidInput(f"the digest of the {kind} tokens does not match the announced digest")
     serialise_changes(session.connection(), _PUBLICATIONS)  # one delta at a time, across instances
     base = base_of(session, delta)
@@ -153,7 +156,7 @@ def pending(session: Session, base_id: str) -> list[Publication]:
 
 def drop(session: Session, delta: Publication) -> None:
     """Delete an unapplied delta with what it stored."""
-    session.execute(delete(IndexDigest).where(col(IndexDigest.publication_id) == delta.id))
+    digest_partitions.drop_digests(session, delta.id)
     session.execute(delete(IndexRemoval).where(col(IndexRemoval.publication_id) == delta.id))
     session.execute(delete(IndexChunk).where(col(IndexChunk.publication_id) == delta.id))
     session.delete(delta)
@@ -167,11 +170,34 @@ def base_of(session: Session, delta: Publication) -> Publication:
     return base
 
 
-def _digest(session: Session, vault: Vault, delta: Publication, kind: str) -> str:
-    chunks = session.exec(
-        select(IndexChunk)
-        .where(IndexChunk.publication_id == delta.id, IndexChunk.kind == kind)
+def check_ascending(tokens: list[bytes], after: bytes | None) -> None:
+    """Raise InvalidInput (`tokens_not_ascending`) unless `tokens` ascend strictly from above
+    `after` (the previous chunk's last token, if any)."""
+    previous = after
+    for token in tokens:
+        if previous is not None and token <= previous:
+            raise InvalidInput(
+                "a chunk's tokens must ascend strictly, from above the previous chunk's last token",
+                code="tokens_not_ascending",
+            )
+        previous = token
+
+
+def streamed_digest(session: Session, vault: Vault, publication: Publication, kind: str) -> str:
+    """SHA-256 of `publication`'s tokens of `kind`, chunk after chunk as uploaded (ascending,
+    `check_ascending`): each chunk is read, opened and hashed alone, so memory stays one
+    chunk's whatever the publication's size."""
+    numbers = session.exec(
+        select(col(IndexChunk.number))
+        .where(IndexChunk.publication_id == publication.id, IndexChunk.kind == kind)
         .order_by(col(IndexChunk.number))
-    )
-    tokens = sorted(t for chunk in chunks for t in vault.open_chunk(delta, chunk.number, chunk.sealed, kind))
-    return hashlib.sha256(b"".join(tokens)).hexdigest()
+    ).all()
+    digest = hashlib.sha256()
+    for number in numbers:
+        sealed = session.exec(
+            select(col(IndexChunk.sealed)).where(
+                IndexChunk.publication_id == publication.id, IndexChunk.kind == kind, IndexChunk.number == number
+            )
+        ).one()
+        digest.update(b"".join(vault.open_chunk(publication, number, sealed, kind)))
+    return digest.hexdigest()

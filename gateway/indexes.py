@@ -8,12 +8,16 @@ delta (`gateway.index_deltas`) changes a committed one in place, as its next ver
 
 Tokens are never stored as such (`gateway.vault`): each chunk is kept sealed for the
 commit's check, and each token as a keyed digest under its publication's lookup key, which
-is what lookups compare.
+is what lookups compare; on PostgreSQL each publication's digests are a partition of their
+own (`gateway.digest_partitions`).
+
+A publication's tokens arrive ascending: each chunk's tokens in order, each chunk's first
+above the previous chunk's last. The commit then re-digests the chunks as they were
+uploaded, one at a time, so its memory is one chunk's, whatever the publication's size.
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import datetime
 
@@ -21,7 +25,7 @@ from sqlalchemy import delete, insert, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from gateway import index_deltas
+from gateway import digest_partitions, index_deltas
 from gateway.authz import AuthorizedRequest
 from gateway.db import ConnectorEpoch, IndexChunk, IndexDigest, MatchRequest, Publication
 from gateway.index_deltas import ADDED, REMOVED
@@ -29,8 +33,6 @@ from gateway.request_plan import PinnedConnector, RequestPlan
 from gateway.vault import Vault
 from xiezhi.errors import Conflict, InvalidInput, NotFound, Unavailable
 from xiezhi.wire import TOKEN_BYTES, Capability, RequestStatus, StartPublication
-
-_LOOKUP_CHUNK = 500
 
 
 def start(session: Session, vault: Vault, connector: str, body: StartPublication, now: datetime) -> Publication:
@@ -59,6 +61,7 @@ def start(session: Session, vault: Vault, connector: str, body: StartPublication
         lookup_key=vault.new_lookup_key(publication_id, connector),
     )
     session.add(publication)
+    digest_partitions.open_partition(session, publication_id)
     return publication
 
 
@@ -66,12 +69,16 @@ def add_chunk(
     session: Session, vault: Vault, publication: Publication, number: int, data: bytes, kind: str = ADDED
 ) -> None:
     """Store chunk `number` (0-based, in order) of concatenated 16-byte tokens: tokens the
-    publication holds, or (`kind` removed) tokens a delta removes from its base."""
+    publication holds, or (`kind` removed) tokens a delta removes from its base.
+
+    Raises InvalidInput (`tokens_not_ascending`) unless the tokens ascend strictly, from
+    above the last token of the chunk before."""
     if publication.committed:
         raise Conflict("publication is already committed")
     if not data or len(data) % TOKEN_BYTES:
         raise InvalidInput(f"a chunk is a non-empty run of {TOKEN_BYTES}-byte tokens")
     tokens = [data[i : i + TOKEN_BYTES] for i in range(0, len(data), TOKEN_BYTES)]
+    index_deltas.check_ascending(tokens, _last_token(session, vault, publication, number, kind))
     if kind == REMOVED:
         index_deltas.add_removals(session, vault, publication, number, tokens)
     else:
@@ -108,14 +115,7 @@ def commit(session: Session, vault: Vault, publication: Publication, now: dateti
         raise InvalidInput(f"received {publication.received} of {publication.token_count} tokens")
     if publication.base_id is not None:
         raise Conflict("a delta is applied to its base, not committed on its own", code="not_a_full_publication")
-    chunks = session.exec(
-        select(IndexChunk)
-        .where(IndexChunk.publication_id == publication.id, IndexChunk.kind == ADDED)
-        .order_by(col(IndexChunk.number))
-    )
-    tokens = [t for chunk in chunks for t in vault.open_chunk(publication, chunk.number, chunk.sealed)]
-    tokens.sort()
-    if hashlib.sha256(b"".join(tokens)).hexdigest() != publication.digest:
+    if index_deltas.streamed_digest(session, vault, publication, ADDED) != publication.digest:
         raise InvalidInput("token digest does not match the announced digest")
     superseded = _committed(session, publication.connector, publication.capability, publication.epoch)
     for old in superseded:
@@ -200,16 +200,14 @@ def present(
     if publication is None:
         raise Unavailable("a pinned index has been withdrawn", code="index_unavailable")
     by_digest = dict(zip(vault.digests(publication, tokens), tokens, strict=True))
-    digests = list(by_digest)
     found: set[bytes] = set()
-    for start_at in range(0, len(digests), _LOOKUP_CHUNK):
-        part = digests[start_at : start_at + _LOOKUP_CHUNK]
+    for digest_in in digest_partitions.digest_in(session, list(by_digest)):
         found.update(
             by_digest[bytes(d)]
             for d in session.exec(
                 select(IndexDigest.digest).where(
                     IndexDigest.publication_id == publication_id,
-                    col(IndexDigest.digest).in_(part),
+                    digest_in,
                     IndexDigest.since <= version,
                     or_(col(IndexDigest.until).is_(None), col(IndexDigest.until) > version),
                 )
@@ -222,10 +220,22 @@ def drop_publication(session: Session, vault: Vault, publication: Publication) -
     """Delete a publication with its digests and sealed chunks, and its unapplied deltas."""
     for delta in index_deltas.pending(session, publication.id):
         index_deltas.drop(session, delta)
-    session.execute(delete(IndexDigest).where(col(IndexDigest.publication_id) == publication.id))
+    digest_partitions.drop_digests(session, publication.id)
     session.execute(delete(IndexChunk).where(col(IndexChunk.publication_id) == publication.id))
     session.delete(publication)
     vault.forget(publication.id)
+
+
+def _last_token(session: Session, vault: Vault, publication: Publication, number: int, kind: str) -> bytes | None:
+    """The last token of chunk `number - 1` of `kind`, if stored (opened: tokens are kept only sealed)."""
+    if number < 1:
+        return None
+    sealed = session.exec(
+        select(col(IndexChunk.sealed)).where(
+            IndexChunk.publication_id == publication.id, IndexChunk.kind == kind, IndexChunk.number == number - 1
+        )
+    ).first()
+    return None if sealed is None else vault.open_chunk(publication, number - 1, sealed, kind)[-1]
 
 
 def get_publication(session: Session, connector: str, publication_id: str) -> Publication:

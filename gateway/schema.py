@@ -12,6 +12,8 @@ role only what the gateway's work needs (`grant_application_role`): rows of ordi
 read, written and deleted; the audit log's tables read and appended to, never updated or
 deleted (their triggers refuse it even to the owner); the tail row read and updated. The
 application's role owns nothing, so it cannot drop or disable a trigger, alter or drop a table.
+It creates and drops the partitions of publications' digests only through the two functions
+of `gateway.digest_partitions`, which it may execute.
 """
 
 from __future__ import annotations
@@ -144,6 +146,8 @@ ORDINARY_TABLES = (
     "ticket_keys", "index_removals",
 )  # fmt: skip
 # What the release before migrations created (revision 0001); later revisions' tables are not in it.
+# Revision 0005: a publication's digest partition made and dropped (`gateway.digest_partitions`).
+PARTITION_FUNCTIONS = ("xiezhi_open_digest_partition", "xiezhi_drop_digest_partition")
 _LATER_TABLES = ("gateway_secrets", "ticket_keys", "index_removals")  # created by revisions 0002–0004
 _BASELINE_TABLES = (*(t for t in ORDINARY_TABLES if t not in _LATER_TABLES), *LOG_TABLES, "audit_tail")
 
@@ -162,6 +166,7 @@ def grant_application_role(connection: Connection, role: str) -> None:
         f"GRANT SELECT, UPDATE ON audit_tail TO {quoted}",  # the append lock and the new tail
         f"GRANT SELECT ON alembic_version TO {quoted}",  # the start-up check
         f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {quoted}",
+        f"GRANT EXECUTE ON FUNCTION {', '.join(f'{name}(text)' for name in PARTITION_FUNCTIONS)} TO {quoted}",
     ]
     for statement in statements:
         connection.execute(text(statement))

@@ -42,9 +42,10 @@ def _free_port() -> int:
 
 
 @contextmanager
-def postgres_server() -> Iterator[str]:
+def postgres_server(settings: tuple[str, ...] = ()) -> Iterator[str]:
     """Start a server with its own cluster; yields its SQLAlchemy URL (psycopg). The cluster
-    lives in a fresh folder under the system's temporary directory, removed afterwards."""
+    lives in a fresh folder under the system's temporary directory, removed afterwards.
+    `settings` are more server settings (`name=value`), as a benchmark tunes them."""
     bindir = _bindir()
     if bindir is None:
         reason = "PostgreSQL binaries not found (apt-get install postgresql)"
@@ -67,6 +68,7 @@ def postgres_server() -> Iterator[str]:
     run(str(bindir / "initdb"), "-D", str(data), "-U", "xiezhi", "-A", "trust", "--no-sync", "-E", "UTF8")
     # fsync off: these tests check behaviour, not durability, and a test server need not survive a crash.
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    options += "".join(f" -c {setting}" for setting in settings)
     run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-o", options, "-w", "start")
     try:
         yield f"postgresql+psycopg://xiezhi@127.0.0.1:{port}/postgres"

@@ -315,11 +315,14 @@ def test_publication_chunk_and_commit_errors(stack: Stack) -> None:
     )
     _problem(_call(stack, "PUT", f"{base}/chunks/1", tax, content=tokens[0], headers=octets), 409, "conflict")
     _problem(_call(stack, "PUT", f"{base}/chunks/0", tax, content=b"x" * 17, headers=octets), 400, "invalid_input")
-    _problem(_call(stack, "PUT", f"{base}/chunks/0", tax, content=tokens[0] * 2, headers=octets), 400, "invalid_input")
+    unsorted = "tokens_not_ascending"
+    _problem(_call(stack, "PUT", f"{base}/chunks/0", tax, content=tokens[0] * 2, headers=octets), 400, unsorted)
     assert _call(stack, "PUT", f"{base}/chunks/0", tax, content=tokens[0], headers=octets).status_code == 200
     _problem(_call(stack, "POST", f"{base}/commit", tax), 400, "invalid_input")  # 1 of 3 received
+    _problem(_call(stack, "PUT", f"{base}/chunks/1", tax, content=tokens[2] + tokens[1], headers=octets), 400, unsorted)
+    _problem(_call(stack, "PUT", f"{base}/chunks/1", tax, content=tokens[0] + tokens[1], headers=octets), 400, unsorted)
     assert (
-        _call(stack, "PUT", f"{base}/chunks/1", tax, content=tokens[2] + tokens[1], headers=octets).status_code == 200
+        _call(stack, "PUT", f"{base}/chunks/1", tax, content=tokens[1] + tokens[2], headers=octets).status_code == 200
     )
     assert _call(stack, "POST", f"{base}/commit", tax).json()["committed"] is True
     _problem(_call(stack, "POST", f"{base}/commit", tax), 409, "conflict")

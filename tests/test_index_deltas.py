@@ -53,7 +53,7 @@ class Store:
         )
         with Session(self.engine) as session:
             publication = indexes.start(session, self.vault, connector, body, AT)
-            indexes.add_chunk(session, self.vault, publication, 0, b"".join(values))
+            indexes.add_chunk(session, self.vault, publication, 0, b"".join(sorted(values)))
             indexes.commit(session, self.vault, publication, AT)
             session.commit()
             return publication.id
@@ -75,9 +75,9 @@ class Store:
         with Session(self.engine) as session:
             delta = self.open(session, body)
             if added:
-                indexes.add_chunk(session, self.vault, delta, 0, b"".join(added))
+                indexes.add_chunk(session, self.vault, delta, 0, b"".join(sorted(added)))
             if removed:
-                indexes.add_chunk(session, self.vault, delta, 0, b"".join(removed), REMOVED)
+                indexes.add_chunk(session, self.vault, delta, 0, b"".join(sorted(removed)), REMOVED)
             applied = index_deltas.apply(session, self.vault, delta, pinned or [])
             session.commit()
             return applied

@@ -8,14 +8,17 @@ PostgreSQL the application's role cannot change the schema or rewrite the log.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, make_url, text
+from sqlalchemy import Engine, create_engine, inspect, make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy_adapter import CasbinRule
 from sqlmodel import Session, SQLModel, select
@@ -27,9 +30,13 @@ from audit_log.entries import AuditEvent, EventKind
 from audit_log.export import DatabaseSource
 from audit_log.store import LOG_TABLES, AuditLog
 from audit_log.verify import verify
-from gateway import schema
-from gateway.db import Alarm, ConnectorEpoch, QuotaUsage, make_engine
+from gateway import indexes, schema
+from gateway.db import Alarm, ConnectorEpoch, IndexDigest, Publication, QuotaUsage, make_engine
+from gateway.keyring import LocalKeyring
+from gateway.sealing import Sealer, SqlDataKeys
+from gateway.vault import Vault
 from tests.previous_release import AT, ENTRIES, LOG_KEY, create_previous_release
+from tests.test_index_deltas import EVERY, Store, tokens
 
 
 def _append_one(log: AuditLog) -> int:
@@ -152,6 +159,12 @@ REFUSED_TO_THE_APPLICATION = [
     "INSERT INTO alembic_version VALUES ('x')",
     "CREATE TABLE extra (id integer)",
     "CREATE OR REPLACE FUNCTION audit_log_refuse() RETURNS trigger AS $$ BEGIN RETURN NEW; END $$ LANGUAGE plpgsql",
+    # Digest partitions: made and dropped only through the migration role's two functions.
+    "DROP TABLE index_digests",
+    "CREATE TABLE index_partitions.extra PARTITION OF index_digests FOR VALUES IN ('x')",
+    "ALTER TABLE index_digests DETACH PARTITION index_partitions.extra",
+    "CREATE OR REPLACE FUNCTION xiezhi_drop_digest_partition(publication text) RETURNS void AS $$ BEGIN END $$ "
+    "LANGUAGE plpgsql",
 ]
 
 
@@ -191,3 +204,66 @@ def test_the_application_role_does_the_gateways_work(roles: Roles) -> None:
         owners = connection.execute(text("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"))
         assert roles.app not in set(owners.scalars())
     engine.dispose()
+
+
+def _store(engine: Engine, folder: Path) -> Store:
+    LocalKeyring.create(folder / "keyring.json", AT)
+    return Store(engine, Vault(Sealer(LocalKeyring(folder / "keyring.json"), SqlDataKeys(engine), lambda: AT)))
+
+
+@pytest.mark.integration
+def test_the_application_role_publishes_looks_up_and_drops_through_the_partition_functions(
+    roles: Roles, tmp_path: Path
+) -> None:
+    schema.migrate(roles.owner_url, roles.app_url)
+    engine = make_engine(roles.app_url)
+    store = _store(engine, tmp_path)
+    base = store.publish(tokens(1, 2, 3))
+    applied = store.delta(base, tokens(4), tokens(1))
+    assert store.present(base, applied.version, EVERY) == set(tokens(2, 3, 4))
+    partition = f"d_{hashlib.md5(base.encode()).hexdigest()}"
+    with engine.begin() as connection, pytest.raises(DBAPIError, match=r"permission denied|must be owner"):
+        connection.execute(text(f"DROP TABLE index_partitions.{partition}"))
+    owners = "SELECT relowner::regrole::text FROM pg_class WHERE relname = :name"
+    with engine.connect() as connection:
+        assert connection.execute(text(owners), {"name": partition}).scalar_one() != roles.app
+    with Session(engine) as session:
+        publication = session.get(Publication, base)
+        assert publication is not None
+        indexes.drop_publication(session, store.vault, publication)
+        session.commit()
+    with engine.connect() as connection:
+        assert connection.execute(text(owners), {"name": partition}).first() is None
+    engine.dispose()
+
+
+def test_digests_stored_before_partitioning_are_migrated_with_them(database_url: str, tmp_path: Path) -> None:
+    """A database at revision 0004 holding a publication and a delta applied to it: after
+    the upgrade (PostgreSQL: into a partition) every version looks up as before."""
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        command.upgrade(schema._config(connection), "0004")
+    store = _store(engine, tmp_path)
+    with Session(engine) as session:
+        publication = Publication(
+            id=str(uuid.uuid4()), connector="court", capability="court.multiple_terminated", title="t", tier=1,
+            epoch=1, token_count=3, digest="0" * 64, created_at=AT, committed=True, version=2, received=3,
+            lookup_key=b"",
+        )  # fmt: skip
+        publication.lookup_key = store.vault.new_lookup_key(publication.id, "court")
+        session.add(publication)
+        session.flush()
+        since = {1: 1, 2: 1, 3: 1, 4: 2}
+        session.add_all(
+            IndexDigest(publication_id=publication.id, digest=d, since=since[n], until=2 if n == 1 else None)
+            for n, d in zip(since, store.vault.digests(publication, tokens(*since)), strict=True)
+        )
+        session.commit()
+        publication_id = publication.id
+    engine.dispose()
+    schema.migrate(database_url, database_url)
+    store.engine = make_engine(database_url)
+    assert store.present(publication_id, 1, EVERY) == set(tokens(1, 2, 3))
+    assert store.present(publication_id, 2, EVERY) == set(tokens(2, 3, 4))
+    assert store.stored(publication_id) == 4
+    store.engine.dispose()
