@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future
@@ -40,6 +41,8 @@ C = TypeVar("C", bound=Sized)
 R = TypeVar("R")
 
 # `auto`, `ray://host:port` (Ray Client) or `host:port` (the head's GCS), as `ray.init` takes them.
+_JOIN_ATTEMPTS = 3
+_JOIN_PAUSE_SECONDS = 2.0
 _HOST_PORT = re.compile(r"^(?:ray://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
 
 
@@ -133,12 +136,19 @@ class RayEngine:
             self._check_reachable(_local_cluster())
         if ray.is_initialized():  # a caller that joined a cluster itself keeps its connection
             return ray, False
-        try:
-            # Workers' output stays on the cluster: nothing a task prints reaches this process's log.
-            ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
-        except Exception as exc:
-            raise Unavailable(f"cannot join the Ray cluster at {self.address} ({type(exc).__name__})") from None
-        return ray, True
+        for attempt in range(1, _JOIN_ATTEMPTS + 1):
+            try:
+                # Workers' output stays on the cluster: nothing a task prints reaches this process's log.
+                ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
+                return ray, True
+            except Exception as exc:
+                # A cluster that is busy or still starting can drop the first handshake (Ray
+                # Client in particular): leave cleanly, wait, try again a few times.
+                ray.shutdown()
+                if attempt == _JOIN_ATTEMPTS:
+                    raise Unavailable(f"cannot join the Ray cluster at {self.address} ({type(exc).__name__})") from None
+                time.sleep(_JOIN_PAUSE_SECONDS * attempt)
+        raise AssertionError("unreachable")
 
     def _check_reachable(self, endpoint: tuple[str, int] | None) -> None:
         # ray.init keeps retrying an address where nothing listens for minutes: look first.
