@@ -129,9 +129,6 @@ class BuildState:
     def mark(self, step: str, rows: int = 0, invalid: int = 0, detail: str = "") -> None:
         self._db.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?)", (step, rows, invalid, detail))
 
-    def started(self) -> bool:
-        return self._db.execute("SELECT 1 FROM progress LIMIT 1").fetchone() is not None
-
     def finish_run(self) -> None:
         """Forget the run's working tables: the next run starts from the published state."""
         with self.transaction():
