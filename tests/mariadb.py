@@ -84,6 +84,9 @@ def mariadb_server() -> Iterator[str]:
             log = (folder / "server.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"mariadbd exited with {process.returncode}: {log}")
         yield url
+        if process.poll() is not None:  # it died while the tests used it: say why
+            log = (folder / "server.log").read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"mariadbd exited with {process.returncode} while in use: {log}")
     finally:
         process.terminate()
         try:
