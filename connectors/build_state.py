@@ -55,12 +55,17 @@ _RUN_INDEXES = ("scan_row", "fresh_row", "fresh_subject")  # built once their ta
 _NONCE = 12
 _PAGE = 5_000  # rows or subjects read at a time from a working table
 # The rows now of the subjects in `temp.page`: the published rows not gone, and the new ones.
+# CROSS JOIN makes the page the outer loop (SQLite keeps the written order): each of its
+# subjects is looked up in the index; the planner, knowing nothing of the temporary table,
+# would otherwise walk every row of the capability and scan the page for each.
 _EVIDENCE = """
 SELECT p.subject, e.key, e.value FROM temp.page p LEFT JOIN (
-    SELECT r.subject, r.key, r.value FROM rows r JOIN temp.page q ON q.subject = r.subject
-    WHERE r.capability = ?1 AND NOT EXISTS (SELECT 1 FROM gone g WHERE g.capability = ?1 AND g.row = r.row)
+    SELECT r.subject, r.key, r.value FROM temp.page q CROSS JOIN rows r
+    ON r.capability = ?1 AND r.subject = q.subject
+    WHERE NOT EXISTS (SELECT 1 FROM gone g WHERE g.capability = ?1 AND g.row = r.row)
     UNION ALL
-    SELECT f.subject, f.key, f.value FROM fresh f JOIN temp.page q ON q.subject = f.subject WHERE f.capability = ?1
+    SELECT f.subject, f.key, f.value FROM temp.page q CROSS JOIN fresh f
+    ON f.capability = ?1 AND f.subject = q.subject
 ) e ON e.subject = p.subject ORDER BY p.subject
 """
 

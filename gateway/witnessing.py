@@ -70,6 +70,10 @@ class Witnessing:
         for cosignature in audit.cosignatures():
             if cosignature.witness in self._known:
                 self._known[cosignature.witness] = max(self._known[cosignature.witness], cosignature.size)
+        # Held from a cosignature request until its answer is kept: a verification reads the
+        # witnesses' views under it, so a cosignature a witness holds is one this log has
+        # already kept (or never received), not one on its way in.
+        self._exchange = threading.Lock()
         self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="audit-witnessing", daemon=True)
 
@@ -93,8 +97,9 @@ class Witnessing:
 
     def held_views(self) -> list[HeldCheckpoint]:
         """Each reachable witness's newest cosigned checkpoint, to hold this log to
-        (`xiezhi.audit_log.witness_policy`); a witness that cannot be read is left out."""
-        with ThreadPoolExecutor(max_workers=max(1, len(self._witnesses))) as pool:
+        (`xiezhi.audit_log.witness_policy`); a witness that cannot be read is left out.
+        Waits for a cosignature exchange under way to end first."""
+        with self._exchange, ThreadPoolExecutor(max_workers=max(1, len(self._witnesses))) as pool:
             read = list(pool.map(self._read_view, self._witnesses))
         return [view for view in read if view is not None]
 
@@ -129,6 +134,10 @@ class Witnessing:
 
     def cosign(self, name: str, size: int) -> bool:
         """Get `name`'s cosignature on the checkpoint of `size`; True if one was kept."""
+        with self._exchange:
+            return self._cosign(name, size)
+
+    def _cosign(self, name: str, size: int) -> bool:
         verifier = self._witnesses[name]
         checkpoint = self._audit.checkpoint(size)
         if checkpoint is None or self._known[name] >= size:
