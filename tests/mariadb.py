@@ -63,26 +63,19 @@ def mariadb_server() -> Iterator[str]:
     user = ["--user=mysql"] if os.geteuid() == 0 else []
     if user:
         shutil.chown(folder, "mysql", "mysql")
-    data, port, socket_path = folder / "data", _free_port(), folder / "server.sock"
+    data = folder / "data"
     initialise = [initialiser, "--no-defaults", f"--datadir={data}", *user]
     initialise += ["--auth-root-authentication-method=normal", "--skip-test-db"]
     done = subprocess.run(initialise, capture_output=True, text=True)
     if done.returncode != 0:
         shutil.rmtree(folder, ignore_errors=True)
         raise RuntimeError(f"mariadb-install-db failed: {done.stderr.strip()[-2000:]}")
-    # utf8mb4 by default; no binary log and a lazy redo-log flush: these tests check
-    # behaviour, not durability.
-    options = [f"--datadir={data}", f"--port={port}", f"--socket={socket_path}", "--bind-address=127.0.0.1"]
-    options += ["--skip-name-resolve", "--skip-log-bin", "--character-set-server=utf8mb4"]
-    options += ["--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=0"]
-    options += [f"--log-error={folder / 'server.log'}", f"--pid-file={folder / 'server.pid'}"]
-    process = subprocess.Popen([server, "--no-defaults", *options, *user], stdin=subprocess.DEVNULL)
-    url = f"mysql+pymysql://root@127.0.0.1:{port}/?charset=utf8mb4"
     try:
-        wait_until(lambda: process.poll() is not None or _answers(port), "MariaDB accepting connections")
-        if process.poll() is not None:
-            log = (folder / "server.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"mariadbd exited with {process.returncode}: {log}")
+        process, url = _start(server, folder, user)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    try:
         yield url
         if process.poll() is not None:  # it died while the tests used it: say why
             log = (folder / "server.log").read_text(errors="replace")[-4000:]
@@ -97,11 +90,50 @@ def mariadb_server() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _answers(port: int) -> bool:
+def _start(server: str, folder: Path, user: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the server on a free port; (the process, its URL). The port is free when chosen
+    but may be taken before the server binds it (another test process starting its own): the
+    server then exits, and it is started again on another port. Until then a server already
+    on that port would answer, so only an answer from this datadir counts."""
+    data = folder / "data"
+    for _attempt in range(3):
+        port = _free_port()
+        # utf8mb4 by default; no binary log and a lazy redo-log flush: these tests check
+        # behaviour, not durability.
+        options = [f"--datadir={data}", f"--port={port}", f"--socket={folder / 'server.sock'}"]
+        options += ["--bind-address=127.0.0.1", "--skip-name-resolve", "--skip-log-bin"]
+        options += ["--character-set-server=utf8mb4", "--innodb-buffer-pool-size=64M"]
+        options += ["--innodb-flush-log-at-trx-commit=0"]
+        options += [f"--log-error={folder / 'server.log'}", f"--pid-file={folder / 'server.pid'}"]
+        (folder / "server.log").unlink(missing_ok=True)  # this attempt's log only
+        process = subprocess.Popen([server, "--no-defaults", *options, *user], stdin=subprocess.DEVNULL)
+        _wait_for(process, port, data)
+        if process.poll() is None:
+            return process, f"mysql+pymysql://root@127.0.0.1:{port}/?charset=utf8mb4"
+        log = (folder / "server.log").read_text(errors="replace")[-2000:]
+        if "Address already in use" not in log:
+            raise RuntimeError(f"mariadbd exited with {process.returncode}: {log}")
+    raise RuntimeError("mariadbd found its port taken three times running")
+
+
+def _wait_for(process: subprocess.Popen[bytes], port: int, data: Path) -> None:
+    wait_until(lambda: process.poll() is not None or _answers(port, data), "MariaDB accepting connections")
+
+
+def _answers(port: int, data: Path) -> bool:
+    """Whether the server on `port` answers and is the one of `data`."""
     import pymysql
 
     try:
-        pymysql.connect(host="127.0.0.1", port=port, user="root", connect_timeout=2).close()
+        connection = pymysql.connect(host="127.0.0.1", port=port, user="root", connect_timeout=2)
     except pymysql.err.OperationalError:
         return False
-    return True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT @@datadir")
+            (datadir,) = cursor.fetchone()
+    except pymysql.err.MySQLError:
+        return False
+    finally:
+        connection.close()
+    return os.path.realpath(str(datadir)) == os.path.realpath(data)

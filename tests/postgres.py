@@ -58,7 +58,7 @@ def postgres_server(settings: tuple[str, ...] = ()) -> Iterator[str]:
     if os.geteuid() == 0:
         as_user = ["runuser", "-u", "postgres", "--"]
         shutil.chown(folder, "postgres")
-    data, port = folder / "data", _free_port()
+    data = folder / "data"
 
     def run(*command: str) -> None:
         done = subprocess.run([*as_user, *command], capture_output=True, text=True)
@@ -67,9 +67,20 @@ def postgres_server(settings: tuple[str, ...] = ()) -> Iterator[str]:
 
     run(str(bindir / "initdb"), "-D", str(data), "-U", "xiezhi", "-A", "trust", "--no-sync", "-E", "UTF8")
     # fsync off: these tests check behaviour, not durability, and a test server need not survive a crash.
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-    options += "".join(f" -c {setting}" for setting in settings)
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-o", options, "-w", "start")
+    extra = "".join(f" -c {setting}" for setting in settings)
+    # The port is free when chosen but may be taken before the server binds it (another test
+    # process starting its own server): the start then fails, and is tried on another port.
+    for attempt in range(3):
+        port = _free_port()
+        (folder / "server.log").unlink(missing_ok=True)
+        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off{extra}"
+        try:
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-o", options, "-w", "start")
+            break
+        except RuntimeError:
+            log = (folder / "server.log").read_text(errors="replace") if (folder / "server.log").exists() else ""
+            if "could not bind" not in log or attempt == 2:
+                raise
     try:
         yield f"postgresql+psycopg://xiezhi@127.0.0.1:{port}/postgres"
     finally:
