@@ -24,6 +24,13 @@ publishing transaction's commit, a few milliseconds.
 
 On SQLite (development) the table is plain; dropping a publication deletes its rows.
 
+Each partition is keyed on (digest, since), including `until` (revision 0006): the
+publication id, the same in every row, stays out of the key, which is then about half the
+size, so more of it stays in memory at national scale. A lookup therefore reads the
+partition by its name: through the parent, the publication id would be a condition the key
+cannot answer, and every match would read its row. The application's role may read the
+partitions (`gateway.schema.grant_application_role`).
+
 A lookup asks for a batch's digests in one statement: on PostgreSQL as one array
 (`digest = ANY(…)`), which the server sorts and looks up digest by digest in the B-tree,
 where a list of thousands of placeholders costs more to send and plan than to look up. The
@@ -34,17 +41,19 @@ SQLite the digests go as `IN` lists of `_SQLITE_IN` values, under its limit on p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
 
-from sqlalchemy import ColumnElement, LargeBinary, String, any_, bindparam, cast, delete, text
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlmodel import Session, col
+from sqlalchemy import and_, delete, or_, text
+from sqlalchemy.exc import ProgrammingError
+from sqlmodel import Session, col, select
 
 from gateway.db import IndexDigest
 from gateway.schema import PARTITION_FUNCTIONS
+from xiezhi.errors import Unavailable
 
 OPEN_FUNCTION, DROP_FUNCTION = PARTITION_FUNCTIONS
 _SQLITE_IN = 500
+_UNDEFINED_TABLE = "42P01"
 
 
 def open_partition(session: Session, publication_id: str) -> None:
@@ -65,12 +74,34 @@ def _partitioned(session: Session) -> bool:
     return session.connection().dialect.name == "postgresql"
 
 
-def digest_in(session: Session, digests: list[bytes]) -> Iterator[ColumnElement[bool]]:
-    """Conditions that together select the rows whose digest is one of `digests`: one on
-    PostgreSQL, one per `_SQLITE_IN` digests on SQLite."""
+def held_digests(session: Session, publication_id: str, version: int, digests: list[bytes]) -> set[bytes]:
+    """Which of `digests` version `version` of the publication's set holds. Raises Unavailable
+    if the publication's digests were dropped meanwhile."""
     if _partitioned(session):
         literal = "{" + ",".join(f'"\\\\x{digest.hex()}"' for digest in digests) + "}"
-        yield col(IndexDigest.digest) == any_(cast(bindparam("digests", literal, type_=String), ARRAY(LargeBinary)))
-        return
+        table = f"index_partitions.{partition_name(publication_id)}"  # hex: nothing to quote
+        query = text(
+            f"SELECT digest FROM {table} WHERE digest = ANY(CAST(:d AS bytea[]))"
+            " AND since <= :v AND (until IS NULL OR until > :v)"
+        )
+        try:
+            return {bytes(d) for d in session.execute(query, {"d": literal, "v": version}).scalars()}
+        except ProgrammingError as exc:
+            if getattr(exc.orig, "sqlstate", None) == _UNDEFINED_TABLE:
+                raise Unavailable("a pinned index has been withdrawn", code="index_unavailable") from None
+            raise
+    found: set[bytes] = set()
+    live = and_(
+        col(IndexDigest.since) <= version, or_(col(IndexDigest.until).is_(None), col(IndexDigest.until) > version)
+    )
     for first in range(0, len(digests), _SQLITE_IN):
-        yield col(IndexDigest.digest).in_(digests[first : first + _SQLITE_IN])
+        part = digests[first : first + _SQLITE_IN]
+        where = and_(col(IndexDigest.publication_id) == publication_id, col(IndexDigest.digest).in_(part), live)
+        found.update(bytes(d) for d in session.exec(select(IndexDigest.digest).where(where)))
+    return found
+
+
+def partition_name(publication_id: str) -> str:
+    """The table of `publication_id`'s digests in the schema `index_partitions` (as the
+    partition functions name it: `d_` and the MD5 of the id, in hex)."""
+    return "d_" + hashlib.md5(publication_id.encode("utf-8")).hexdigest()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, insert, or_
+from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -200,20 +200,8 @@ def present(
     if publication is None:
         raise Unavailable("a pinned index has been withdrawn", code="index_unavailable")
     by_digest = dict(zip(vault.digests(publication, tokens), tokens, strict=True))
-    found: set[bytes] = set()
-    for digest_in in digest_partitions.digest_in(session, list(by_digest)):
-        found.update(
-            by_digest[bytes(d)]
-            for d in session.exec(
-                select(IndexDigest.digest).where(
-                    IndexDigest.publication_id == publication_id,
-                    digest_in,
-                    IndexDigest.since <= version,
-                    or_(col(IndexDigest.until).is_(None), col(IndexDigest.until) > version),
-                )
-            )
-        )
-    return found
+    held = digest_partitions.held_digests(session, publication_id, version, list(by_digest))
+    return {by_digest[digest] for digest in held}
 
 
 def drop_publication(session: Session, vault: Vault, publication: Publication) -> None:

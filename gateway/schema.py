@@ -167,6 +167,11 @@ def grant_application_role(connection: Connection, role: str) -> None:
         f"GRANT SELECT ON alembic_version TO {quoted}",  # the start-up check
         f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {quoted}",
         f"GRANT EXECUTE ON FUNCTION {', '.join(f'{name}(text)' for name in PARTITION_FUNCTIONS)} TO {quoted}",
+        # Lookups read a publication's partition by name (`gateway.digest_partitions`): the
+        # partitions there now, and those the functions make later (owned by this role).
+        f"GRANT USAGE ON SCHEMA index_partitions TO {quoted}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA index_partitions TO {quoted}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA index_partitions GRANT SELECT ON TABLES TO {quoted}",
     ]
     for statement in statements:
         connection.execute(text(statement))
