@@ -92,7 +92,7 @@ def fill(engine: Engine, vault: Vault, publication: Publication, count: int) -> 
         filler = f"""INSERT INTO {name} (publication_id, digest)
                      SELECT :p, decode(md5(:salt || i::text), 'hex') FROM generate_series(1, :n) AS i"""
         connection.execute(text(filler), {"p": publication.id, "salt": secrets.token_hex(8), "n": count - len(held)})
-        connection.execute(text(f"ALTER TABLE {name} ADD PRIMARY KEY (publication_id, digest, since) INCLUDE (until)"))
+        connection.execute(text(f"ALTER TABLE {name} ADD PRIMARY KEY (digest, since) INCLUDE (until)"))
         attach = "SELECT format('ALTER TABLE index_digests ATTACH PARTITION %s FOR VALUES IN (%L)', CAST(:n AS text), "
         attach += "CAST(:p AS text))"  # psycopg sends strings untyped; format() needs their type
         connection.execute(text(connection.execute(text(attach), {"n": name, "p": publication.id}).scalar_one()))

@@ -1,8 +1,8 @@
 """What a connector's index build keeps between runs and while it runs, in a local SQLite file.
 
 One file per connector and key epoch (`<state_dir>/<connector>-epoch-NNNN.sqlite`, mode 0600,
-inside the connector's own folder). Nothing in it reads as personal data without the epoch's
-OPRF key, from which its key is derived:
+inside the connector's own folder). Between runs nothing in it reads as personal data without
+the epoch's OPRF key, from which its key is derived:
 
 - `rows`: every evidence row the last published build read, by a keyed digest of the row
   (BLAKE2b under the state key), with its subject's keyed digest and what the reduction needs:
@@ -13,7 +13,11 @@ OPRF key, from which its key is derived:
 - `members`: per capability, the subjects published and their tokens; `bases`: the
   gateway's publication of each capability, which deltas change.
 
-A run works in `scan` (each row's digest and content as read), `fresh` (the rows the
+A run works in `scan` (each row's digest and content as read, in a file of its own beside
+the state, `…sqlite.scan`, written without a journal: a scan is never resumed, only started
+again, so the file is made anew at each start and a crash cannot leave it half-written
+for a later read; it holds the rows as the agency's database gave them while the run lasts,
+and is emptied at its end), `fresh` (the rows the
 published build did not read, normalised), `gone` (the published rows no longer read),
 `changes` and `progress`, and moves its result into the tables above capability by
 capability, each in one transaction once the gateway committed it, so a
@@ -43,15 +47,14 @@ CREATE TABLE IF NOT EXISTS members (capability TEXT, subject BLOB, token BLOB NO
                                     PRIMARY KEY (capability, subject));
 CREATE TABLE IF NOT EXISTS bases (capability TEXT PRIMARY KEY, publication TEXT NOT NULL, version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counts (capability TEXT PRIMARY KEY, invalid INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS scan (capability TEXT, row BLOB, content TEXT);
 CREATE TABLE IF NOT EXISTS fresh (capability TEXT, row BLOB, subject BLOB, key, value BLOB);
 CREATE TABLE IF NOT EXISTS gone (capability TEXT, row BLOB, PRIMARY KEY (capability, row));
 CREATE TABLE IF NOT EXISTS changes (capability TEXT, subject BLOB, kind TEXT, token BLOB,
                                     PRIMARY KEY (capability, subject));
 CREATE TABLE IF NOT EXISTS progress (step TEXT PRIMARY KEY, rows INTEGER, invalid INTEGER, detail TEXT);
 """
-_RUN_TABLES = ("scan", "fresh", "gone", "changes", "progress")
-_RUN_INDEXES = ("scan_row", "fresh_row", "fresh_subject")  # built once their table is filled
+_RUN_TABLES = ("fresh", "gone", "changes", "progress")
+_RUN_INDEXES = ("fresh_row", "fresh_subject")  # built once their table is filled
 _NONCE = 12
 _PAGE = 5_000  # rows or subjects read at a time from a working table
 # The rows now of the subjects in `temp.page`: the published rows not gone, and the new ones.
@@ -103,9 +106,26 @@ class BuildState:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._key = key
+        self._scan_path = path.with_name(path.name + ".scan")
+        self._attach_scan()
 
     def close(self) -> None:
         self._db.close()
+
+    def _attach_scan(self) -> None:
+        fresh = not self._scan_path.exists()
+        self._db.execute("ATTACH DATABASE ? AS scanning", (str(self._scan_path),))
+        if fresh:
+            os.chmod(self._scan_path, 0o600)
+        self._db.execute("PRAGMA scanning.journal_mode=OFF")
+        self._db.execute("PRAGMA scanning.synchronous=OFF")
+        self._db.execute("CREATE TABLE IF NOT EXISTS scanning.scan (row BLOB, content TEXT)")
+
+    def _new_scan(self) -> None:
+        """An empty scan file, made anew (an earlier one may have been cut off mid-write)."""
+        self._db.execute("DETACH DATABASE scanning")
+        self._scan_path.unlink(missing_ok=True)
+        self._attach_scan()
 
     # ---- keyed digests and sealing ---------------------------------------------------------
 
@@ -136,6 +156,7 @@ class BuildState:
 
     def finish_run(self) -> None:
         """Forget the run's working tables: the next run starts from the published state."""
+        self._new_scan()
         with self.transaction():
             for index in _RUN_INDEXES:
                 self._db.execute(f"DROP INDEX IF EXISTS {index}")
@@ -156,22 +177,24 @@ class BuildState:
     #
     # A capability's rows go to `scan` as they stream (digest and content, no index: appending
     # stays cheap); an index is built once the scan is done, and set operations against the
-    # published `rows` then find the new rows (`fresh`) and the rows gone (`gone`).
+    # published `rows` then find the new rows (`fresh`) and the rows gone (`gone`). The scan
+    # holds one capability's rows at a time.
 
     def start_scan(self, capability: str) -> None:
-        """Forget what a stopped scan of `capability` left; drop the index while rows stream in."""
+        """Forget what a stopped scan of `capability` left; drop the indexes while rows stream in."""
+        self._new_scan()
         with self.transaction() as db:
             for index in _RUN_INDEXES:
                 db.execute(f"DROP INDEX IF EXISTS {index}")
-            for table in ("scan", "fresh", "gone"):
+            for table in ("fresh", "gone"):
                 db.execute(f"DELETE FROM {table} WHERE capability = ?", (capability,))
 
-    def add_scan(self, rows: Iterable[tuple[str, bytes, str]]) -> None:
+    def add_scan(self, rows: Iterable[tuple[bytes, str]]) -> None:
         with self.transaction() as db:
-            db.executemany("INSERT INTO scan VALUES (?, ?, ?)", rows)
+            db.executemany("INSERT INTO scanning.scan VALUES (?, ?)", rows)
 
     def end_scan(self) -> None:
-        self._db.execute("CREATE INDEX IF NOT EXISTS scan_row ON scan (capability, row)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS scanning.scan_row ON scan (row)")
 
     def new_rows(self, capability: str) -> Iterator[tuple[bytes, str]]:
         """The rows of this scan the published build did not read: (digest, content), in
@@ -181,8 +204,8 @@ class BuildState:
         being checkpointed, and it would grow with the table."""
         self._db.execute("DROP TABLE IF EXISTS temp.new_rows")
         self._db.execute(
-            """CREATE TEMP TABLE new_rows AS SELECT DISTINCT s.row, s.content FROM scan s
-               WHERE s.capability = ?1 AND NOT EXISTS
+            """CREATE TEMP TABLE new_rows AS SELECT DISTINCT s.row, s.content FROM scanning.scan s
+               WHERE NOT EXISTS
                (SELECT 1 FROM rows r WHERE r.capability = ?1 AND r.row = s.row) ORDER BY s.content""",
             (capability,),
         )
@@ -209,7 +232,7 @@ class BuildState:
         """Record the published rows this scan no longer holds."""
         self._db.execute(
             """INSERT OR IGNORE INTO gone SELECT r.capability, r.row FROM rows r WHERE r.capability = ?1
-               AND NOT EXISTS (SELECT 1 FROM scan s WHERE s.capability = ?1 AND s.row = r.row)""",
+               AND NOT EXISTS (SELECT 1 FROM scanning.scan s WHERE s.row = r.row)""",
             (capability,),
         )
 

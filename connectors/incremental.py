@@ -152,15 +152,13 @@ def _scan(state: BuildState, config: ConnectorConfig, capability: Capability, ho
     return 0 if done is None else done[0]
 
 
-def _scanned(state: BuildState, capability: str, chunk: list[tuple[Any, ...]]) -> list[tuple[str, bytes, str]]:
-    """Each row as the state keeps it while the run lasts: its content as JSON (dates and
-    decimals as their text) and a keyed digest of that content."""
+def _scanned(state: BuildState, capability: str, chunk: list[tuple[Any, ...]]) -> list[tuple[bytes, str]]:
+    """Each row as the state keeps it while the run lasts: a keyed digest of its content and
+    the content as JSON (dates and decimals as their text)."""
     prefix = capability.encode("utf-8") + b"\x1f"
-    out = []
-    for row in chunk:
-        content = _JSON.encode(row)
-        out.append((capability, state.keyed(prefix + content.encode("utf-8")), content))
-    return out
+    keyed, encode = state.keyed, _JSON.encode
+    contents = [encode(row) for row in chunk]
+    return [(keyed(prefix + content.encode("utf-8")), content) for content in contents]
 
 
 def _read_new_rows(state: BuildState, capability: Capability) -> None:
