@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import sqlite3
+from collections.abc import Mapping
 from contextlib import closing
 from datetime import date
 from pathlib import Path
@@ -34,6 +35,9 @@ from pathlib import Path
 from xiezhi.errors import InvalidIdentifier
 from xiezhi.ids import normalise_subject_id
 from xiezhi.supervision import SupervisionModel
+
+NAME_COLUMN = "被执行人（姓名/名称）"
+NOT_CHECKED = "未核对（证件号码无效）"  # as the report says of a row whose ID failed validation
 
 # capability id -> (agency database, SQL returning normalised subject ids in one column)
 Queries = dict[str, tuple[str, str]]
@@ -190,20 +194,47 @@ def read_report(path: Path) -> tuple[dict[str, str], list[list[str]]]:
 
 
 def expected_report(
-    data_dir: Path, model: SupervisionModel, subjects: Path, queries: Queries = REFERENCE_QUERIES
+    data_dir: Path,
+    model: SupervisionModel,
+    subjects: Path,
+    queries: Queries = REFERENCE_QUERIES,
+    titles: Mapping[str, str] | None = None,
 ) -> tuple[list[list[str]], list[tuple[int, str]]]:
     """The report of `model` over the list `subjects` that the reference join predicts (its
-    header row, then one row per valid subject), and the (row, 案号) pairs it predicts invalid."""
+    header row, then one row per row of the list: 线索, 行号, 案号, 姓名/名称, a flag per
+    revealed capability; an invalid row says it was not checked and has no flags), and the
+    (row, 案号) pairs it predicts invalid. `titles` are the capabilities' column titles (the
+    Chinese titles the connectors publish; the ids where not given)."""
     flags = expected_flags(data_dir, queries=queries)
+    names = subject_names(subjects)
     rows, invalid = [], []
     for number, case_no, key in subject_rows(subjects):
+        name = names.get(number, "")
         if key is None:
             invalid.append((number, case_no))
+            rows.append([NOT_CHECKED, str(number), case_no, name, *("" for _ in model.reveals)])
             continue
         subject_flags: dict[str, bool] = {capability: key in flags[capability] for capability in model.looks_up}
         clue = model.clue.evaluate(subject_flags)
-        rows.append([str(number), case_no, _yes(clue), *(_yes(subject_flags[c]) for c in model.reveals)])
-    return [["行号", "案号", "线索", *model.reveals], *rows], invalid
+        rows.append([_yes(clue), str(number), case_no, name, *(_yes(subject_flags[c]) for c in model.reveals)])
+    columns = [(titles or {}).get(c, c) for c in model.reveals]
+    return [["线索", "行号", "案号", NAME_COLUMN, *columns], *rows], invalid
+
+
+def checked_rows(table: list[list[str]]) -> list[list[str]]:
+    """The rows of a report's table (header first) that were checked: 线索 是 or 否."""
+    return [row for row in table[1:] if row and row[0] in ("是", "否")]
+
+
+def subject_names(csv_path: Path) -> dict[int, str]:
+    """1-based data row → the list's 姓名 or 名称, as written (stripped)."""
+    with csv_path.open(encoding="utf-8-sig", newline="") as handle:
+        records = [record for record in csv.reader(handle) if any(c.strip() for c in record)]
+    header = [cell.strip() for cell in records[0]] if records else []
+    at = next((header.index(h) for h in ("姓名", "名称") if h in header), None)
+    if at is None:
+        return {}
+    return {number: _cell(record, at).strip() for number, record in enumerate(records[1:], start=1)}
 
 
 def _yes(value: bool) -> str:

@@ -22,7 +22,7 @@ from audit_log import EventKind
 from gateway import indexes, quotas
 from gateway.auth import Principal
 from gateway.authz import Authorizer
-from gateway.db import Approval, EvaluationCount, MatchRequest
+from gateway.db import Approval, EvaluationCount, MatchRequest, aware
 from gateway.purpose import holds_identifier
 from gateway.recorder import Recorder
 from gateway.request_store import pin
@@ -88,7 +88,7 @@ class Approvals:
         with Session(self._engine) as session:
             approval, request = self._load(session, request_id)
             self._authorize(principal, approval, request, action)
-            if approval.status == PENDING and now >= _aware(approval.expires_at):
+            if approval.status == PENDING and now >= aware(approval.expires_at):
                 self._expire(session, approval, request)
                 session.commit()
                 raise Conflict("the approval period has passed; the request expired", code="approval_expired")
@@ -146,7 +146,7 @@ class Approvals:
         with Session(self._engine) as session:
             for approval in session.exec(select(Approval).where(Approval.status == PENDING)).all():
                 request = session.get(MatchRequest, approval.request_id)
-                if request is not None and now >= _aware(approval.expires_at):
+                if request is not None and now >= aware(approval.expires_at):
                     self._expire(session, approval, request)
             session.commit()
 
@@ -170,7 +170,7 @@ def check_runnable(session: Session, request: MatchRequest, now: datetime) -> No
     if status is RequestStatus.CANCELLED:
         raise Conflict("the request was cancelled", code="request_cancelled")
     approval = session.get(Approval, request.id)
-    if approval is None or approval.valid_until is None or now < _aware(approval.valid_until):
+    if approval is None or approval.valid_until is None or now < aware(approval.valid_until):
         return
     started = session.exec(select(EvaluationCount.reserved).where(EvaluationCount.request_id == request.id)).all()
     if not any(started):
@@ -204,17 +204,12 @@ def new_approval(request: MatchRequest, reasons: tuple[str, ...], approver_org: 
 def _end(session: Session, approval: Approval, request: MatchRequest, status: str) -> None:
     """Close a request that will never run (rejected or expired) and give its subjects back."""
     approval.status, request.status = status, RequestStatus(status).value
-    quotas.refund(session, request.requester, request.subject_count, _aware(request.created_at))
+    quotas.refund(session, request.requester, request.subject_count, aware(request.created_at))
 
 
 def _digest(text: str) -> str:
     # base64url, not hex: a hex digest can hold the long digit runs the audit log refuses.
     return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()[:12]).decode()
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands datetimes back without a zone; everything is stored in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _view(approval: Approval, request: MatchRequest) -> ApprovalView:
@@ -230,9 +225,9 @@ def _view(approval: Approval, request: MatchRequest) -> ApprovalView:
         reasons=tuple(approval.reasons.split(",")),
         approver_org=approval.approver_org,
         status=approval.status,
-        requested_at=_aware(approval.requested_at),
-        expires_at=_aware(approval.expires_at),
+        requested_at=aware(approval.requested_at),
+        expires_at=aware(approval.expires_at),
         decided_by=approval.decided_by,
-        decided_at=_aware(approval.decided_at) if approval.decided_at else None,
+        decided_at=aware(approval.decided_at) if approval.decided_at else None,
         decision_reason=approval.decision_reason,
     )

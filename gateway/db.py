@@ -10,7 +10,7 @@ batches of blinded elements are never kept. Requests hold metadata and counts in
 from __future__ import annotations
 
 import zlib
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     Connection,
@@ -63,6 +63,8 @@ class Publication(SQLModel, table=True):
     committed: bool = False
     created_at: datetime
     committed_at: datetime | None = None
+    # When the current version was committed: `committed_at`, or the last delta's apply.
+    updated_at: datetime | None = None
     lookup_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # sealed; keys the digests
     # The token set's version: 1 when committed, one more per delta applied (`gateway.index_deltas`).
     version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
@@ -306,3 +308,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def aware(moment: datetime) -> datetime:
+    """`moment` with its zone: SQLite hands datetimes back without one, and every time is stored in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

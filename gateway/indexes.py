@@ -27,7 +27,7 @@ from sqlmodel import Session, col, select
 
 from gateway import digest_partitions, index_deltas
 from gateway.authz import AuthorizedRequest
-from gateway.db import ConnectorEpoch, IndexChunk, IndexDigest, MatchRequest, Publication
+from gateway.db import ConnectorEpoch, IndexChunk, IndexDigest, MatchRequest, Publication, aware
 from gateway.index_deltas import ADDED, REMOVED
 from gateway.request_plan import PinnedConnector, RequestPlan
 from gateway.vault import Vault
@@ -121,7 +121,7 @@ def commit(session: Session, vault: Vault, publication: Publication, now: dateti
     for old in superseded:
         drop_publication(session, vault, old)
     publication.committed = True
-    publication.committed_at = now
+    publication.committed_at = publication.updated_at = now
     session.add(publication)
     return len(superseded)
 
@@ -150,6 +150,8 @@ def plan(session: Session, capabilities: tuple[Capability, ...]) -> RequestPlan:
     epochs: dict[str, ConnectorEpoch] = {}
     publications: dict[str, dict[Capability, str]] = {}
     versions: dict[str, dict[Capability, int]] = {}
+    dates: dict[str, dict[Capability, datetime]] = {}
+    titles: dict[str, dict[Capability, str]] = {}
     for capability in capabilities:
         connector = capability.connector
         epoch = epochs.get(connector) or _active(session, connector)
@@ -162,6 +164,10 @@ def plan(session: Session, capabilities: tuple[Capability, ...]) -> RequestPlan:
         publications.setdefault(connector, {})[capability] = found[0].id
         if found[0].version != 1:
             versions.setdefault(connector, {})[capability] = found[0].version
+        as_of = found[0].updated_at or found[0].committed_at
+        if as_of is not None:
+            dates.setdefault(connector, {})[capability] = aware(as_of)
+        titles.setdefault(connector, {})[capability] = found[0].title
     return RequestPlan(
         {
             connector: PinnedConnector(
@@ -169,6 +175,8 @@ def plan(session: Session, capabilities: tuple[Capability, ...]) -> RequestPlan:
                 public_key=epoch.public_key,
                 publications=publications[connector],
                 versions=versions.get(connector, {}),
+                as_of=dates.get(connector, {}),
+                titles=titles.get(connector, {}),
             )
             for connector, epoch in epochs.items()
         }

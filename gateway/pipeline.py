@@ -19,17 +19,17 @@ cannot finish is cancelled, and the quota of the rows never looked up goes back.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlmodel import Session
 
 from audit_log import EventKind
-from gateway import approvals, lookups, quotas
+from gateway import approvals, lookups, quotas, result_about
 from gateway.admission import request_view
 from gateway.approvals import check_runnable
 from gateway.auth import Principal
 from gateway.authz import AuthorizedRequest, Authorizer
-from gateway.db import MatchRequest
+from gateway.db import MatchRequest, aware
 from gateway.evaluation import BlindEvaluation
 from gateway.recorder import Recorder
 from gateway.request_store import RequestStore
@@ -183,7 +183,7 @@ class Pipeline:
             withdrawn = approvals.withdraw(session, request_id)  # the approval first, as a decision takes it
             refunded = self._store.cancel(session, request)
             if refunded is not None:
-                quotas.refund(session, request.requester, refunded, _aware(request.created_at))
+                quotas.refund(session, request.requester, refunded, aware(request.created_at))
                 self._recorder.record(
                     session, principal, EventKind.REQUEST_CANCELLED, "cancel", "cancelled", request_id,
                     model=request.model, subjects=request.subject_count, rows_looked_up=request.rows_looked_up,
@@ -205,8 +205,9 @@ class Pipeline:
                 session, principal, EventKind.RESULT_READ, "read", "ok", request_id,
                 model=request.model, rows=len(rows), clues=sum(r.clue for r in rows),
             )  # fmt: skip
+            about = result_about.describe(session, request, model)
             session.commit()
-            return MatchResult(request_id=request_id, model=model.id, reveals=model.reveals, rows=rows)
+            return MatchResult(request_id=request_id, model=model.id, reveals=model.reveals, rows=rows, about=about)
 
     def _runnable(
         self, session: Session, principal: Principal, request_id: str
@@ -246,11 +247,6 @@ class Pipeline:
             clues=sum(r.clue for r in flagged),
             **{f"matches.{c}": len(hits[c]) for c in model.looks_up},
         )
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands datetimes back without a zone; everything is stored in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _check_readable(request: MatchRequest) -> None:

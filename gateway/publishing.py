@@ -94,6 +94,8 @@ class Publishing:
         pinned = indexes.pinned_versions(session, delta.base_id or "")
         applied = index_deltas.apply(session, self._vault, delta, pinned)
         base = applied.base
+        base.updated_at = self._clock()
+        session.add(base)
         self._recorder.record(
             session,
             principal,

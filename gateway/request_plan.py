@@ -22,6 +22,7 @@ written; nothing else handles the text. A request waiting for approval has the e
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, RootModel
@@ -42,6 +43,10 @@ class PinnedConnector(BaseModel):
     public_key: _Hex
     publications: dict[Capability, str]
     versions: dict[Capability, int] = {}  # a capability absent: version 1
+    # When each pinned version was committed: the data's as-of time in the clue report
+    # (absent from plans stored before it was kept).
+    as_of: dict[Capability, datetime] = {}
+    titles: dict[Capability, str] = {}  # each capability's Chinese title then (for the same report)
 
 
 class RequestPlan(RootModel[dict[str, PinnedConnector]]):

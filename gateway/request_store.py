@@ -10,7 +10,7 @@ or release commits on its own, at once, so concurrent batches see it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, Update, delete, func, update
@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from audit_log import EventKind
 from gateway import slots
 from gateway.auth import Principal
-from gateway.db import BatchSlot, EvaluationCount, MatchRequest, ResultBatch
+from gateway.db import BatchSlot, EvaluationCount, MatchRequest, ResultBatch, aware
 from gateway.recorder import Recorder
 from gateway.request_plan import RequestPlan
 from gateway.vault import StoredBatch, Vault
@@ -287,7 +287,7 @@ def proof_failures(session: Session) -> dict[str, ProofFailures]:
         .where(col(BatchSlot.proof_failures) > 0)
         .group_by(BatchSlot.connector)
     ).all()
-    return {c: ProofFailures(count=int(n), last_at=_aware(last)) for c, n, last in rows if last is not None}
+    return {c: ProofFailures(count=int(n), last_at=aware(last)) for c, n, last in rows if last is not None}
 
 
 def _check_open(request: MatchRequest) -> None:
@@ -304,11 +304,6 @@ def _slot_key(request_id: str, connector: str, first_row: int) -> tuple[Any, ...
 
 def _slot_update(request_id: str, connector: str, first_row: int) -> Update:
     return update(BatchSlot).where(*_slot_key(request_id, connector, first_row))
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands datetimes back without a zone; everything is stored in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def pin(session: Session, request: MatchRequest, plan: RequestPlan) -> None:

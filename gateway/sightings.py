@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, LargeBinary, delete, func, insert, or
 from sqlmodel import Column, Field, Session, SQLModel
 
 from gateway.anomalies import Sighting
+from gateway.db import aware
 from xiezhi.wire import Capability
 
 DIGEST_BYTES = 8
@@ -131,18 +132,13 @@ def repeated(
         candidates, (candidates.c.capability == _TABLE.c.capability) & (candidates.c.digest == _TABLE.c.digest)
     )
     return [
-        Sighting(bytes(row.digest), row.capability, row.request_id, row.actor, row.org, _aware(row.at))
+        Sighting(bytes(row.digest), row.capability, row.request_id, row.actor, row.org, aware(row.at))
         for row in connection.execute(query.where(*scope))
     ]
 
 
 def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands datetimes back without a zone; everything is stored in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 __all__ = ["TokenSighting", "TokenSightings", "repeated"]

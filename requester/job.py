@@ -91,13 +91,14 @@ def match_file(
     finally:
         client.close()
     report_rows = [
-        ReportRow(row.row, row.case_no, flags.clue, flags.flags)
+        ReportRow(row.row, row.case_no, flags.clue, flags.flags, row.name)
         for row, flags in zip(valid, sorted(result.rows, key=lambda r: r.row), strict=True)
     ]
     clues = sum(r.clue for r in report_rows)
     provenance = Provenance(
-        result.request_id, spec.model, listed.name, listed.sha256, now(), len(valid), clues, len(rejected)
-    )
+        result.request_id, spec.model, listed.name, listed.sha256, now(), len(valid), clues, len(rejected),
+        result.about,
+    )  # fmt: skip
     errors = write_outputs(out, report_rows, result.reveals, rejected, provenance)
     return MatchSummary(spec.model, subjects, result.request_id, len(valid), len(rejected), clues, out, errors)
 

@@ -1,13 +1,19 @@
 """Writing the clue report and the errors file, and setting earlier ones aside.
 
-The report (CSV or XLSX by the file's extension) has the columns 行号 (input data row), 案号,
-线索 (是/否), then one column per revealed capability (是/否). Invalid rows go to
-`<out>.errors.csv` with 行号, 案号 and 原因. Both state which request and which subject list
-they belong to (`Provenance`, README "The clue report"):
+The report (CSV or XLSX by the file's extension) has one row per row of the subject list, in
+its order, with the columns 线索 (是/否), 行号 (the list's data row), 案号, 被执行人（姓名/名称）
+(carried from the list: it never leaves this machine), then one column per capability the
+model reveals, titled in Chinese as the agency published it (是/否). A row whose ID failed
+validation was not checked: its 线索 says so and its capability cells stay empty — never 否.
+Invalid rows are also listed with their reason in `<out>.errors.csv` (行号, 案号, 原因) and,
+in XLSX, on a sheet of their own. Both files state which request and which list they belong
+to (`Provenance`: the request, the model and its title, purpose and legal basis, who ran it
+and who approved it, when, each capability's data as of when, the list's name and SHA-256,
+the counts, and what a flag means and does not mean; README "The clue report"):
 
-* CSV: key,value rows (请求编号, 模型, 名单文件, 名单SHA-256, 生成时间, 核对行数, 线索数,
-  无效行数), one empty row, then the table;
-* XLSX: the table on sheet 线索, the same key,value rows on sheet 说明.
+* CSV: those key,value rows, one empty row, then the table (UTF-8 with a BOM, for Excel);
+* XLSX: the table on sheet 线索, invalid rows on sheet 无效行, the key,value rows on sheet
+  说明; header rows frozen, filters on, columns sized to their text.
 
 Both files are written whole or not at all: to a temporary file in the same folder,
 fsync'ed, then renamed over the target. `set_aside_previous` renames an earlier report and
@@ -27,21 +33,37 @@ import io
 import os
 import re
 import tempfile
+import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from requester.subjects import RejectedRow
+from xiezhi.wire import ResultAbout
+
+if TYPE_CHECKING:
+    from openpyxl.worksheet.worksheet import Worksheet
 from xiezhi.errors import InvalidInput
 
 # China has one time zone and no daylight saving time.
 CHINA_TIME = timezone(timedelta(hours=8), "CST")
 REPORT_SUFFIXES = (".csv", ".xlsx")
 TABLE_SHEET = "线索"
+ERRORS_SHEET = "无效行"
 PROVENANCE_SHEET = "说明"
 NO_REQUEST = "（未发出请求）"
+CLUE, ROW, CASE, NAME = "线索", "行号", "案号", "被执行人（姓名/名称）"
+NOT_CHECKED = "未核对（证件号码无效）"
+ERRORS_HEADER = ["行号", "案号", "原因"]
+MEANING = (
+    "“是”表示该机关在所列时间的数据中有与该证件号码相符的记录；“否”表示在该数据中未找到，"
+    "不表示当事人没有财产或记录。线索仅供检察机关依法核实，须经人工核查后方可作为监督依据。"
+    "证件号码无效的行未经核对，见“无效行”。"
+)
+NO_APPROVAL = "无需审批"
+NONE = "—"  # a 说明 field that does not apply (an empty cell would read as missing)
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # What XML 1.0 (and so XLSX) cannot hold: C0 controls other than tab, line feed, return.
@@ -54,6 +76,7 @@ class ReportRow:
     case_no: str
     clue: bool
     flags: dict[str, bool]
+    name: str = field(default="", repr=False)  # 姓名/名称 as listed
 
 
 @dataclass(frozen=True)
@@ -68,19 +91,52 @@ class Provenance:
     rows_checked: int
     clues: int
     invalid_rows: int
+    about: ResultAbout | None = None  # what the gateway says of the request (None: no request)
 
     def items(self) -> list[tuple[str, str]]:
         """The key,value rows, in their order in the file."""
+        about = self.about
+        described = [] if about is None else _about_items(about)
         return [
             ("请求编号", self.request_id or NO_REQUEST),
             ("模型", self.model),
+            *described,
             ("名单文件", self.subjects_name),
             ("名单SHA-256", self.subjects_sha256),
-            ("生成时间", self.generated_at.astimezone(CHINA_TIME).isoformat(timespec="seconds")),
+            ("生成时间", china_time(self.generated_at)),
+            ("名单行数", str(self.rows_checked + self.invalid_rows)),
             ("核对行数", str(self.rows_checked)),
             ("线索数", str(self.clues)),
             ("无效行数", str(self.invalid_rows)),
+            ("说明", MEANING),
         ]
+
+
+def _about_items(about: ResultAbout) -> list[tuple[str, str]]:
+    return [
+        ("模型名称", about.model_title),
+        ("办案用途", about.purpose),
+        ("法律依据", about.legal_basis),
+        ("发起人", about.requester),
+        ("发起单位", about.org),
+        ("审批人", about.approved_by or NO_APPROVAL),
+        ("审批时间", china_time(about.approved_at) if about.approved_at else NONE),
+        ("提出时间", china_time(about.created_at)),
+        ("完成时间", china_time(about.completed_at) if about.completed_at else NONE),
+        *((f"数据截至：{c.title}", china_time(c.data_as_of) if c.data_as_of else "未知") for c in about.capabilities),
+    ]
+
+
+def china_time(moment: datetime) -> str:
+    return moment.astimezone(CHINA_TIME).isoformat(timespec="seconds")
+
+
+def column_titles(reveals: Sequence[str], about: ResultAbout | None) -> list[str]:
+    """Each revealed capability's column title: its Chinese title (the id where the title is
+    unknown, or where two capabilities share a title, the id after it)."""
+    titles = {c.id: c.title for c in about.capabilities} if about else {}
+    named = [titles.get(c, c) for c in reveals]
+    return [t if named.count(t) == 1 or t == c else f"{t}（{c}）" for t, c in zip(named, reveals, strict=True)]
 
 
 def yes_no(value: bool) -> str:
@@ -126,15 +182,37 @@ def _previous_name(out: Path, stamp: str) -> Path:
     raise InvalidInput(f"{out.name}: too many earlier reports set aside; clear some away")
 
 
-def write_report(path: Path, rows: Sequence[ReportRow], reveals: Sequence[str], provenance: Provenance) -> None:
+def report_table(
+    rows: Sequence[ReportRow], reveals: Sequence[str], rejected: Sequence[RejectedRow], about: ResultAbout | None
+) -> list[list[object]]:
+    """The report's table: its header, then one row per list row, in list order."""
+    lines: list[tuple[int, list[object]]] = [
+        (r.row, [yes_no(r.clue), r.row, r.case_no, r.name, *(yes_no(r.flags[c]) for c in reveals)]) for r in rows
+    ]
+    lines += [(r.row, [NOT_CHECKED, r.row, r.case_no, r.name, *("" for _ in reveals)]) for r in rejected]
+    return [[CLUE, ROW, CASE, NAME, *column_titles(reveals, about)], *(line for _, line in sorted(lines, key=_first))]
+
+
+def _first(item: tuple[int, list[object]]) -> int:
+    return item[0]
+
+
+def write_report(
+    path: Path,
+    rows: Sequence[ReportRow],
+    reveals: Sequence[str],
+    provenance: Provenance,
+    rejected: Sequence[RejectedRow] = (),
+) -> None:
     """Write the clue report at `path` (.csv or .xlsx), atomically."""
     check_report_path(path)
-    header = ["行号", "案号", "线索", *reveals]
-    table = [[r.row, r.case_no, yes_no(r.clue), *(yes_no(r.flags[c]) for c in reveals)] for r in rows]
+    table = report_table(rows, reveals, rejected, provenance.about)
     if path.suffix.lower() == ".csv":
-        _write_atomically(path, _as_csv(provenance, header, table))
+        _write_atomically(path, _as_csv(provenance, table))
     else:
-        _write_atomically(path, _as_xlsx(provenance, header, table))
+        errors: list[list[object]] = [[ROW, CASE, NAME, "原因"]]
+        errors += [[r.row, r.case_no, r.name, r.reason] for r in rejected]
+        _write_atomically(path, _as_xlsx(provenance, table, errors))
 
 
 def write_outputs(
@@ -148,7 +226,7 @@ def write_outputs(
     errors file again, so that a run leaves both or neither. Returns the errors file's path."""
     errors = write_errors(out, rejected, provenance)
     try:
-        write_report(out, rows, reveals, provenance)
+        write_report(out, rows, reveals, provenance, rejected)
     except BaseException:
         errors.unlink(missing_ok=True)
         raise
@@ -158,8 +236,8 @@ def write_outputs(
 def write_errors(out: Path, rejected: Sequence[RejectedRow], provenance: Provenance) -> Path:
     """Write `<out>.errors.csv` with the invalid rows, atomically; return its path."""
     path = errors_path(out)
-    table: list[list[object]] = [[r.row, r.case_no, r.reason] for r in rejected]
-    _write_atomically(path, _as_csv(provenance, ["行号", "案号", "原因"], table))
+    table: list[list[object]] = [list(ERRORS_HEADER), *([r.row, r.case_no, r.reason] for r in rejected)]
+    _write_atomically(path, _as_csv(provenance, table))
     return path
 
 
@@ -174,13 +252,12 @@ def _csv_cell(value: object) -> object:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def _as_csv(provenance: Provenance, header: list[str], table: list[list[object]]) -> Callable[[IO[bytes]], None]:
+def _as_csv(provenance: Provenance, table: list[list[object]]) -> Callable[[IO[bytes]], None]:
     def write(handle: IO[bytes]) -> None:
         buffer = io.StringIO(newline="")
         writer = csv.writer(buffer)
         writer.writerows([[_csv_cell(key), _csv_cell(value)] for key, value in provenance.items()])
         writer.writerow([])
-        writer.writerow([_csv_cell(cell) for cell in header])
         writer.writerows([_csv_cell(cell) for cell in line] for line in table)
         # UTF-8 with BOM: Excel opens it with the Chinese headers intact.
         handle.write(buffer.getvalue().encode("utf-8-sig"))
@@ -188,11 +265,37 @@ def _as_csv(provenance: Provenance, header: list[str], table: list[list[object]]
     return write
 
 
-def _as_xlsx(provenance: Provenance, header: list[str], table: list[list[object]]) -> Callable[[IO[bytes]], None]:
-    from openpyxl import Workbook
-    from openpyxl.worksheet.worksheet import Worksheet
+def _as_xlsx(
+    provenance: Provenance, table: list[list[object]], errors: list[list[object]]
+) -> Callable[[IO[bytes]], None]:
+    def write(handle: IO[bytes]) -> None:
+        from openpyxl import Workbook
+        from openpyxl.styles import Alignment
 
-    def append(sheet: Worksheet, line: Sequence[object]) -> None:
+        workbook = Workbook()
+        sheet = workbook.active
+        assert sheet is not None
+        sheet.title = TABLE_SHEET
+        _fill(sheet, table, header=True)
+        _fill(workbook.create_sheet(ERRORS_SHEET), errors, header=True)
+        about = workbook.create_sheet(PROVENANCE_SHEET)
+        _fill(about, [list(item) for item in provenance.items()], header=False)
+        about.column_dimensions["B"].width = 80
+        for row in about.iter_rows(min_col=2, max_col=2):
+            row[0].alignment = Alignment(wrap_text=True, vertical="top")
+        workbook.save(handle)
+
+    return write
+
+
+def _fill(sheet: Worksheet, lines: list[list[object]], *, header: bool) -> None:
+    """Append `lines` as safe cells; with `header`, the first is a frozen, filtered header row.
+    Columns are sized to their longest text (a CJK character counts two)."""
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
+    widths: dict[int, int] = {}
+    for line in lines:
         sheet.append([_UNSAFE_CONTROLS.sub("\ufffd", c) if isinstance(c, str) else c for c in line])
         for cell in sheet[sheet.max_row]:
             if isinstance(cell.value, str):
@@ -200,21 +303,19 @@ def _as_xlsx(provenance: Provenance, header: list[str], table: list[list[object]
                 # every text cell a string, and the quote prefix keeps Excel from re-reading it.
                 cell.data_type = "s"
                 cell.quotePrefix = cell.value.startswith(_FORMULA_START)
+            widths[cell.column] = max(widths.get(cell.column, 0), _display_width(cell.value))
+    for column, width in widths.items():
+        sheet.column_dimensions[get_column_letter(column)].width = min(max(width + 2, 6), 60)
+    if header and lines:
+        sheet.freeze_panes = "A2"
+        sheet.auto_filter.ref = f"A1:{get_column_letter(len(lines[0]))}{max(len(lines), 2)}"
+        for cell in sheet[1]:
+            cell.font = Font(bold=True)
 
-    def write(handle: IO[bytes]) -> None:
-        workbook = Workbook()
-        table_sheet = workbook.active
-        assert table_sheet is not None
-        table_sheet.title = TABLE_SHEET
-        append(table_sheet, header)
-        for line in table:
-            append(table_sheet, line)
-        about = workbook.create_sheet(PROVENANCE_SHEET)
-        for item in provenance.items():
-            append(about, item)
-        workbook.save(handle)
 
-    return write
+def _display_width(value: object) -> int:
+    text = "" if value is None else str(value)
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
 
 
 # --- atomic files -------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Headers are Chinese: 案号 (case number) and 证件号码 (ID number or credit code) are
 required; 证件类型 (居民身份证 or 统一社会信用代码, in a few spellings) may decide how a row's
 ID is read, otherwise its type is detected (xiezhi.ids.normalise_subject_id); 姓名 or 名称
-may be present and is never used. Rows are numbered 1-based over data rows (blank lines
+may be present: it is carried to the report's 被执行人 column, on this machine only, and
+never sent. Rows are numbered 1-based over data rows (blank lines
 are not data rows). A row whose ID fails validation is returned with its reason, never
 dropped and never "fixed".
 
@@ -82,6 +83,7 @@ class SubjectRow:
     row: int
     case_no: str
     subject: SubjectId = field(repr=False)
+    name: str = field(default="", repr=False)  # 姓名 or 名称 as listed: for the report, never sent
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class RejectedRow:
     case_no: str
     reason: str
     code: str = "invalid_identifier"  # the stable English reason code (InvalidIdentifier.code)
+    name: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -111,13 +114,13 @@ def load_subjects(path: Path, *, today: date | None = None) -> SubjectList:
     data = _read_bytes(path)
     valid: list[SubjectRow] = []
     rejected: list[RejectedRow] = []
-    for number, case_no, raw_type, raw_id in _data_rows(path, data):
+    for number, case_no, name, raw_type, raw_id in _data_rows(path, data):
         try:
             subject = normalise_subject_id(_cell_text(raw_id), today=today, id_type=id_type_of(raw_type))
         except InvalidIdentifier as exc:
-            rejected.append(RejectedRow(number, case_no, exc.public_message, exc.code))
+            rejected.append(RejectedRow(number, case_no, exc.public_message, exc.code, name))
         else:
-            valid.append(SubjectRow(number, case_no, subject))
+            valid.append(SubjectRow(number, case_no, subject, name))
     return SubjectList(path.name, hashlib.sha256(data).hexdigest(), valid, rejected)
 
 
@@ -173,8 +176,8 @@ class _UnreadableRow(Exception):
         self.line = line
 
 
-def _data_rows(path: Path, data: bytes) -> Iterator[tuple[int, str, object, object]]:
-    """(data row number, 案号, 证件类型 cell, 证件号码 cell) of every non-blank data row."""
+def _data_rows(path: Path, data: bytes) -> Iterator[tuple[int, str, str, object, object]]:
+    """(data row number, 案号, 姓名/名称, 证件类型 cell, 证件号码 cell) of every non-blank data row."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = _csv_rows(path.name, data)
@@ -188,28 +191,35 @@ def _data_rows(path: Path, data: bytes) -> Iterator[tuple[int, str, object, obje
         header = next(rows, None)
         if header is None:
             raise InvalidInput(f"{path.name}: the file is empty")
-        case_at, type_at, id_at = _columns(path.name, header)
+        case_at, name_at, type_at, id_at = _columns(path.name, header)
         for cells in rows:
             if all(cell is None or str(cell).strip() == "" for cell in cells):
                 continue
             number += 1
-            case_no = _at(cells, case_at)
-            yield number, ("" if case_no is None else str(case_no).strip()), _at(cells, type_at), _at(cells, id_at)
+            case_no, name = _at(cells, case_at), _at(cells, name_at)
+            yield (
+                number, _text(case_no), _text(name), _at(cells, type_at), _at(cells, id_at),
+            )  # fmt: skip
     except _UnreadableRow as exc:
         where = "the header row" if header is None else f"row {number + 1}"
         line = "" if exc.line is None else f" (line {exc.line})"
         raise InvalidInput(f"{path.name}: {where}{line}: {exc.problem}") from None
 
 
-def _columns(name: str, header: list[object]) -> tuple[int, int | None, int]:
-    """The positions of 案号, 证件类型 (None when absent) and the ID column."""
+def _text(cell: object) -> str:
+    return "" if cell is None else str(cell).strip()
+
+
+def _columns(name: str, header: list[object]) -> tuple[int, int | None, int | None, int]:
+    """The positions of 案号, 姓名 or 名称 and 证件类型 (None when absent), and the ID column."""
     columns = [str(cell).strip().lstrip("\ufeff") if cell is not None else "" for cell in header]
     id_header = next((h for h in (ID_HEADER, *ID_HEADER_ALIASES) if h in columns), ID_HEADER)
     for required in (CASE_HEADER, id_header):
         if required not in columns:
             raise InvalidInput(f"{name}: missing column {required} (headers: 案号, 姓名 or 名称, 证件号码)")
     type_at = next((columns.index(h) for h in TYPE_HEADERS if h in columns), None)
-    return columns.index(CASE_HEADER), type_at, columns.index(id_header)
+    name_at = next((columns.index(h) for h in NAME_HEADERS if h in columns), None)
+    return columns.index(CASE_HEADER), name_at, type_at, columns.index(id_header)
 
 
 def _at(cells: list[object], index: int | None) -> object:

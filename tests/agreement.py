@@ -16,6 +16,7 @@ from contextlib import closing
 from pathlib import Path
 
 from devkit import reference
+from devkit.environment import load_roster
 from devkit.reference import read_csv, read_report
 from xiezhi import oprf
 from xiezhi.crypto import derive_token
@@ -30,10 +31,20 @@ def subjects_file(data_dir: Path, model: SupervisionModel) -> Path:
 
 
 def expected_report(
-    data_dir: Path, model: SupervisionModel, queries: reference.Queries = reference.REFERENCE_QUERIES
+    data_dir: Path,
+    model: SupervisionModel,
+    queries: reference.Queries = reference.REFERENCE_QUERIES,
+    titles: Mapping[str, str] | None = None,
 ) -> tuple[list[list[str]], list[tuple[int, str]]]:
     """The report the reference join predicts for the model's list, and the (row, 案号) pairs it predicts invalid."""
-    return reference.expected_report(data_dir, model, subjects_file(data_dir, model), queries)
+    subjects = subjects_file(data_dir, model)
+    return reference.expected_report(data_dir, model, subjects, queries, titles or roster_titles())
+
+
+def roster_titles(roster: Path | None = None) -> dict[str, str]:
+    """Every capability's title in `roster` (default: the reference roster), as its connector
+    publishes it: the report's column titles."""
+    return {str(c.id): c.title for entry in load_roster(roster) for c in entry.config.capabilities}
 
 
 def assert_report_agrees(
@@ -43,11 +54,12 @@ def assert_report_agrees(
     queries: reference.Queries = reference.REFERENCE_QUERIES,
     *,
     request_id: str | None = None,
+    titles: Mapping[str, str] | None = None,
 ) -> int:
     """Assert `report` and its errors file equal the reference (`queries`, one per capability)
     and name the model, the list they were made from and (if given) `request_id`; return the
     number of clues."""
-    expected, invalid = expected_report(data_dir, model, queries)
+    expected, invalid = expected_report(data_dir, model, queries, titles)
     about, actual = read_report(report)
     assert actual[0] == expected[0], f"{model.id}: header"
     mismatches = [(a, e) for a, e in zip(actual[1:], expected[1:], strict=False) if a != e]
@@ -55,7 +67,7 @@ def assert_report_agrees(
     assert len(actual) == len(expected), f"{model.id}: {len(actual) - 1} rows, expected {len(expected) - 1}"
     errors_about, errors = read_report(report.with_name(report.name + ".errors.csv"))
     assert [(int(r[0]), r[1]) for r in errors[1:]] == invalid, f"{model.id}: errors file"
-    clues = sum(row[2] == "是" for row in actual[1:])
+    clues = sum(row[0] == "是" for row in actual[1:])
     listed = subjects_file(data_dir, model)
     assert about == errors_about, f"{model.id}: the errors file belongs to the report"
     assert (about["模型"], about["名单文件"], about["名单SHA-256"]) == (
@@ -64,7 +76,8 @@ def assert_report_agrees(
         hashlib.sha256(listed.read_bytes()).hexdigest(),
     ), f"{model.id}: the report names its list"
     counts = (about["核对行数"], about["线索数"], about["无效行数"])
-    assert counts == (str(len(actual) - 1), str(clues), str(len(invalid))), f"{model.id}: counts"
+    checked = len(reference.checked_rows(actual))
+    assert counts == (str(checked), str(clues), str(len(invalid))), f"{model.id}: counts"
     if request_id is not None:
         assert about["请求编号"] == request_id, f"{model.id}: the report names its request"
     return clues

@@ -14,7 +14,8 @@ import pytest
 
 from devkit.demo.generate import generate
 from devkit.environment import REPO_ROOT
-from devkit.reference import expected_report, read_csv
+from devkit.reference import checked_rows, expected_report, read_csv
+from tests.agreement import roster_titles
 from xiezhi.supervision import ModelCatalog
 
 MODELS = REPO_ROOT / "policies" / "models"
@@ -49,14 +50,14 @@ def _write(path: Path, about: dict[str, str], table: list[list[str]]) -> None:
 def _report(data: Path, out: Path, model_id: str = "housing_fund") -> tuple[Path, dict[str, str], list[list[str]]]:
     """A report as the gateway's client writes it, made from the reference join itself."""
     subjects = data / "subjects.csv"
-    table, invalid = expected_report(data, ModelCatalog.load(MODELS).get(model_id), subjects)
+    table, invalid = expected_report(data, ModelCatalog.load(MODELS).get(model_id), subjects, titles=roster_titles())
     about = {
         "请求编号": "request-1",
         "模型": model_id,
         "名单文件": subjects.name,
         "名单SHA-256": hashlib.sha256(subjects.read_bytes()).hexdigest(),
-        "核对行数": str(len(table) - 1),
-        "线索数": str(sum(row[2] == "是" for row in table[1:])),
+        "核对行数": str(len(checked_rows(table))),
+        "线索数": str(sum(row[0] == "是" for row in table[1:])),
         "无效行数": str(len(invalid)),
     }
     report = out / "all.csv"
@@ -78,16 +79,17 @@ def test_the_reference_report_passes(data: Path, tmp_path: Path) -> None:
 
 def test_a_flipped_flag_is_named_by_row_and_column_only(data: Path, tmp_path: Path) -> None:
     report, about, table = _report(data, tmp_path)
-    table[5][2] = "否" if table[5][2] == "是" else "是"
+    at = next(n for n in range(5, len(table)) if table[n][0] in ("是", "否"))
+    table[at][0] = "否" if table[at][0] == "是" else "是"
     _write(report, about, table)
-    with pytest.raises(checker.Differs, match=r"table row 5 \(list row \d+\): 线索 is") as raised:
+    with pytest.raises(checker.Differs, match=rf"table row {at} \(list row \d+\): 线索 is") as raised:
         _check(data, report)
     _assert_no_subject_data(str(raised.value), data)
 
 
 def test_a_wrong_case_number_is_named_without_it(data: Path, tmp_path: Path) -> None:
     report, about, table = _report(data, tmp_path)
-    table[3][1] = "（2099）浙0803执1号"
+    table[3][2] = "（2099）浙0803执1号"
     _write(report, about, table)
     with pytest.raises(checker.Differs, match="table row 3: its 案号") as raised:
         _check(data, report)
@@ -114,3 +116,12 @@ def _assert_no_subject_data(message: str, data: Path) -> None:
         for cell in row:
             if len(cell) >= 2 and not re.fullmatch(r"\d+", cell):
                 assert cell not in message
+
+
+def test_a_wrong_name_is_named_without_it(data: Path, tmp_path: Path) -> None:
+    report, about, table = _report(data, tmp_path)
+    table[4][3] = "某某某"
+    _write(report, about, table)
+    with pytest.raises(checker.Differs, match="table row 4: its 被执行人（姓名/名称） is not") as raised:
+        _check(data, report)
+    assert "某某某" not in str(raised.value)

@@ -15,11 +15,12 @@ import yaml
 from openpyxl import Workbook, load_workbook
 
 from devkit.environment import REPO_ROOT
-from devkit.reference import read_csv, read_report
+from devkit.reference import checked_rows, read_csv, read_report
 from tests import handmade
 from tests.agreement import (
     assert_report_agrees,
     find_leaks,
+    roster_titles,
     subject_id_forms,
     subject_names,
 )
@@ -78,7 +79,9 @@ def test_a_fifth_agency_joins_by_configuration_alone(demo_run: DemoRun) -> None:
     pension = ModelCatalog.load(demo_run.policies / "models").get("pension")
     report = demo_run.work / "reports" / "pension.csv"
     _agrees_with_hand_answers(demo_run, pension, report, {PENSION: PENSION_EXPECTED})
-    clues = assert_report_agrees(demo_run.data, pension, report, {PENSION: PENSION_REFERENCE})
+    clues = assert_report_agrees(
+        demo_run.data, pension, report, {PENSION: PENSION_REFERENCE}, titles=roster_titles(demo_run.roster)
+    )
     assert clues == 3  # A's two 终本 cases and F's: the hand answer, through every spelling
 
 
@@ -101,8 +104,8 @@ def _agrees_with_hand_answers(
     """Every valid row's revealed flags are the answers `expected` reasoned out by hand."""
     subjects = read_csv(run.data / ("applicants.csv" if model.subjects.value == "applicants" else "subjects.csv"))
     _, table = read_report(report)
-    rows = {int(r[0]): r for r in table[1:]}
-    header = table[0]
+    rows = {int(r[1]): r for r in checked_rows(table)}
+    header, titles = table[0], roster_titles(run.roster)
     checked = 0
     for number, (_, _, raw) in enumerate(subjects[1:], start=1):
         if number not in rows:
@@ -110,7 +113,7 @@ def _agrees_with_hand_answers(
         subject = _normalised(raw)
         for capability in model.reveals:
             answer = "是" if subject in expected[capability] else "否"
-            assert rows[number][header.index(capability)] == answer, (model.id, number, capability)
+            assert rows[number][header.index(titles[capability])] == answer, (model.id, number, capability)
             checked += 1
     assert checked > 0
 

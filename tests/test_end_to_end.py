@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,10 @@ from sqlmodel import Session, select
 from audit_log import AuditRecord
 from devkit.environment import REPO_ROOT
 from devkit.reference import read_report
-from gateway.db import make_engine
+from gateway.db import Approval, Publication, aware, make_engine
 from requester.job import match_file
 from requester.protocol import MatchSpec
+from requester.report import china_time
 from tests.agreement import (
     assert_report_agrees,
     find_leaks,
@@ -29,7 +31,7 @@ from tests.agreement import (
     subject_tokens,
     subjects_file,
 )
-from tests.stack import LEGAL_BASIS, PURPOSE, Stack
+from tests.stack import LEGAL_BASIS, ORG, PURPOSE, Stack
 from xiezhi.supervision import ModelCatalog
 
 CATALOG = ModelCatalog.load(REPO_ROOT / "policies" / "models")
@@ -107,6 +109,35 @@ def test_every_request_is_audited_from_creation_to_result(reports: dict[str, Pat
         assert [e["seq"] for e in trail] == sorted(e["seq"] for e in trail)
     decisions = [e for e in entries if e["kind"] == "decision"]
     assert all(e["detail"]["rule"] and e["detail"]["policy_version"] for e in decisions)
+
+
+def test_each_report_says_who_ran_it_why_with_whose_approval_and_over_which_data(
+    reports: dict[str, Path], stack: Stack
+) -> None:
+    engine = make_engine(f"sqlite:///{stack.root / 'gateway' / 'gateway.sqlite'}")
+    with Session(engine) as session:
+        committed = {p.capability: p for p in session.exec(select(Publication).where(Publication.committed))}
+        approvals = {a.request_id: a for a in session.exec(select(Approval))}
+    engine.dispose()
+    for model in CATALOG:
+        about, table = read_report(reports[model.id])
+        assert (about["模型名称"], about["办案用途"], about["法律依据"]) == (model.title, PURPOSE, LEGAL_BASIS)
+        assert about["发起人"].startswith("prosecutor-") and about["发起单位"] == ORG
+        approval = approvals.get(about["请求编号"])
+        if approval is not None:  # spouse_property looks up a tier-3 capability
+            assert (about["审批人"], about["审批时间"]) == (
+                approval.decided_by,
+                china_time(aware(approval.decided_at or datetime.min)),
+            )
+        else:
+            assert (about["审批人"], about["审批时间"]) == ("无需审批", "—")
+        for capability in model.looks_up:
+            publication = committed[capability]
+            as_of = aware(publication.updated_at or datetime.min)
+            assert about[f"数据截至：{publication.title}"] == china_time(as_of), (model.id, capability)
+        titles = [committed[c].title for c in model.reveals]
+        assert table[0] == ["线索", "行号", "案号", "被执行人（姓名/名称）", *titles]
+    assert any(a.status == "approved" for a in approvals.values()), "some model needed approval"
 
 
 def test_the_leak_scan_finds_planted_leaks(tmp_path: Path, generated: Path) -> None:

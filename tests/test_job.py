@@ -21,7 +21,7 @@ from openpyxl import load_workbook
 import requester.job
 from requester.job import match_file
 from requester.protocol import MatchSpec
-from requester.report import CHINA_TIME, errors_path
+from requester.report import CHINA_TIME, MEANING, errors_path
 from xiezhi.errors import InvalidInput, Unavailable
 from xiezhi.wire import MatchResult, RowFlags
 
@@ -115,9 +115,11 @@ def test_a_successful_run_names_its_request_and_list(
         "名单文件": "名单.csv",
         "名单SHA-256": hashlib.sha256(subjects.read_bytes()).hexdigest(),
         "生成时间": "2026-11-21T09:30:05+08:00",
+        "名单行数": "3",
         "核对行数": "2",
         "线索数": "1",
         "无效行数": "1",
+        "说明": MEANING,
     }
     if suffix == ".csv":
         written, table = _read_csv(out)
@@ -127,9 +129,10 @@ def test_a_successful_run_names_its_request_and_list(
         table = [[str(c) for c in row] for row in workbook["线索"].iter_rows(values_only=True)]
     assert written == about
     assert table == [
-        ["行号", "案号", "线索", "housing_fund.balance_positive"],
-        ["1", "（2023）浙0803执1号", "是", "是"],
-        ["3", "（2023）浙0803执3号", "否", "否"],
+        ["线索", "行号", "案号", "被执行人（姓名/名称）", "housing_fund.balance_positive"],
+        ["是", "1", "（2023）浙0803执1号", "甲", "是"],
+        ["未核对（证件号码无效）", "2", "（2023）浙0803执2号", "乙", "" if suffix == ".csv" else "None"],
+        ["否", "3", "（2023）浙0803执3号", "丙", "否"],
     ]
     errors_about, errors = _read_csv(errors_path(out))
     assert errors_about == about

@@ -251,8 +251,9 @@ def test_digests_stored_before_partitioning_are_migrated_with_them(database_url:
             lookup_key=b"",
         )  # fmt: skip
         publication.lookup_key = store.vault.new_lookup_key(publication.id, "court")
-        session.add(publication)
-        session.flush()
+        # The columns revision 0004 has: the model's later ones are left out.
+        table = Publication.__table__  # type: ignore[attr-defined]
+        session.execute(table.insert().values(**publication.model_dump(exclude={"updated_at"})))
         since = {1: 1, 2: 1, 3: 1, 4: 2}
         session.add_all(
             IndexDigest(publication_id=publication.id, digest=d, since=since[n], until=2 if n == 1 else None)

@@ -280,11 +280,35 @@ class LookupResult(Wire):
     rows: list[RowFlags]
 
 
+class CapabilityAbout(Wire):
+    """A capability a request looked up, as its clue report describes it."""
+
+    id: CapabilityId
+    title: str  # the Chinese title the connector published (the id where not known)
+    data_as_of: datetime | None  # when the version of the index the request used was committed
+
+
+class ResultAbout(Wire):
+    """Who ran a request, why, with whose approval, and over which data: the clue report's 说明."""
+
+    model_title: str
+    requester: str
+    org: str
+    purpose: str
+    legal_basis: str
+    created_at: datetime
+    completed_at: datetime | None
+    approved_by: str | None  # None: the request needed no approval
+    approved_at: datetime | None
+    capabilities: tuple[CapabilityAbout, ...]  # every capability looked up, in the model's order
+
+
 class MatchResult(Wire):
     request_id: str
     model: str
     reveals: tuple[CapabilityId, ...]
     rows: list[RowFlags]
+    about: ResultAbout | None = None  # absent from gateways before it was given
 
 
 # ---- gateway ↔ connector -------------------------------------------------------------

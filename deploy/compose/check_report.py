@@ -18,7 +18,8 @@ import hashlib
 import sys
 from pathlib import Path
 
-from devkit.reference import expected_report, read_report
+from connectors.roster import Roster
+from devkit.reference import NAME_COLUMN, checked_rows, expected_report, read_report
 from xiezhi.errors import XiezhiError
 from xiezhi.supervision import ModelCatalog
 
@@ -29,10 +30,19 @@ class Differs(Exception):
     """The report is not what the reference join predicts; the message says where."""
 
 
-def check(data: Path, subjects: Path, report: Path, model_id: str, models: Path, request_id: str | None) -> int:
+def check(
+    data: Path,
+    subjects: Path,
+    report: Path,
+    model_id: str,
+    models: Path,
+    request_id: str | None,
+    roster: Path = REPO_ROOT / "deploy" / "connectors",
+) -> int:
     """Raise Differs at the first difference; return the number of clues."""
     model = ModelCatalog.load(models).get(model_id)
-    expected, invalid = expected_report(data, model, subjects)
+    titles = {str(c.id): c.title for entry in Roster.load(roster) for c in entry.config.capabilities}
+    expected, invalid = expected_report(data, model, subjects, titles=titles)
     about, actual = read_report(report)
     if not actual or actual[0] != expected[0]:
         raise Differs(f"{report.name}: the table's columns are not {', '.join(expected[0])}")
@@ -43,10 +53,10 @@ def check(data: Path, subjects: Path, report: Path, model_id: str, models: Path,
         if len(got) != len(want):
             raise Differs(f"{report.name}: table row {at} has {len(got)} cells, expected {len(want)}")
         column = next(i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w)
-        if header[column] == "案号":
-            raise Differs(f"{report.name}: table row {at}: its 案号 is not the list's row {want[0]}'s")
+        if header[column] in ("案号", NAME_COLUMN):
+            raise Differs(f"{report.name}: table row {at}: its {header[column]} is not the list's row {want[1]}'s")
         raise Differs(
-            f"{report.name}: table row {at} (list row {want[0]}): {header[column]} is {got[column]!r}, "
+            f"{report.name}: table row {at} (list row {want[1]}): {header[column]} is {got[column]!r}, "
             f"the reference join says {want[column]!r}"
         )
     if len(actual) != len(expected):
@@ -63,12 +73,12 @@ def check(data: Path, subjects: Path, report: Path, model_id: str, models: Path,
         raise Differs(f"{errors_path.name}: a row's 案号 is not the list's")
     if errors_about != about:
         raise Differs(f"{errors_path.name}: its header block is not the report's")
-    clues = sum(row[2] == "是" for row in actual[1:])
+    clues = sum(row[0] == "是" for row in actual[1:])
     named = {
         "模型": model.id,
         "名单文件": subjects.name,
         "名单SHA-256": hashlib.sha256(subjects.read_bytes()).hexdigest(),
-        "核对行数": str(len(actual) - 1),
+        "核对行数": str(len(checked_rows(actual))),
         "线索数": str(clues),
         "无效行数": str(len(invalid)),
     }
@@ -87,10 +97,12 @@ def main() -> None:
     parser.add_argument("--report", type=Path, required=True, help="the report CSV (its .errors.csv beside it)")
     parser.add_argument("--model", default="housing_fund")
     parser.add_argument("--models", type=Path, default=REPO_ROOT / "policies" / "models")
+    parser.add_argument("--roster", type=Path, default=REPO_ROOT / "deploy" / "connectors",
+                        help="the connectors' configurations (the capabilities' titles)")  # fmt: skip
     parser.add_argument("--request-id", help="the request the report must name")
     args = parser.parse_args()
     try:
-        clues = check(args.data, args.subjects, args.report, args.model, args.models, args.request_id)
+        clues = check(args.data, args.subjects, args.report, args.model, args.models, args.request_id, args.roster)
     except Differs as error:
         sys.exit(f"check_report: {error}")
     except (OSError, ValueError, KeyError, XiezhiError) as error:
