@@ -2,9 +2,12 @@
 of the incremental rebuild after 1% of its rows changed.
 
     python bench/build_scale.py --sizes 1000000 3000000 10000000 [--rows-per-subject 20]
+                                [--database sqlite|postgresql|mysql]
 
 For each size an agency table of that many 终本 case rows (`rows-per-subject` cases per
-debtor, valid resident IDs, some in other spellings) is written to a SQLite file; then, each
+debtor, valid resident IDs, some in other spellings) is written to a SQLite file, or to a
+private PostgreSQL or MariaDB server started as the tests start theirs (there the database
+digests the rows: `connectors.row_digests`); then, each
 in its own process so its peak resident memory (ru_maxrss) is its own: a full build of
 `court.multiple_terminated` (two or more 终本 cases), 1% of the rows changed (deleted,
 re-dated, new debtors), and the incremental rebuild; then a full build stopped half way through
@@ -18,17 +21,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import resource
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import create_engine, make_url, text
 
 from connectors.config import ConnectorConfig
 from connectors.incremental import EVALUATE_CHUNK, build_and_publish_incremental
@@ -41,7 +46,10 @@ CAPABILITY = {
     "id": "court.multiple_terminated",
     "title": "两起以上终本案件的被执行人",
     "tier": 1,
-    "query": "SELECT debtor_id AS subject_id, case_no AS key FROM enforcement_cases WHERE status = '终本'",
+    "query": {
+        "default": "SELECT debtor_id AS subject_id, case_no AS key FROM enforcement_cases WHERE status = '终本'",
+        "mysql": "SELECT debtor_id AS subject_id, case_no AS `key` FROM enforcement_cases WHERE status = '终本'",
+    },
     "reduce": {"distinct_keys_at_least": 2},
 }
 KEY = bytes(range(32))  # a benchmark's key, never a connector's
@@ -89,43 +97,81 @@ def resident_id(n: int) -> str:
     return first17 + resident_id_check_char(first17)
 
 
-def write_table(path: Path, rows: int, rows_per_subject: int) -> None:
-    random.seed(rows)
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE enforcement_cases (case_no TEXT, debtor_id TEXT, status TEXT, terminated_on TEXT)")
-        batch = []
+TABLE = "enforcement_cases"
+
+
+def write_table(url: str, rows: int, rows_per_subject: int) -> None:
+    """The court's table of `rows` cases at `url` (n numbers the rows, for the changes below)."""
+    engine = create_engine(url)
+    columns = "n INTEGER, case_no VARCHAR(40), debtor_id VARCHAR(40), status VARCHAR(10), terminated_on VARCHAR(10)"
+    insert = text(f"INSERT INTO {TABLE} VALUES (:n, :case_no, :debtor_id, :status, :terminated_on)")
+    with engine.begin() as connection:
+        connection.execute(text(f"CREATE TABLE {TABLE} ({columns})"))
+        batch: list[dict[str, object]] = []
         for i in range(rows):
             debtor = resident_id(i // rows_per_subject)
-            spelled = debtor.lower() if i % 97 == 0 else debtor
-            status = "终本" if i % 3 else "执行中"
-            batch.append((f"（2024）浙0803执{i}号", spelled, status, "2024-06-30"))
-            if len(batch) == 100_000:
-                db.executemany("INSERT INTO enforcement_cases VALUES (?, ?, ?, ?)", batch)
+            batch.append({
+                "n": i, "case_no": f"（2024）浙0803执{i}号", "debtor_id": debtor.lower() if i % 97 == 0 else debtor,
+                "status": "终本" if i % 3 else "执行中", "terminated_on": "2024-06-30",
+            })  # fmt: skip
+            if len(batch) == 20_000:
+                connection.execute(insert, batch)
                 batch = []
-        db.executemany("INSERT INTO enforcement_cases VALUES (?, ?, ?, ?)", batch)
+        if batch:
+            connection.execute(insert, batch)
+    engine.dispose()
 
 
-def change_one_percent(path: Path, rows: int, rows_per_subject: int) -> None:
-    with sqlite3.connect(path) as db:
-        db.execute("DELETE FROM enforcement_cases WHERE rowid % 300 = 1")
-        db.execute("UPDATE enforcement_cases SET status = '终本' WHERE rowid % 300 = 2")
-        fresh = rows // rows_per_subject + 1
-        db.executemany(
-            "INSERT INTO enforcement_cases VALUES (?, ?, '终本', '2025-01-01')",
-            [(f"（2025）浙0803执{i}号", resident_id(fresh + i // 2)) for i in range(rows // 300)],
+def change_one_percent(url: str, rows: int, rows_per_subject: int) -> None:
+    """A third of a percent of rows deleted, as many made 终本, as many new cases of new debtors."""
+    engine = create_engine(url)
+    fresh = rows // rows_per_subject + 1
+    with engine.begin() as connection:
+        connection.execute(text(f"DELETE FROM {TABLE} WHERE n % 300 = 1"))
+        connection.execute(text(f"UPDATE {TABLE} SET status = '终本' WHERE n % 300 = 2"))
+        connection.execute(
+            text(f"INSERT INTO {TABLE} VALUES (:n, :case_no, :debtor_id, '终本', '2025-01-01')"),
+            [
+                {"n": rows + i, "case_no": f"（2025）浙0803执{i}号", "debtor_id": resident_id(fresh + i // 2)}
+                for i in range(rows // 300)
+            ],
         )
+    engine.dispose()
+
+
+@contextmanager
+def agency_database(kind: str, folder: Path) -> Iterator[str]:
+    """An empty database of `kind` for the agency's table: a SQLite file, or a private
+    PostgreSQL or MariaDB server (as the tests start them); its URL."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'court.sqlite'}"
+        return
+    if kind == "postgresql":
+        from tests.postgres import postgres_server
+
+        with postgres_server() as url:
+            yield url
+        return
+    from tests.mariadb import mariadb_server
+
+    with mariadb_server() as url:
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            connection.execute(text("CREATE DATABASE court CHARACTER SET utf8mb4"))
+        engine.dispose()
+        yield str(make_url(url).set(database="court").render_as_string(hide_password=False))
 
 
 class Killed(Exception):
     """Stops a build the way a crash would, after a given number of evaluated steps."""
 
 
-def child(database: Path, state_dir: Path, stop_after: int = 0) -> None:
+def child(database: str, state_dir: Path, stop_after: int = 0) -> None:
     config = ConnectorConfig.model_validate(
         {
             "connector": "court",
             "title": "人民法院",
-            "database_url": f"sqlite:///{database}",
+            "database_url": database,
             "capabilities": [CAPABILITY],
         }
     )
@@ -151,9 +197,11 @@ def child(database: Path, state_dir: Path, stop_after: int = 0) -> None:
                       "rows": cap.rows, "added": cap.added, "removed": cap.removed}))  # fmt: skip
 
 
-def run_child(database: Path, state_dir: Path, stop_after: int = 0) -> dict[str, float]:
-    command = [sys.executable, __file__, "--child", str(database), str(state_dir), "--stop-after", str(stop_after)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+def run_child(database: str, state_dir: Path, stop_after: int = 0) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", database, str(state_dir), "--stop-after", str(stop_after)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"the build failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -161,7 +209,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     parser.add_argument("--rows-per-subject", type=int, default=20)
-    parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql", "mysql"),
+        default="sqlite",
+        help="where the agency's table is: a SQLite file, or a private PostgreSQL or MariaDB server",
+    )
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--stop-after", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument(
         "--resume-up-to", type=int, default=10**12, help="sizes above this skip the kill-and-resume run"
@@ -169,15 +223,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         database, state_dir = args.child
-        child(database, state_dir, stop_after=args.stop_after)
+        child(database, Path(state_dir), stop_after=args.stop_after)
         return
     print(
         "rows        full s   peak MB  evaluated  tokens    | 1% changed: s   peak MB  evaluated  share of full"
         "  | killed half way, then resumed: s"
     )
     for rows in args.sizes:
-        with tempfile.TemporaryDirectory() as folder:
-            database, state = Path(folder) / "court.sqlite", Path(folder) / "state"
+        with tempfile.TemporaryDirectory() as folder, agency_database(args.database, Path(folder)) as database:
+            state = Path(folder) / "state"
             write_table(database, rows, args.rows_per_subject)
             full = run_child(database, state)
             change_one_percent(database, rows, args.rows_per_subject)

@@ -138,6 +138,10 @@ class BuildState:
         text = "\x1f".join(repr(part) for part in parts).encode("utf-8")
         return hashlib.blake2b(text, key=self._key, digest_size=16).digest()
 
+    def row_key(self, capability: str) -> bytes:
+        """The key the agency's database digests `capability`'s rows under (`connectors.row_digests`)."""
+        return hmac.digest(self._key, b"xiezhi/row-digest/v1/" + capability.encode("utf-8"), "sha256")
+
     def seal(self, subject: bytes, oprf_input: bytes) -> bytes:
         nonce = os.urandom(_NONCE)
         return nonce + aes256gcm_seal(self._key, nonce, oprf_input, subject)
@@ -227,6 +231,25 @@ class BuildState:
 
     def add_subjects(self, subjects: Iterable[tuple[bytes, bytes]]) -> None:
         self._db.executemany("INSERT OR IGNORE INTO subjects VALUES (?, ?)", subjects)
+
+    def has_rows(self, capability: str) -> bool:
+        """Whether a published build of `capability` read any row."""
+        query = "SELECT 1 FROM rows WHERE capability = ? LIMIT 1"
+        return self._db.execute(query, (capability,)).fetchone() is not None
+
+    def published_rows(self, capability: str) -> Iterator[bytes]:
+        """The digests of the rows the published build read, ascending, page by page (see
+        `new_rows` on why no cursor stays open)."""
+        after = b""
+        query = "SELECT row FROM rows WHERE capability = ? AND row > ? ORDER BY row LIMIT ?"
+        while page := self._db.execute(query, (capability, after, _PAGE)).fetchall():
+            yield from (bytes(row) for (row,) in page)
+            after = page[-1][0]
+
+    def add_gone(self, capability: str, rows: Iterable[bytes]) -> None:
+        """Record published rows this scan no longer holds (found by a merge, not `find_gone`)."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO gone VALUES (?, ?)", ((capability, row) for row in rows))
 
     def find_gone(self, capability: str) -> None:
         """Record the published rows this scan no longer holds."""

@@ -3,7 +3,10 @@
     scan      each capability's query streamed in chunks (connectors.source); a row the
               published build already read (same keyed digest) is taken from the state as
               it was, only a new row's ID is normalised; everything goes to the state file,
-              not to memory
+              not to memory. Where the agency's database can digest rows itself
+              (PostgreSQL, MySQL, MariaDB: connectors.row_digests), a rebuild reads only
+              the sorted digests, merges them with the published ones, and reads whole
+              only the rows that are new
     diff      per capability, the subjects whose rows changed (a row new or gone) are reduced
               again; those that became members are to add, those that stopped, to remove
     evaluate  the subjects to add, in chunks in subject order, under the epoch key (RFC 9497
@@ -22,11 +25,14 @@ read again from the start.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlalchemy import Connection
+
+from connectors import row_digests
 from connectors.build_state import BuildState, state_key
 from connectors.config import Capability, ConnectorConfig, DistinctKeys, LatestValue
 from connectors.engines import Engine
@@ -40,6 +46,7 @@ from xiezhi.ids import normalise_subject_id
 from xiezhi.wire import PublicationView
 
 SCAN_CHUNK = 5_000
+MERGE_NEW_ROWS = 200_000  # past this many new rows, a scan reads every row rather than pick them
 EVALUATE_CHUNK = 20_000  # subjects per stored step; the engine splits it further
 ADD, REMOVE = "add", "remove"
 # A row's content as the state keeps it: JSON, dates and decimals as their text. One encoder
@@ -134,25 +141,119 @@ def build_and_publish_incremental(
 
 
 def _scan(state: BuildState, config: ConnectorConfig, capability: Capability, hook: Hook) -> int:
-    """Read `capability`'s rows into the state and sort out which are new and which are gone;
-    returns the rows read."""
+    """Read `capability`'s rows and sort out which are new (normalised into the state) and
+    which are gone; returns the rows read."""
     step = f"scanned:{capability.id}"
     done = state.done(step)
     if done is None and state.done(f"published:{capability.id}") is None:
         state.start_scan(capability.id)
-        rows = 0
-        for chunk in _stream(config, capability):
-            rows += len(chunk)
-            state.add_scan(_scanned(state, capability.id, chunk))
-        state.end_scan()
-        _read_new_rows(state, capability)
+        with agency_database(config) as connection:
+            rows = _read(state, connection, capability)
         state.mark(step, rows)
         hook(step)
         return rows
     return 0 if done is None else done[0]
 
 
-def _scanned(state: BuildState, capability: str, chunk: list[tuple[Any, ...]]) -> list[tuple[bytes, str]]:
+def _read(state: BuildState, connection: Connection, capability: Capability) -> int:
+    """Where the agency's database can digest rows (`connectors.row_digests`), an earlier
+    build's rows are compared by digest alone, sorted, in one merge, and only the new rows
+    are read whole; failing that (too many new rows), or on a first build, every row is
+    read with its digest; elsewhere rows are read whole and digested here."""
+    if not row_digests.supported(connection):
+        chunks = evidence_chunks(connection, capability, chunk_rows=SCAN_CHUNK)
+        return _scan_all(state, capability, (_digested(state, capability.id, chunk) for chunk in chunks))
+    key = state.row_key(capability.id)
+    if state.has_rows(capability.id):
+        merged = _merge(state, connection, capability, key)
+        if merged is not None:
+            rows, new = merged
+            picked = row_digests.rows_with_digests(connection, capability, key, new, chunk_rows=SCAN_CHUNK)
+            _read_new_rows(state, capability, _distinct(_contents(picked)))
+            return rows
+        state.start_scan(capability.id)  # too many new rows to pick: read them all
+    every = row_digests.rows_with_digests(connection, capability, key, chunk_rows=SCAN_CHUNK)
+    return _scan_all(state, capability, _contents(every))
+
+
+def _scan_all(state: BuildState, capability: Capability, chunks: Iterable[list[tuple[bytes, str]]]) -> int:
+    """Every row (digest, content) into the scan; then the new ones normalised, the gone ones found."""
+    rows = 0
+    for chunk in chunks:
+        rows += len(chunk)
+        state.add_scan(chunk)
+    state.end_scan()
+    _read_new_rows(state, capability, state.new_rows(capability.id))
+    with state.transaction():
+        state.find_gone(capability.id)
+    return rows
+
+
+def _merge(
+    state: BuildState, connection: Connection, capability: Capability, key: bytes
+) -> tuple[int, list[bytes]] | None:
+    """Merge the database's sorted row digests with the published ones: the gone rows go to
+    the state; returns (rows read, the new rows' digests), or None past `MERGE_NEW_ROWS` new
+    rows (picking that many by digest costs more than reading every row)."""
+    published = state.published_rows(capability.id)
+    held = next(published, None)
+    rows, new, last = 0, [], None
+    gone = _Gone(state, capability.id)
+    for chunk in row_digests.digests(connection, capability, key, chunk_rows=SCAN_CHUNK):
+        rows += len(chunk)
+        for digest in chunk:
+            if digest == last:  # the same row twice
+                continue
+            last = digest
+            while held is not None and held < digest:
+                gone.add(held)
+                held = next(published, None)
+            if held == digest:
+                held = next(published, None)
+            else:
+                new.append(digest)
+        if len(new) > MERGE_NEW_ROWS:
+            return None
+    while held is not None:
+        gone.add(held)
+        held = next(published, None)
+    gone.flush()
+    return rows, new
+
+
+class _Gone:
+    """Published rows found gone, written to the state a page at a time."""
+
+    def __init__(self, state: BuildState, capability: str) -> None:
+        self._state, self._capability, self._rows = state, capability, list[bytes]()
+
+    def add(self, row: bytes) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= SCAN_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        self._state.add_gone(self._capability, self._rows)
+        self._rows = []
+
+
+def _contents(chunks: Iterable[list[tuple[bytes, tuple[Any, ...]]]]) -> Iterator[list[tuple[bytes, str]]]:
+    encode = _JSON.encode
+    for chunk in chunks:
+        yield [(digest, encode(row)) for digest, row in chunk]
+
+
+def _distinct(chunks: Iterable[list[tuple[bytes, str]]]) -> Iterator[tuple[bytes, str]]:
+    """Each row once (the database gives a row held twice twice; the scan keeps it once)."""
+    seen: set[bytes] = set()
+    for chunk in chunks:
+        for digest, content in chunk:
+            if digest not in seen:
+                seen.add(digest)
+                yield digest, content
+
+
+def _digested(state: BuildState, capability: str, chunk: list[tuple[Any, ...]]) -> list[tuple[bytes, str]]:
     """Each row as the state keeps it while the run lasts: a keyed digest of its content and
     the content as JSON (dates and decimals as their text)."""
     prefix = capability.encode("utf-8") + b"\x1f"
@@ -161,12 +262,12 @@ def _scanned(state: BuildState, capability: str, chunk: list[tuple[Any, ...]]) -
     return [(keyed(prefix + content.encode("utf-8")), content) for content in contents]
 
 
-def _read_new_rows(state: BuildState, capability: Capability) -> None:
+def _read_new_rows(state: BuildState, capability: Capability, rows: Iterable[tuple[bytes, str]]) -> None:
     """Normalise the rows the published build did not read (all of them on a first build)."""
     batch: list[tuple[str, bytes, bytes | None, object, bytes]] = []
     subjects: dict[object, bytes | None] = {}  # raw ID → subject within a batch (IDs repeat)
     sealed: dict[bytes, bytes] = {}
-    for digest, content in state.new_rows(capability.id):
+    for digest, content in rows:
         row = json.loads(content)
         if row[0] not in subjects:
             subjects[row[0]] = _subject(state, row[0], sealed)
@@ -179,7 +280,6 @@ def _read_new_rows(state: BuildState, capability: Capability) -> None:
     _store_fresh(state, batch, sealed)
     with state.transaction():
         state.end_fresh()
-        state.find_gone(capability.id)
 
 
 def _store_fresh(
@@ -211,11 +311,6 @@ def _kept_key(state: BuildState, capability: Capability, key: object) -> object:
     if isinstance(capability.reduce, DistinctKeys):
         return state.digest("key", key)  # only distinctness counts
     return key  # ordered: a date (as its ISO text) or a number
-
-
-def _stream(config: ConnectorConfig, capability: Capability) -> Iterator[list[tuple[Any, ...]]]:
-    with agency_database(config) as connection:
-        yield from evidence_chunks(connection, capability, chunk_rows=SCAN_CHUNK)
 
 
 # ---- diff ------------------------------------------------------------------------------------

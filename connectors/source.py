@@ -20,11 +20,11 @@ which may quote a row's value.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, Executable, create_engine, text
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -36,7 +36,7 @@ from sqlalchemy.exc import (
 from connectors.config import Capability, ConnectorConfig
 from xiezhi.errors import InvalidInput, Unavailable, XiezhiError
 
-__all__ = ["CHUNK_ROWS", "agency_database", "evidence_chunks"]
+__all__ = ["CHUNK_ROWS", "agency_database", "column_names", "evidence_chunks", "stream"]
 
 # Rows fetched from the server per round trip, and the most a chunk holds.
 CHUNK_ROWS = 10_000
@@ -103,14 +103,37 @@ def evidence_chunks(
     Raises InvalidInput (no variant for the dialect; the database refused the query) or
     Unavailable (the database failed), when the query starts or while it is read.
     """
+    query = text(capability.query_for(connection.dialect.name))
+    yield from stream(connection, query, capability.params, capability, chunk_rows=chunk_rows)
+
+
+def stream(
+    connection: Connection,
+    query: Executable,
+    params: Mapping[str, Any],
+    capability: Capability,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[list[tuple[Any, ...]]]:
+    """`query`'s rows as tuples, in chunks of 1 to `chunk_rows`, from a server-side cursor;
+    errors translated as for `capability`'s query (see `evidence_chunks`)."""
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
-    query = text(capability.query_for(connection.dialect.name))
     streaming = connection.execution_options(stream_results=True, yield_per=chunk_rows)
     try:
-        with streaming.execute(query, capability.params) as result:
+        with streaming.execute(query, dict(params)) as result:
             for partition in result.partitions(chunk_rows):
                 yield [tuple(row) for row in partition]
+    except SQLAlchemyError as exc:
+        raise _translated(exc, capability) from None
+
+
+def column_names(connection: Connection, capability: Capability) -> list[str]:
+    """The names of the columns the capability's query returns (the query run for no row)."""
+    query = f"SELECT * FROM ({capability.query_for(connection.dialect.name)}) AS q LIMIT 0"
+    try:
+        with connection.execute(text(query), capability.params) as result:
+            return list(result.keys())
     except SQLAlchemyError as exc:
         raise _translated(exc, capability) from None
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 
 from connectors.config import Capability, ConnectorConfig
 from connectors.incremental import build_and_publish_incremental
@@ -203,6 +203,102 @@ def test_the_incremental_build_from_the_server_publishes_the_sqlite_builds_sets(
     expected = sqlite_builds[connector].capabilities
     assert recorder.sets == {index.capability.id: (len(index.tokens), index.digest) for index in expected}
     assert [(r.rows, r.invalid_rows) for r in report.capabilities] == [(i.rows, i.invalid_rows) for i in expected]
+
+
+class _Keeper(_Recorder):
+    """Stands in for the gateway across builds: keeps each capability's set and applies deltas."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens: dict[str, set[bytes]] = {}
+        self.versions: dict[str, int] = {}
+
+    def publish_set(
+        self, connector: str, epoch: int, public_key: bytes, capability: Capability, tokens: TokenStream
+    ) -> PublicationView:
+        self.tokens[capability.id] = set(_tokens(tokens))
+        self.versions[capability.id] = 1
+        return super().publish_set(connector, epoch, public_key, capability, tokens)
+
+    def publish_delta(  # type: ignore[override]
+        self, connector: str, epoch: int, public_key: bytes, capability: Capability, base: str,
+        added: TokenStream, removed: TokenStream,
+    ) -> PublicationView:  # fmt: skip
+        held = self.tokens[capability.id]
+        assert not held & set(_tokens(added)) and set(_tokens(removed)) <= held
+        self.tokens[capability.id] = (held - set(_tokens(removed))) | set(_tokens(added))
+        self.versions[capability.id] += 1
+        view = super().publish_set(connector, epoch, public_key, capability, added)
+        return view.model_copy(update={"version": self.versions[capability.id]})
+
+
+def _tokens(stream: TokenStream) -> list[bytes]:
+    joined = b"".join(stream.chunks())
+    return [joined[at : at + 16] for at in range(0, len(joined), 16)]
+
+
+def _cases(count: int) -> list[tuple[str, str, str]]:
+    """终本 and other cases of `count` debtors, two or three each, some rows twice, some IDs invalid."""
+    rows = []
+    for n in range(count):
+        first17 = f"3308031980{n // 28 + 1:02d}{n % 28 + 1:02d}{n % 1000:03d}"
+        debtor = first17 + resident_id_check_char(first17) if n % 17 else first17 + "0" * (first17[-1] != "0")
+        for k in range(2 + n % 2):
+            rows.append(
+                (
+                    debtor if n % 5 else debtor.lower(),
+                    f"（2023）浙0803执{n * 10 + k}号",
+                    "终本" if k or n % 3 else "执行中",
+                )
+            )
+    return [*rows, *rows[:7]]
+
+
+CASES_TABLE = {"enforcement_cases": [("debtor_id", "TEXT"), ("case_no", "TEXT"), ("status", "TEXT")]}
+
+
+def _cases_config(url: str) -> ConnectorConfig:
+    court = next(c for c in _roster_configs() if c.connector == "court")
+    kept = [c for c in court.capabilities if c.id == "court.multiple_terminated"]
+    return court.model_copy(update={"database_url": url, "capabilities": kept})
+
+
+def test_a_rebuild_reads_only_new_rows_whole_and_publishes_what_a_clean_build_would(
+    server: Server, tmp_path: Path
+) -> None:
+    """The database digests the rows (connectors.row_digests): the rebuild merges the sorted
+    digests with the published ones, reads whole only the rows that changed or appeared, and
+    its set equals a clean build of the changed table (rows deleted, re-dated, new, doubled)."""
+    rows = _cases(400)
+    admin, _ = server.database(f"i{uuid.uuid4().hex[:12]}")
+    write_tables(admin, CASES_TABLE, {"enforcement_cases": rows})
+    keeper = _Keeper()
+    build_and_publish_incremental(_cases_config(admin), KEY, 1, tmp_path / "state", keeper, workers=1)
+    changed = [r for n, r in enumerate(rows) if n % 50 != 3]  # deleted
+    changed = [(d, c, "执行中" if n % 61 == 5 else s) for n, (d, c, s) in enumerate(changed)]  # status changed
+    changed += [(rows[n][0], f"（2024）浙0803执{n}号", "终本") for n in range(0, 120, 9)]  # new cases, known people
+    changed += [changed[11], changed[11]]  # one row three times over
+    write_tables(admin, CASES_TABLE, {"enforcement_cases": changed})
+    statements: list[str] = []
+
+    def record(_connection: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if "xiezhi_row_key" in statement or "enforcement_cases" in statement:
+            statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        report = build_and_publish_incremental(_cases_config(admin), KEY, 1, tmp_path / "state", keeper, workers=1)
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    write_tables(f"sqlite:///{tmp_path / 'clean.sqlite'}", CASES_TABLE, {"enforcement_cases": changed})
+    (clean,) = build(_cases_config(f"sqlite:///{tmp_path / 'clean.sqlite'}"), KEY, 1).capabilities
+    assert keeper.tokens["court.multiple_terminated"] == set(clean.tokens)
+    (reported,) = report.capabilities
+    assert (reported.rows, reported.invalid_rows, reported.full) == (clean.rows, clean.invalid_rows, False)
+    assert 0 < report.subjects < 60  # only the subjects whose rows changed
+    # The rebuild asked for the sorted digests, then for the new rows by digest: never every row whole.
+    reads = [s for s in statements if "xiezhi_row_key" in s and "ORDER BY 1" not in s]
+    assert any("ORDER BY 1" in s for s in statements) and reads and all(" IN (" in s for s in reads), statements
 
 
 # --- every spelling of an ID --------------------------------------------------------------
