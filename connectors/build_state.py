@@ -57,6 +57,7 @@ _RUN_TABLES = ("fresh", "gone", "changes", "progress")
 _RUN_INDEXES = ("fresh_row", "fresh_subject")  # built once their table is filled
 _NONCE = 12
 _PAGE = 5_000  # rows or subjects read at a time from a working table
+_DIGEST_PAGE = 50_000  # row digests alone (16 bytes each) read at a time
 # The rows now of the subjects in `temp.page`: the published rows not gone, and the new ones.
 # CROSS JOIN makes the page the outer loop (SQLite keeps the written order): each of its
 # subjects is looked up in the index; the planner, knowing nothing of the temporary table,
@@ -70,6 +71,18 @@ SELECT p.subject, e.key, e.value FROM temp.page p LEFT JOIN (
     SELECT f.subject, f.key, f.value FROM temp.page q CROSS JOIN fresh f
     ON f.capability = ?1 AND f.subject = q.subject
 ) e ON e.subject = p.subject ORDER BY p.subject
+"""
+
+# The subjects of the new rows and of the rows gone; and how many of the rows gone had an
+# invalid ID. Each gone row is looked up in `rows` by its key (CROSS JOIN keeps that order).
+_TOUCHED = """
+SELECT subject FROM fresh WHERE capability = ?1 AND subject IS NOT NULL
+UNION SELECT r.subject FROM gone g CROSS JOIN rows r ON r.capability = g.capability AND r.row = g.row
+WHERE g.capability = ?1 AND r.subject IS NOT NULL
+"""
+_INVALID_GONE = """
+SELECT count(*) FROM gone g CROSS JOIN rows r ON r.capability = g.capability AND r.row = g.row
+WHERE g.capability = ?1 AND r.subject IS NULL
 """
 
 
@@ -242,8 +255,8 @@ class BuildState:
         `new_rows` on why no cursor stays open)."""
         after = b""
         query = "SELECT row FROM rows WHERE capability = ? AND row > ? ORDER BY row LIMIT ?"
-        while page := self._db.execute(query, (capability, after, _PAGE)).fetchall():
-            yield from (bytes(row) for (row,) in page)
+        while page := self._db.execute(query, (capability, after, _DIGEST_PAGE)).fetchall():
+            yield from (row for (row,) in page)
             after = page[-1][0]
 
     def add_gone(self, capability: str, rows: Iterable[bytes]) -> None:
@@ -266,13 +279,7 @@ class BuildState:
         its rows now (none if all are gone), in subject order."""
         self._db.execute("DROP TABLE IF EXISTS temp.touched")
         self._db.execute("CREATE TEMP TABLE touched (subject BLOB PRIMARY KEY)")
-        self._db.execute(
-            """INSERT OR IGNORE INTO temp.touched
-               SELECT subject FROM fresh WHERE capability = ?1 AND subject IS NOT NULL
-               UNION SELECT r.subject FROM gone g JOIN rows r ON r.capability = g.capability AND r.row = g.row
-               WHERE g.capability = ?1 AND r.subject IS NOT NULL""",
-            (capability,),
-        )
+        self._db.execute("INSERT OR IGNORE INTO temp.touched " + _TOUCHED, (capability,))
         # Page by page over the touched subjects (see `new_rows` on why no cursor stays open).
         after = b""
         while True:
@@ -377,9 +384,5 @@ class BuildState:
         fresh = self._db.execute(
             "SELECT count(*) FROM fresh WHERE capability = ? AND subject IS NULL", (capability,)
         ).fetchone()[0]
-        gone = self._db.execute(
-            """SELECT count(*) FROM gone g JOIN rows r ON r.capability = g.capability AND r.row = g.row
-               WHERE g.capability = ? AND r.subject IS NULL""",
-            (capability,),
-        ).fetchone()[0]
+        gone = self._db.execute(_INVALID_GONE, (capability,)).fetchone()[0]
         return (0 if before is None else int(before[0])) + int(fresh) - int(gone)

@@ -199,7 +199,7 @@ def _merge(
     held = next(published, None)
     rows, new, last = 0, [], None
     gone = _Gone(state, capability.id)
-    for chunk in row_digests.digests(connection, capability, key, chunk_rows=SCAN_CHUNK):
+    for chunk in row_digests.digests(connection, capability, key):
         rows += len(chunk)
         for digest in chunk:
             if digest == last:  # the same row twice

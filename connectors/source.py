@@ -20,7 +20,7 @@ which may quote a row's value.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -36,7 +36,7 @@ from sqlalchemy.exc import (
 from connectors.config import Capability, ConnectorConfig
 from xiezhi.errors import InvalidInput, Unavailable, XiezhiError
 
-__all__ = ["CHUNK_ROWS", "agency_database", "column_names", "evidence_chunks", "stream"]
+__all__ = ["CHUNK_ROWS", "agency_database", "column_names", "evidence_chunks", "stream", "stream_scalars"]
 
 # Rows fetched from the server per round trip, and the most a chunk holds.
 CHUNK_ROWS = 10_000
@@ -117,13 +117,37 @@ def stream(
 ) -> Iterator[list[tuple[Any, ...]]]:
     """`query`'s rows as tuples, in chunks of 1 to `chunk_rows`, from a server-side cursor;
     errors translated as for `capability`'s query (see `evidence_chunks`)."""
+    for partition in _partitions(connection, query, params, capability, chunk_rows, scalars=False):
+        yield [tuple(row) for row in partition]
+
+
+def stream_scalars(
+    connection: Connection,
+    query: Executable,
+    params: Mapping[str, Any],
+    capability: Capability,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[Sequence[Any]]:
+    """The first column of `query`'s rows, in chunks, as `stream` gives rows."""
+    yield from _partitions(connection, query, params, capability, chunk_rows, scalars=True)
+
+
+def _partitions(
+    connection: Connection,
+    query: Executable,
+    params: Mapping[str, Any],
+    capability: Capability,
+    chunk_rows: int,
+    *,
+    scalars: bool,
+) -> Iterator[Sequence[Any]]:
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
     streaming = connection.execution_options(stream_results=True, yield_per=chunk_rows)
     try:
         with streaming.execute(query, dict(params)) as result:
-            for partition in result.partitions(chunk_rows):
-                yield [tuple(row) for row in partition]
+            yield from (result.scalars() if scalars else result).partitions(chunk_rows)
     except SQLAlchemyError as exc:
         raise _translated(exc, capability) from None
 

@@ -61,7 +61,7 @@ class Approvals:
                 .order_by(col(Approval.requested_at))
             ).all()
             return [
-                _view(approval, request)
+                _view(session, self._catalog, approval, request)
                 for approval, request in rows
                 if self._authorizer.decide_approval(
                     principal, requester=request.requester, approver_org=approval.approver_org, model_id=request.model
@@ -72,7 +72,7 @@ class Approvals:
         with Session(self._engine) as session:
             approval, request = self._load(session, request_id)
             self._authorize(principal, approval, request, "view")
-            return _view(approval, request)
+            return _view(session, self._catalog, approval, request)
 
     def approve(self, principal: Principal, request_id: str, reason: str) -> ApprovalView:
         return self._decide(principal, request_id, reason, approve=True)
@@ -105,7 +105,7 @@ class Approvals:
                 approver_org=approval.approver_org, reasons=approval.reasons, reason_digest=_digest(reason),
             )  # fmt: skip
             session.commit()
-            return _view(approval, request)
+            return _view(session, self._catalog, approval, request)
 
     def _claim(self, session: Session, approval: Approval, status: str) -> None:
         """Move a pending approval to `status` in one conditional UPDATE: of two heads deciding at
@@ -212,10 +212,14 @@ def _digest(text: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()[:12]).decode()
 
 
-def _view(approval: Approval, request: MatchRequest) -> ApprovalView:
+def _view(session: Session, catalog: ModelCatalog, approval: Approval, request: MatchRequest) -> ApprovalView:
+    model = catalog.get(request.model)
     return ApprovalView(
         request_id=request.id,
         model=request.model,
+        model_title=model.title,
+        capabilities=indexes.describe(session, model.looks_up),
+        subjects_digest=request.subjects_digest,
         requester=request.requester,
         org=request.org,
         scope=request.scope,

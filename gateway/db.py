@@ -142,6 +142,7 @@ class MatchRequest(SQLModel, table=True):
     legal_basis: str
     scope: str = ""
     subject_count: int
+    subjects_digest: str | None = None  # the list's SHA-256, as the requester's client states it
     status: str
     plan: RequestPlan = Field(sa_column=Column("plan", PlanColumn(), nullable=False))  # gateway.request_plan
     rows_looked_up: int = 0

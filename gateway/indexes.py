@@ -32,7 +32,7 @@ from gateway.index_deltas import ADDED, REMOVED
 from gateway.request_plan import PinnedConnector, RequestPlan
 from gateway.vault import Vault
 from xiezhi.errors import Conflict, InvalidInput, NotFound, Unavailable
-from xiezhi.wire import TOKEN_BYTES, Capability, RequestStatus, StartPublication
+from xiezhi.wire import TOKEN_BYTES, Capability, CapabilityInfo, RequestStatus, StartPublication
 
 
 def start(session: Session, vault: Vault, connector: str, body: StartPublication, now: datetime) -> Publication:
@@ -181,6 +181,18 @@ def plan(session: Session, capabilities: tuple[Capability, ...]) -> RequestPlan:
             for connector, epoch in epochs.items()
         }
     )
+
+
+def describe(session: Session, capabilities: tuple[Capability, ...]) -> tuple[CapabilityInfo, ...]:
+    """Each capability's title and tier as its connector's active index publishes them (None
+    for a capability with no index published there now)."""
+    described = []
+    for capability in capabilities:
+        epoch = _active(session, capability.connector)
+        found = _committed(session, capability.connector, capability, epoch.epoch) if epoch else []
+        title, tier = (found[0].title, found[0].tier) if found else (None, None)
+        described.append(CapabilityInfo(id=capability, title=title, tier=tier))
+    return tuple(described)
 
 
 def tier_of(session: Session, publication_id: str) -> int:

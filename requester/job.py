@@ -9,7 +9,7 @@ valid row leaves only its errors file.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -81,7 +81,7 @@ def match_file(
         with _progress(show_progress, spec.model) as (on_total, advance):
             result = run_match(
                 client,
-                spec,
+                replace(spec, subjects_digest=spec.subjects_digest or listed.sha256),
                 [row.subject.oprf_input() for row in valid],
                 on_total=on_total,
                 advance=advance,

@@ -48,6 +48,7 @@ class MatchSpec:
     batch_size: int = 2_000
     scope: str | None = None
     request_id: str | None = None
+    subjects_digest: str | None = None  # the list file's SHA-256: the approver sees it
 
 
 # Called with the id of a request that waits for approval; returns once it may run.
@@ -141,8 +142,9 @@ def _open(client: GatewayClient, spec: MatchSpec, count: int, on_pending: OnPend
     request_id = spec.request_id
     if request_id is None:
         body = CreateMatchRequest(
-            model=spec.model, purpose=spec.purpose, legal_basis=spec.legal_basis, scope=spec.scope, subject_count=count
-        )
+            model=spec.model, purpose=spec.purpose, legal_basis=spec.legal_basis, scope=spec.scope,
+            subject_count=count, subjects_digest=spec.subjects_digest,
+        )  # fmt: skip
         try:
             return client.create(body)
         except ApprovalRequired as exc:

@@ -30,3 +30,19 @@ def test_the_evidence_of_touched_subjects_is_looked_up_by_subject(tmp_path: Path
     found = db.execute(build_state._EVIDENCE, ("c",)).fetchall()
     assert len(found) == 300 * 4 + 250 * 4
     state.close()
+
+
+def test_the_rows_gone_are_looked_up_by_their_key(tmp_path: Path) -> None:
+    state = BuildState(tmp_path / "state.sqlite", state_key(bytes(32)))
+    db = state._db
+    db.executemany(
+        "INSERT INTO rows VALUES (?, ?, ?, ?, ?)",
+        [("c", n.to_bytes(16, "big"), b"s", None, b"v") for n in range(20_000)],
+    )
+    db.executemany("INSERT INTO gone VALUES (?, ?)", [("c", n.to_bytes(16, "big")) for n in range(0, 20_000, 100)])
+    for query in (build_state._TOUCHED, build_state._INVALID_GONE):
+        plan = [detail for *_, detail in db.execute("EXPLAIN QUERY PLAN " + query, ("c",))]
+        assert "SEARCH r USING INDEX sqlite_autoindex_rows_1 (capability=? AND row=?)" in plan, plan
+    assert db.execute(build_state._INVALID_GONE, ("c",)).fetchone() == (0,)
+    assert len(db.execute(build_state._TOUCHED, ("c",)).fetchall()) == 1  # every gone row had subject b"s"
+    state.close()

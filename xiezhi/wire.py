@@ -154,6 +154,9 @@ class CreateMatchRequest(Wire):
     legal_basis: Annotated[str | None, Field(max_length=2000)] = None
     scope: RegionCode | None = None
     subject_count: Annotated[int, Field(ge=1, le=MAX_COUNT)]
+    # The SHA-256 of the list file the subjects come from (its bytes as read), which the
+    # approver sees and the clue report names: it binds an approval to the exact list.
+    subjects_digest: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
 
 
 class ConnectorPlan(Wire):
@@ -205,11 +208,23 @@ class MatchRequestView(Wire):
     max_batch_attempts: int = 1
 
 
+class CapabilityInfo(Wire):
+    """A capability as a person reads it: its Chinese title and sensitivity tier (None where
+    no index of it is published now)."""
+
+    id: CapabilityId
+    title: str | None
+    tier: int | None
+
+
 class ApprovalView(Wire):
     """A request as its approver sees it: metadata and counts, never a subject."""
 
     request_id: str
     model: str
+    model_title: str = ""
+    capabilities: tuple[CapabilityInfo, ...] = ()  # what the model looks up
+    subjects_digest: str | None = None  # the list's SHA-256, as the requester's client stated it
     requester: str
     org: str
     scope: str

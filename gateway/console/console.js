@@ -8,7 +8,20 @@
 (() => {
   const TOKEN_KEY = "xiezhi.auditor.token";
   const NOT_AUDITOR =
-    "此控制台仅供安全审计员和系统管理员使用 · This console is for security auditors and system administrators.";
+    "此控制台仅供安全审计员、系统管理员和部门负责人使用 · This console is for security auditors, system administrators and department heads.";
+  const APPROVAL_REASONS = {
+    cross_region: "跨区域查询 · reaches outside the requester's own region",
+    batch_over_limit: "超过批量上限 · more subjects than the requester's batch limit",
+    tier3_capability: "涉及三级（高度敏感）数据 · looks up tier-3 (highly sensitive) data",
+  };
+  const TIERS = { 1: "一级 一般 · tier 1", 2: "二级 敏感 · tier 2", 3: "三级 高度敏感 · tier 3" };
+  const STATUS_TEXT = {
+    pending: "待审批 · waiting",
+    approved: "已批准 · approved",
+    rejected: "已驳回 · rejected",
+    expired: "已过期 · expired",
+    cancelled: "已撤回 · withdrawn",
+  };
   const REFUSED = "令牌无效或已过期，请重新登录 · Your token was refused or has expired: sign in again.";
   const FILTERS = ["since", "until", "user", "org", "model", "connector", "decision", "purpose", "kind", "request_id"];
   const ANOMALY_LABELS = {
@@ -53,6 +66,7 @@
     state.logKey = null;
     $("app").hidden = true;
     $("system").hidden = true;
+    $("approvals").hidden = true;
     $("banner").hidden = true;
     $("alarm").hidden = true;
     $("logout").hidden = true;
@@ -120,6 +134,10 @@
     const roles = claimedRoles(token());
     if (roles.includes("system_admin") && !roles.includes("security_auditor")) {
       await startSystem();
+      return;
+    }
+    if (roles.includes("dept_head") && !roles.includes("security_auditor")) {
+      await startApprovals();
       return;
     }
     $("login").hidden = true;
@@ -217,6 +235,131 @@
       if (down.length) status.classList.add("error");
     } catch (error) {
       report(status, error);
+    }
+  }
+
+  // ---- approvals: the department head's queue --------------------------------------------
+
+  async function startApprovals() {
+    $("login").hidden = true;
+    $("approvals").hidden = false;
+    $("logout").hidden = false;
+    $("login-message").textContent = "";
+    await loadApprovals();
+  }
+
+  async function send(path, body) {
+    const response = await fetch(path, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token()}`, "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      cache: "no-store",
+    });
+    if (response.status === 401) {
+      signOut(REFUSED);
+      throw new SignedOut();
+    }
+    if (!response.ok) {
+      const problem = await problemOf(response);
+      throw new Error(`${problem.code}: ${problem.detail}`);
+    }
+    return response.json();
+  }
+
+  function field(list, term, value, className = "") {
+    list.append(el("dt", {}, term));
+    const dd = el("dd", { className }, value);
+    list.append(dd);
+    return dd;
+  }
+
+  function approvalCard(approval) {
+    const card = el("article", { className: "approval", request: approval.request_id });
+    card.append(el("h3", {}, `${approval.model_title || approval.model} · ${approval.subject_count} 人 · subjects`));
+    const list = document.createElement("dl");
+    field(list, "请求 · Request", approval.request_id, "mono");
+    field(list, "发起人 · Requester", `${approval.requester}（${approval.org}）`);
+    field(list, "模型 · Model", `${approval.model_title || ""} (${approval.model})`);
+    const looks = field(list, "查询内容 · Looks up", "");
+    const items = document.createElement("ul");
+    for (const c of approval.capabilities || []) {
+      const item = el("li", { capability: c.id }, `${c.title || c.id} · ${c.tier ? TIERS[c.tier] : "—"}`);
+      if (c.tier === 3) item.classList.add("tier3");
+      items.append(item);
+    }
+    looks.append(items);
+    field(list, "办案用途 · Purpose", approval.purpose);
+    field(list, "法律依据 · Legal basis", approval.legal_basis);
+    field(list, "人数 · Subjects", String(approval.subject_count));
+    field(list, "查询范围 · Scope", approval.scope);
+    const why = field(list, "需要审批的原因 · Why it needs approval", "");
+    const reasons = document.createElement("ul");
+    for (const code of approval.reasons) reasons.append(el("li", { reason: code }, APPROVAL_REASONS[code] || code));
+    why.append(reasons);
+    field(list, "名单 SHA-256 · List digest", approval.subjects_digest || "（未提供 · not given）", "mono digest");
+    field(list, "提出 · Requested", chinaTime(approval.requested_at));
+    field(list, "截止 · Expires", chinaTime(approval.expires_at));
+    field(list, "状态 · Status", STATUS_TEXT[approval.status] || approval.status, `status-${approval.status}`);
+    if (approval.decided_by) {
+      field(list, "决定人 · Decided by", approval.decided_by);
+      field(list, "决定时间 · Decided at", chinaTime(approval.decided_at));
+      field(list, "理由 · Reason", approval.decision_reason || "");
+    }
+    card.append(list);
+    if (approval.status === "pending") card.append(decisionForm(approval));
+    return card;
+  }
+
+  function decisionForm(approval) {
+    const form = el("form", { className: "decision" });
+    const label = el("label", {}, "理由（必填，勿填写证件号码）· Reason (required; no ID numbers)");
+    const reason = document.createElement("textarea");
+    reason.rows = 2;
+    reason.required = true;
+    reason.maxLength = 500;
+    reason.className = "reason";
+    label.append(reason);
+    const approve = el("button", { className: "approve" }, "批准 · Approve");
+    approve.type = "button";
+    const reject = el("button", { className: "reject secondary" }, "驳回 · Reject");
+    reject.type = "button";
+    const message = el("p", { className: "message" });
+    message.setAttribute("role", "status");
+    const decide = async (action) => {
+      if (!reason.value.trim()) {
+        message.textContent = "请填写理由 · Give a reason.";
+        message.classList.add("error");
+        return;
+      }
+      approve.disabled = reject.disabled = true;
+      try {
+        await send(`/v1/approvals/${encodeURIComponent(approval.request_id)}/${action}`, { reason: reason.value.trim() });
+        await loadApprovals(action === "approve" ? "已批准 · Approved." : "已驳回 · Rejected.");
+      } catch (error) {
+        approve.disabled = reject.disabled = false;
+        report(message, error);
+      }
+    };
+    approve.addEventListener("click", () => decide("approve"));
+    reject.addEventListener("click", () => decide("reject"));
+    const actions = el("div", { className: "actions" });
+    actions.append(approve, reject, message);
+    form.append(label, actions);
+    return form;
+  }
+
+  async function loadApprovals(done = "") {
+    const message = $("approvals-message");
+    const status = $("approvals-status").value;
+    message.classList.remove("error");
+    message.textContent = "读取中… · Loading…";
+    try {
+      const approvals = await getJson(`/v1/approvals?status=${encodeURIComponent(status)}`);
+      $("approval-list").replaceChildren(...approvals.map(approvalCard));
+      const count = `${approvals.length} 项 · ${approvals.length} ${STATUS_TEXT[status] || status}`;
+      message.textContent = done ? `${done} ${count}` : count;
+    } catch (error) {
+      report(message, error);
     }
   }
 
@@ -468,6 +611,8 @@
     $("more").addEventListener("click", () => search(true));
     $("anomalies-refresh").addEventListener("click", loadAnomalies);
     $("system-refresh").addEventListener("click", loadSystem);
+    $("approvals-refresh").addEventListener("click", () => loadApprovals());
+    $("approvals-status").addEventListener("change", () => loadApprovals());
     $("detail-close").addEventListener("click", () => {
       $("detail").hidden = true;
     });
