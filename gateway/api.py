@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.admission import Admission
@@ -23,6 +23,7 @@ from gateway.policy_admin import PolicyAdmin
 from gateway.publishing import Publishing
 from gateway.services import GatewayServices
 from gateway.system import SystemView
+from gateway.workspace import MAX_LISTED
 from xiezhi.errors import InvalidInput, Unauthenticated
 from xiezhi.problems import responses
 from xiezhi.tls import peer_names
@@ -50,8 +51,10 @@ from xiezhi.wire import (
     PolicyUpdate,
     PolicyView,
     PublicationView,
+    RequestSummary,
     StartPublication,
     SystemStatus,
+    WorkspaceView,
 )
 
 router = APIRouter()
@@ -202,6 +205,22 @@ def list_models(_: Caller, services: Services) -> list[dict[str, object]]:
 )
 def create_request(body: CreateMatchRequest, caller: Caller, admission: Admitting) -> MatchRequestView:
     return admission.create(caller, body)
+
+
+@router.get("/v1/requests", tags=["requests"], responses=responses(400, 401, 503))
+def list_requests(
+    caller: Caller, services: Services, limit: Annotated[int, Query(ge=1, le=MAX_LISTED)] = 50
+) -> list[RequestSummary]:
+    """The caller's own requests, newest first: status, progress, clues found, whether the
+    result can still be read. Metadata and counts only."""
+    return services.workspace.requests(caller, limit)
+
+
+@router.get("/v1/me", tags=["requests"], responses=responses(401, 503))
+def my_workspace(caller: Caller, services: Services) -> WorkspaceView:
+    """Who the caller is, their quota today, and each model with what it looks up (Chinese
+    titles and tiers) and whether the policy lets the caller run it."""
+    return services.workspace.view(caller)
 
 
 @router.get("/v1/requests/{request_id}", tags=["requests"], responses=responses(400, 401, 403, 404, 503))

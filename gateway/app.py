@@ -52,6 +52,7 @@ from gateway.system import SystemView
 from gateway.ticket_keys import StoredTicketKeys
 from gateway.vault import Vault
 from gateway.witnessing import Witnessing
+from gateway.workspace import Workspace
 from xiezhi import __version__, apidocs, problems
 from xiezhi.jwks import TicketKeys
 from xiezhi.supervision import ModelCatalog
@@ -156,6 +157,7 @@ def build_services(
             engine, audit.log, authorizer, vault, settings.limits.max_publication_chunk_tokens, clock
         ),
         approvals=Approvals(engine, recorder, authorizer, catalog, clock),
+        workspace=Workspace(engine, authorizer, catalog, clock),
         keys=keys,
         system=SystemView(engine, authorizer, recorder, probe),
         review=AuditReview(audit.log, authorizer, recorder, settings.audit, clock),

@@ -146,6 +146,7 @@ class MatchRequest(SQLModel, table=True):
     status: str
     plan: RequestPlan = Field(sa_column=Column("plan", PlanColumn(), nullable=False))  # gateway.request_plan
     rows_looked_up: int = 0
+    clues: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # found by the lookups so far
     created_at: datetime
     completed_at: datetime | None = None
     results_deleted_at: datetime | None = None  # set when retention deleted the sealed results

@@ -237,6 +237,7 @@ class RequestStore:
             )
             .values(
                 rows_looked_up=first + len(rows),
+                clues=col(MatchRequest.clues) + sum(row.clue for row in rows),
                 **({"status": RequestStatus.COMPLETED.value, "completed_at": self._clock()} if done else {}),
             )
         )

@@ -28,6 +28,7 @@ from gateway.retention import ResultRetention
 from gateway.system import SystemView
 from gateway.ticket_keys import StoredTicketKeys
 from gateway.witnessing import Witnessing
+from gateway.workspace import Workspace
 from xiezhi.supervision import ModelCatalog
 from xiezhi.telemetry import Telemetry
 
@@ -58,6 +59,7 @@ class GatewayServices:
     readiness: Readiness
     telemetry: Telemetry | None  # the service's own providers (its Prometheus metrics), when built by create_app
     retention: ResultRetention
+    workspace: Workspace
 
 
 __all__ = ["GatewayServices"]

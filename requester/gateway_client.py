@@ -48,6 +48,8 @@ from xiezhi.wire import (
     MatchResult,
     PolicyUpdate,
     PolicyView,
+    RequestSummary,
+    WorkspaceView,
 )
 
 _BY_STATUS: dict[int, type[errors.XiezhiError]] = {
@@ -127,6 +129,14 @@ class GatewayClient:
 
     def view(self, request_id: str) -> MatchRequestView:
         return MatchRequestView.model_validate(self._call("GET", f"/v1/requests/{request_id}"))
+
+    def requests(self, limit: int = 50) -> list[RequestSummary]:
+        """The caller's own requests, newest first."""
+        return [RequestSummary.model_validate(item) for item in self._call("GET", f"/v1/requests?limit={limit}")]
+
+    def workspace(self) -> WorkspaceView:
+        """Who the caller is, their quota today, the models they may run and what each looks up."""
+        return WorkspaceView.model_validate(self._call("GET", "/v1/me"))
 
     def approvals(self, status: str = "pending") -> list[ApprovalView]:
         raw = self._call("GET", f"/v1/approvals?status={status}")

@@ -1,9 +1,12 @@
-"""The department head's approvals in the console, in a real headless Chromium, against a
-real stack: a prosecutor's run of a tier-3 model waits; the head signs in, reads the request
-(model and capabilities in Chinese with their tiers, purpose, legal basis, how many subjects,
-why it needs approval, the list's SHA-256, China time), approves it with a reason, and the
-waiting run proceeds to its report, which names the approver. Nothing on the page overflows
-at 1366 px.
+"""The department head's and the prosecutor's views of the console, in a real headless
+Chromium, against a real stack.
+
+A prosecutor's run of a tier-3 model waits; the head signs in, reads the request (model and
+capabilities in Chinese with their tiers, purpose, legal basis, how many subjects, why it
+needs approval, the list's SHA-256, China time), approves it with a reason, and the waiting
+run proceeds to its report, which names the approver. A prosecutor signs in and sees their
+requests (status, progress, clues), their quota today and the models they may run, and
+downloads a completed request's result. Nothing on either page overflows at 1366 px.
 
 Uses Chromium as tests/test_console_browser.py does (its `browser` fixture).
 """
@@ -139,3 +142,49 @@ def _china(iso: str) -> str:
     """A time as the console shows it: China time, seconds, a space between date and time."""
     moment = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC) + timedelta(hours=8)
     return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def test_a_prosecutor_sees_their_requests_quota_and_models_and_downloads_a_result(
+    browser: Any,  # noqa: F811 (the fixture imported above)
+    stack: Stack,
+    generated: Path,
+    tmp_path: Path,
+) -> None:
+    from playwright.sync_api import expect
+
+    token = stack.user_token(["prosecutor"], subject=PROSECUTOR)
+    spec = MatchSpec("spouse_property", PURPOSE, LEGAL_BASIS)
+    summary = match_file(stack.gateway_url, token, spec, generated / "subjects.csv", tmp_path / "clues.csv",
+                         show_progress=False, workers=1, on_pending=stack.approver())  # fmt: skip
+    me = _api(stack, "/v1/me", token).json()
+
+    page = _page(browser, stack, client="requester", viewport={"width": WIDTH, "height": 900}, accept_downloads=True)
+    _sign_in(page, stack, token)
+    row = page.locator(f"#requests tr[data-request='{summary.request_id}']")
+    expect(row).to_be_visible(timeout=TIMEOUT_MS)
+    expect(row).to_contain_text("已完成")
+    expect(row).to_contain_text("配偶财产线索")
+    expect(row.locator("td.clues")).to_have_text(str(summary.clues))
+    expect(row).to_contain_text(f"{summary.rows} / {summary.rows}")
+    quota = me["quota"]
+    assert quota["used_today"] == summary.rows  # what the run spent
+    expect(page.locator("#quota")).to_contain_text(f"剩余 {quota['remaining_today']} / {quota['subjects_per_day']}")
+    model = page.locator("article.model[data-model='spouse_property']")
+    expect(model).to_contain_text("可运行")
+    expect(model).to_contain_text("近年离婚登记 · 三级 高度敏感")
+    assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH
+    page.screenshot(path=str(tmp_path / "requester-1366.png"), full_page=True)
+
+    with page.expect_download(timeout=TIMEOUT_MS) as downloading:
+        row.locator("button.download").click()
+    saved = tmp_path / "result.csv"
+    downloading.value.save_as(saved)
+    about, table = read_report(saved)
+    assert about["请求编号"] == summary.request_id and about["模型名称"] == "配偶财产线索"
+    assert table[0] == ["序号", "线索", "现为已婚（最近一次登记为结婚）", "近年离婚登记"]
+    assert len(table) - 1 == summary.rows and sum(r[1] == "是" for r in table[1:]) == summary.clues
+    # The same flags, row for row, as the report the CLI wrote from the list.
+    _, report = read_report(tmp_path / "clues.csv")
+    checked = [r for r in report[1:] if r[0] in ("是", "否")]
+    assert [r[1:] for r in table[1:]] == [[r[0], *r[4:]] for r in checked]
+    page.context.close()

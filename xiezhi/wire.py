@@ -241,6 +241,52 @@ class ApprovalView(Wire):
     decision_reason: str | None = None
 
 
+class RequestSummary(Wire):
+    """One of the caller's own requests, as their list shows it: metadata and counts only."""
+
+    request_id: str
+    model: str
+    model_title: str
+    status: RequestStatus
+    purpose: str
+    subject_count: int
+    rows_looked_up: int
+    clues: int  # found by the lookups so far
+    created_at: datetime
+    completed_at: datetime | None
+    result_available: bool  # completed, and its result not yet deleted by retention
+
+
+class QuotaView(Wire):
+    subjects_per_day: int
+    used_today: int
+    remaining_today: int
+    resets_at: datetime  # the next midnight, China time
+
+
+class ModelInfo(Wire):
+    """A supervision model as a requester chooses one: what it looks up, and whether the
+    policy lets the caller run it now (the request is authorized again when made)."""
+
+    id: str
+    title: str
+    description: str
+    subjects: str  # debtors or applicants
+    looks_up: tuple[CapabilityInfo, ...]
+    reveals: tuple[CapabilityId, ...]
+    may_run: bool
+
+
+class WorkspaceView(Wire):
+    """The caller, their quota today and the models they may run."""
+
+    subject: str
+    org: str | None
+    roles: tuple[str, ...]
+    quota: QuotaView | None  # None: no quota granted to these roles
+    models: tuple[ModelInfo, ...]
+
+
 class ApprovalDecision(Wire):
     # gateway.approvals refuses a reason holding an ID number (identifier_in_reason).
     reason: Annotated[str, Field(min_length=1, max_length=500, json_schema_extra=NO_IDENTIFIER_SCHEMA)]

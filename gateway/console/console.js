@@ -8,7 +8,15 @@
 (() => {
   const TOKEN_KEY = "xiezhi.auditor.token";
   const NOT_AUDITOR =
-    "此控制台仅供安全审计员、系统管理员和部门负责人使用 · This console is for security auditors, system administrators and department heads.";
+    "此控制台仅供安全审计员、系统管理员、部门负责人和检察官使用 · This console is for security auditors, system administrators, department heads and prosecutors.";
+  const REQUEST_STATUS = {
+    pending_approval: "待审批 · waiting for approval",
+    evaluating: "进行中 · running",
+    completed: "已完成 · completed",
+    rejected: "已驳回 · rejected",
+    expired: "已过期 · expired",
+    cancelled: "已撤回 · cancelled",
+  };
   const APPROVAL_REASONS = {
     cross_region: "跨区域查询 · reaches outside the requester's own region",
     batch_over_limit: "超过批量上限 · more subjects than the requester's batch limit",
@@ -67,6 +75,7 @@
     $("app").hidden = true;
     $("system").hidden = true;
     $("approvals").hidden = true;
+    $("requester").hidden = true;
     $("banner").hidden = true;
     $("alarm").hidden = true;
     $("logout").hidden = true;
@@ -138,6 +147,10 @@
     }
     if (roles.includes("dept_head") && !roles.includes("security_auditor")) {
       await startApprovals();
+      return;
+    }
+    if ((roles.includes("prosecutor") || roles.includes("assistant")) && !roles.includes("security_auditor")) {
+      await startRequester();
       return;
     }
     $("login").hidden = true;
@@ -235,6 +248,118 @@
       if (down.length) status.classList.add("error");
     } catch (error) {
       report(status, error);
+    }
+  }
+
+  // ---- the prosecutor's work: requests, quota, models --------------------------------------
+
+  async function startRequester() {
+    $("login").hidden = true;
+    $("requester").hidden = false;
+    $("logout").hidden = false;
+    $("login-message").textContent = "";
+    await loadRequester();
+  }
+
+  async function loadRequester() {
+    const message = $("requests-message");
+    message.classList.remove("error");
+    message.textContent = "读取中… · Loading…";
+    try {
+      const [me, requests] = await Promise.all([getJson("/v1/me"), getJson("/v1/requests?limit=100")]);
+      const quota = $("quota");
+      quota.textContent = me.quota
+        ? `今日配额 · Quota today: 剩余 ${me.quota.remaining_today} / ${me.quota.subjects_per_day} 人 · ` +
+          `${me.quota.remaining_today} of ${me.quota.subjects_per_day} subjects left, resets ${chinaTime(me.quota.resets_at)}`
+        : "未授予配额 · No quota granted to your roles.";
+      $("requests").tBodies[0].replaceChildren(...requests.map(requestRow));
+      $("models").replaceChildren(...me.models.map(modelCard));
+      message.textContent = `${requests.length} 个请求 · ${requests.length} requests`;
+    } catch (error) {
+      report(message, error);
+    }
+  }
+
+  function requestRow(request) {
+    const tr = el("tr", { request: request.request_id, status: request.status });
+    const cells = [
+      [chinaTime(request.created_at), ""],
+      [`${request.model_title} (${request.model})`, ""],
+      [request.purpose, ""],
+      [REQUEST_STATUS[request.status] || request.status, `status-${request.status}`],
+      [`${request.rows_looked_up} / ${request.subject_count}`, "mono"],
+      [String(request.clues), "mono clues"],
+    ];
+    for (const [text, className] of cells) tr.append(el("td", { className }, text));
+    const result = el("td", {});
+    if (request.result_available) {
+      const button = el("button", { className: "secondary small download" }, "下载结果 · Download");
+      button.type = "button";
+      button.addEventListener("click", () => downloadResult(request.request_id, button));
+      result.append(button);
+    } else {
+      result.textContent = request.status === "completed" ? "已删除 · deleted" : "—";
+    }
+    tr.append(result);
+    return tr;
+  }
+
+  function modelCard(model) {
+    const card = el("article", { className: "model", model: model.id });
+    card.append(el("h4", {}, `${model.title} (${model.id}) · ${model.may_run ? "可运行 · you may run it" : "无权运行 · not for you"}`));
+    if (model.description) card.append(el("p", { className: "message" }, model.description));
+    const items = document.createElement("ul");
+    for (const c of model.looks_up) {
+      const item = el("li", { capability: c.id }, `${c.title || c.id} · ${c.tier ? TIERS[c.tier] : "未发布 · not published"}`);
+      if (c.tier === 3) item.classList.add("tier3");
+      items.append(item);
+    }
+    card.append(items);
+    return card;
+  }
+
+  function csvCell(value) {
+    let text = value == null ? "" : String(value);
+    if (/^[=+\-@\t\r]/.test(text)) text = `'${text}`; // formula text neutralised, as the CLI's report does
+    return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+  }
+
+  async function downloadResult(requestId, button) {
+    button.disabled = true;
+    try {
+      const result = await getJson(`/v1/requests/${encodeURIComponent(requestId)}/result`);
+      const about = result.about || {};
+      const titles = Object.fromEntries((about.capabilities || []).map((c) => [c.id, c.title]));
+      const block = [
+        ["请求编号", result.request_id],
+        ["模型", result.model],
+        ["模型名称", about.model_title || ""],
+        ["办案用途", about.purpose || ""],
+        ["法律依据", about.legal_basis || ""],
+        ["发起人", about.requester || ""],
+        ["审批人", about.approved_by || "无需审批"],
+        ...(about.capabilities || []).map((c) => [`数据截至：${c.title}`, c.data_as_of ? chinaTime(c.data_as_of) : "未知"]),
+        ["核对行数", String(result.rows.length)],
+        ["线索数", String(result.rows.filter((r) => r.clue).length)],
+        ["说明", "序号为名单中有效行的顺序（从 1 起）；“否”表示在该数据中未找到，不表示没有财产。完整报告请用 xiezhi match --request-id 在本机生成。"],
+      ];
+      const table = [["序号", "线索", ...result.reveals.map((c) => titles[c] || c)]];
+      for (const row of result.rows) {
+        table.push([row.row + 1, row.clue ? "是" : "否", ...result.reveals.map((c) => (row.flags[c] ? "是" : "否"))]);
+      }
+      const lines = [...block, [], ...table].map((line) => line.map(csvCell).join(","));
+      const blob = new Blob(["\ufeff" + lines.join("\r\n") + "\r\n"], { type: "text/csv;charset=utf-8" });
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = `result-${requestId}.csv`;
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+    } catch (error) {
+      report($("requests-message"), error);
+    } finally {
+      button.disabled = false;
     }
   }
 
@@ -612,6 +737,7 @@
     $("anomalies-refresh").addEventListener("click", loadAnomalies);
     $("system-refresh").addEventListener("click", loadSystem);
     $("approvals-refresh").addEventListener("click", () => loadApprovals());
+    $("requester-refresh").addEventListener("click", () => loadRequester());
     $("approvals-status").addEventListener("change", () => loadApprovals());
     $("detail-close").addEventListener("click", () => {
       $("detail").hidden = true;

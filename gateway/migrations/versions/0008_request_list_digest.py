@@ -1,6 +1,8 @@
 """`match_requests.subjects_digest`: the SHA-256 of the subject list a request was made from,
 as the requester's client states it, which the approver sees beside the request and the
 clue report names, binding the approval to the exact list. Older requests have none.
+`match_requests.clues`: the clues its lookups found so far, which the requester's list of
+requests shows (older requests count from 0).
 
 Revision ID: 0008
 Revises: 0007
@@ -22,6 +24,7 @@ depends_on: str | None = None
 def upgrade() -> None:
     with op.batch_alter_table("match_requests") as batch:
         batch.add_column(sa.Column("subjects_digest", AutoString(), nullable=True))
+        batch.add_column(sa.Column("clues", sa.Integer(), server_default="0", nullable=False))
 
 
 def downgrade() -> None:
