@@ -29,7 +29,8 @@ PUBLIC = {
     ("get", "/metrics"): {404},  # metrics not served (telemetry.prometheus off)
 }
 # Routes that decide nothing by policy: any authenticated caller may list these.
-UNDECIDED = {("get", "/v1/models"), ("get", "/v1/orgs")}
+# Answered to any signed-in caller, about themselves or the catalogue: no policy decision.
+UNDECIDED = {("get", "/v1/models"), ("get", "/v1/orgs"), ("get", "/v1/requests"), ("get", "/v1/me")}
 # Statuses particular to a route, beyond what its shape implies.
 PARTICULAR = {
     ("post", "/v1/requests"): {404, 409, 429},  # unknown model; waiting for approval; quota spent
