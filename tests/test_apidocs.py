@@ -1,6 +1,6 @@
-"""The API docs page works on a closed network: `/docs` loads Swagger UI from the installation
-(xiezhi.apidocs, the pinned swagger-ui-bundle package), never from a CDN — on the gateway
-and on a connector."""
+"""The API docs pages work on a closed network: `/docs` (Swagger UI) and `/redoc` (ReDoc) load
+their scripts from the installation (xiezhi.apidocs: the pinned swagger-ui-bundle and
+fastapi-offline packages), never from a CDN — on the gateway and on a connector."""
 
 from __future__ import annotations
 
@@ -33,17 +33,19 @@ def _referenced(html: str) -> list[str]:
 
 
 def _check(client: TestClient) -> None:
-    page = client.get("/docs")
-    assert page.status_code == 200
-    urls = _referenced(page.text)
-    assert urls, page.text
-    for url in urls:
-        assert url.startswith("/"), f"/docs references {url}, not a local asset"
-        assert not url.startswith("//"), url
-        assert client.get(url).status_code == 200, url
+    urls: list[str] = []
+    for path in ("/docs", "/redoc"):
+        page = client.get(path)
+        assert page.status_code == 200
+        found = _referenced(page.text)
+        assert found, page.text
+        for url in found:
+            assert url.startswith("/"), f"{path} references {url}, not a local asset"
+            assert not url.startswith("//"), url
+            assert client.get(url).status_code == 200, url
+        assert "cdn" not in page.text.lower() and "fonts.googleapis" not in page.text
+        urls += found
     assert set(apidocs.asset_urls()) <= set(urls)
-    assert "cdn" not in page.text.lower()
-    assert client.get("/redoc").status_code == 404  # ReDoc would load from a CDN: not offered
     assert client.get(f"{apidocs.ASSETS}/../settings.yaml").status_code == 404
     assert client.get(f"{apidocs.ASSETS}/index.html").status_code == 404  # only the listed files
 
