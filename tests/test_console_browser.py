@@ -286,7 +286,14 @@ def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Pa
     proof = page.locator("#proof")
     expect(proof).to_contain_text("Inclusion proof verified against checkpoint", timeout=TIMEOUT_MS)
     expect(proof).to_contain_text("signed by xiezhi.dev/audit")
-    assert json.loads(page.locator("#detail-entry").text_content())["seq"] == target
+    stored = json.loads(page.locator("#detail-entry").text_content())
+    assert stored["seq"] == target
+    # Rendered as fields, not JSON: the purpose, the kind, each detail key on its own line.
+    fields = page.locator("#detail-fields")
+    expect(fields.locator("dd[data-field='kind']")).to_have_text("request.created")
+    expect(fields.locator("dd[data-field='purpose']")).to_have_text(PURPOSE)
+    expect(fields.locator("dd[data-field='detail.subjects']")).to_have_text(str(stored["detail"]["subjects"]))
+    assert page.locator("#detail details").get_attribute("open") is None  # the JSON stays folded
 
     # The Saturday-night run is flagged; following the flag shows exactly its entries.
     flag = page.locator("#anomalies li[data-code='outside_working_hours']")

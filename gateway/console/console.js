@@ -635,7 +635,38 @@
     } catch (_) {
       $("detail-entry").textContent = detail.entry;
     }
+    showFields(detail);
     await checkProof(seq, detail);
+  }
+
+  // The entry's fields as a person reads them: labelled, times in China time, the detail's
+  // keys one per line. The canonical JSON stays below, folded, as the proof hashes it.
+  const ENTRY_FIELDS = [
+    ["seq", "序号 · Seq"],
+    ["at", "时间 · Time (UTC+8)"],
+    ["kind", "类型 · Kind"],
+    ["actor", "用户 · User"],
+    ["org", "单位 · Organisation"],
+    ["action", "动作 · Action"],
+    ["outcome", "结果 · Outcome"],
+    ["purpose", "案号 · Purpose"],
+    ["model", "模型 · Model"],
+    ["connector", "数据源 · Connector"],
+    ["request_id", "请求 · Request"],
+  ];
+
+  function showFields(detail) {
+    const list = $("detail-fields");
+    list.replaceChildren();
+    for (const [name, label] of ENTRY_FIELDS) {
+      const value = detail[name];
+      if (value === null || value === undefined || value === "") continue;
+      list.append(el("dt", {}, label), el("dd", { field: name }, name === "at" ? chinaTime(value) : value));
+    }
+    for (const [key, value] of Object.entries(detail.detail || {})) {
+      const shown = typeof value === "object" && value !== null ? JSON.stringify(value) : value;
+      list.append(el("dt", { className: "detail-key" }, key), el("dd", { field: `detail.${key}` }, shown));
+    }
   }
 
   async function checkProof(seq, detail) {
