@@ -277,6 +277,18 @@ def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Pa
     assert set(_column(page, 7)) == {"deny"}
     page.unroute("**/v1/audit/entries?*")
 
+    # The auditor's own reads (every search is a logged decision) are folded by default.
+    page.click("#clear-button")
+    page.fill("#f-user", AUDITOR)
+    page.click("#search-button")
+    expect(page.locator("#search-status")).to_contain_text("of your own reads folded", timeout=TIMEOUT_MS)
+    own = page.locator("#results tbody tr.own")
+    assert own.count() > 0 and not any(own.nth(i).is_visible() for i in range(own.count()))
+    page.check("#show-own")
+    expect(own.first).to_be_visible(timeout=TIMEOUT_MS)
+    page.uncheck("#show-own")
+    page.fill("#f-user", "")
+
     # Open the request's creation entry: the browser checks its inclusion proof itself.
     page.click("#clear-button")
     page.fill("#f-request", created[0]["request_id"])

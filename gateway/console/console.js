@@ -42,7 +42,7 @@
   };
 
   const $ = (id) => document.getElementById(id);
-  const state = { nextBefore: null, seqs: [], logKey: null, searches: 0 };
+  const state = { nextBefore: null, seqs: [], logKey: null, searches: 0, me: null };
 
   class SignedOut extends Error {}
 
@@ -139,8 +139,18 @@
     }
   }
 
+  function claimedSubject(value) {
+    try {
+      const part = value.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      return JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "="))).sub || null;
+    } catch (_) {
+      return null;
+    }
+  }
+
   async function start() {
     const roles = claimedRoles(token());
+    state.me = claimedSubject(token());
     if (roles.includes("system_admin") && !roles.includes("security_auditor")) {
       await startSystem();
       return;
@@ -533,6 +543,7 @@
 
   function row(entry) {
     const tr = el("tr", { seq: entry.seq });
+    if (isOwnRead(entry)) tr.classList.add("own");
     if (state.seqs.includes(entry.seq)) tr.classList.add("flagged");
     const cells = [
       [entry.seq, "mono"],
@@ -569,10 +580,28 @@
       for (const entry of page.entries) body.append(row(entry));
       state.nextBefore = page.next_before;
       $("more").hidden = page.next_before === null;
-      $("empty").hidden = body.rows.length > 0;
-      status.textContent = `${body.rows.length} 条 · ${body.rows.length} entries shown`;
+      foldOwnReads();
+      const folded = body.querySelectorAll("tr.own").length;
+      const shown = body.rows.length - ($("show-own").checked ? 0 : folded);
+      $("empty").hidden = shown > 0;
+      status.textContent =
+        `${shown} 条 · ${shown} entries shown` +
+        (folded && !$("show-own").checked ? `（另有您自己的查阅 ${folded} 条已折叠 · ${folded} of your own reads folded）` : "");
     } catch (error) {
       if (ticket === state.searches) report(status, error);
+    }
+  }
+
+  // The auditor's own reads (each search is itself a logged decision) are folded away by
+  // default, so the entries under review are not buried under the review's own trail.
+  function isOwnRead(entry) {
+    return entry.actor === state.me && (entry.kind === "decision" || entry.kind.startsWith("audit."));
+  }
+
+  function foldOwnReads() {
+    const show = $("show-own").checked;
+    for (const tr of $("results").tBodies[0].rows) {
+      if (tr.classList.contains("own")) tr.hidden = !show;
     }
   }
 
@@ -765,6 +794,7 @@
     });
     $("export-button").addEventListener("click", exportCsv);
     $("more").addEventListener("click", () => search(true));
+    $("show-own").addEventListener("change", () => search());
     $("anomalies-refresh").addEventListener("click", loadAnomalies);
     $("system-refresh").addEventListener("click", loadSystem);
     $("approvals-refresh").addEventListener("click", () => loadApprovals());
