@@ -277,6 +277,10 @@ def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Pa
     assert set(_column(page, 7)) == {"deny"}
     page.unroute("**/v1/audit/entries?*")
 
+    # The policy's changes, newest first: the seed the gateway recorded at its first start.
+    seeded = page.locator("#policy-changes li").last
+    expect(seeded).to_contain_text("seed", timeout=TIMEOUT_MS)
+
     # The auditor's own reads (every search is a logged decision) are folded by default.
     page.click("#clear-button")
     page.fill("#f-user", AUDITOR)

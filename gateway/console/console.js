@@ -173,7 +173,7 @@
       if (!(error instanceof SignedOut)) signOut(`无法连接审计接口 · The audit API failed: ${error.message}`);
       return;
     }
-    await Promise.all([loadAlarms(), loadBanner(), search(), loadAnomalies()]);
+    await Promise.all([loadAlarms(), loadBanner(), search(), loadAnomalies(), loadPolicyChanges()]);
   }
 
   // ---- alarms: a witness refusing the log's checkpoint, until an operator resolves it ------
@@ -602,6 +602,33 @@
     const show = $("show-own").checked;
     for (const tr of $("results").tBodies[0].rows) {
       if (tr.classList.contains("own")) tr.hidden = !show;
+    }
+  }
+
+  // ---- policy changes: who changed the rules, when, to which version ------------------------
+
+  async function loadPolicyChanges() {
+    const status = $("policy-status");
+    const list = $("policy-changes");
+    try {
+      const page = await getJson("/v1/audit/policy-changes?limit=20");
+      list.replaceChildren(
+        ...page.entries.map((entry) => {
+          const d = entry.detail || {};
+          const version = d.policy_version || d.version || "";
+          const item = el(
+            "li",
+            { seq: entry.seq },
+            `${chinaTime(entry.at)} · ${entry.actor} · ${entry.action} · ${entry.outcome}` + (version ? ` · ${version}` : ""),
+          );
+          item.title = "打开条目 · Open the entry";
+          item.addEventListener("click", () => openEntry(entry.seq));
+          return item;
+        }),
+      );
+      status.textContent = page.entries.length ? "" : "没有策略变更 · No policy changes.";
+    } catch (error) {
+      report(status, error);
     }
   }
 
