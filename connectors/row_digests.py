@@ -36,6 +36,7 @@ from connectors.source import CHUNK_ROWS, column_names, stream, stream_scalars
 
 DIGEST_BYTES = 16
 GROUP = 4096  # digests the database joins into one value
+PICK = 50_000  # new rows' digests per pass that picks them (each pass digests every row again)
 _KEY = "xiezhi_row_key"  # the parameter's name, apart from any of a capability's own
 _NEW = "xiezhi_new_rows"
 _MYSQL = ("mysql", "mariadb")
@@ -79,16 +80,23 @@ def rows_with_digests(
     chunk_rows: int = CHUNK_ROWS,
 ) -> Iterator[list[tuple[bytes, tuple[Any, ...]]]]:
     """Each row of the capability's query with its digest, in chunks: every row, or (`only`)
-    those whose digest is one of `only` (the database picks them)."""
+    those whose digest is one of `only` (the database picks them, `PICK` digests per pass:
+    PostgreSQL as one array parameter, MySQL as a list the driver writes into the query)."""
     shape = "SELECT {digest} AS d, q.* FROM ({query}) AS q"
-    if only is not None:
-        shape += " WHERE {digest} IN :" + _NEW
+    if only is None:
+        query, params = _wrapped(connection, capability, key, shape)
+        for chunk in stream(connection, query, params, capability, chunk_rows=chunk_rows):
+            yield [(bytes(row[0]), tuple(row[1:])) for row in chunk]
+        return
+    postgresql = connection.dialect.name == "postgresql"
+    shape += " WHERE {digest} = ANY(:" + _NEW + ")" if postgresql else " WHERE {digest} IN :" + _NEW
     query, params = _wrapped(connection, capability, key, shape)
-    if only is not None:
+    if not postgresql:
         query = query.bindparams(bindparam(_NEW, expanding=True))
-        params[_NEW] = list(only)
-    for chunk in stream(connection, query, params, capability, chunk_rows=chunk_rows):
-        yield [(bytes(row[0]), tuple(row[1:])) for row in chunk]
+    for first in range(0, len(only), PICK):
+        params[_NEW] = list(only[first : first + PICK])
+        for chunk in stream(connection, query, params, capability, chunk_rows=chunk_rows):
+            yield [(bytes(row[0]), tuple(row[1:])) for row in chunk]
 
 
 def _wrapped(
