@@ -148,6 +148,21 @@ class CreateMatchRequest(Wire):
     refused with a reason code rather than a validation error. `scope` is the region whose
     data the run reaches; it defaults to the requester's own organisation."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "housing_fund",
+                    "purpose": "（2025）浙0803执监15号",
+                    "legal_basis": "《人民检察院民事诉讼监督规则》第一百零四条",
+                    "scope": "330803",
+                    "subject_count": 1281,
+                    "subjects_digest": "27c3ad499a6ec74b872ebd3cb82edb2fc57cc777ab12840bec2a1db677bba0aa",
+                }
+            ]
+        }
+    )
+
     model: Identifier
     # Generous bounds here; the policy refuses anything over 200 characters with a reason code.
     purpose: Annotated[str | None, Field(max_length=2000)] = None
@@ -288,6 +303,7 @@ class WorkspaceView(Wire):
 
 
 class ApprovalDecision(Wire):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "同意核查：属本院终本案件专项监督范围"}]})
     # gateway.approvals refuses a reason holding an ID number (identifier_in_reason).
     reason: Annotated[str, Field(min_length=1, max_length=500, json_schema_extra=NO_IDENTIFIER_SCHEMA)]
 
@@ -297,6 +313,20 @@ class EvaluationBatch(Wire):
 
     Without `first_row` (a client from before batch slots) the gateway takes the slot just
     after the connector's last one, as those clients sent their batches in order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "first_row": 0,
+                    "blinded_elements": [
+                        "4vKuCmq8TnGohKlhxQBRX1jjC2qlgt2NtqZZReCNLXY=",
+                        "4vKuCmq8TnGohKlhxQBRX1jjC2qlgt2NtqZZReCNLXY=",
+                    ],
+                }
+            ]
+        }
+    )
 
     first_row: Annotated[int | None, Field(ge=0)] = None
     blinded_elements: Annotated[list[Element], Field(min_length=1)]
@@ -308,6 +338,10 @@ class FailureReason(StrEnum):
 
 class EvaluationFailure(Wire):
     """The requester's report that the evaluation of one slot failed on its side (its proof did not verify)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"first_row": 0, "count": 2000, "reason": "proof_failed"}]}
+    )
 
     first_row: Annotated[int, Field(ge=0)]
     count: Annotated[int, Field(ge=1)]
@@ -322,6 +356,20 @@ class EvaluationResult(Wire):
 
 class LookupBatch(Wire):
     """Tokens for rows first_row … first_row+n-1 (0-based positions in the request)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "first_row": 0,
+                    "tokens": {
+                        "housing_fund.balance_positive": ["mwiKDV2SFbOnBV+HSn3ehQ=="],
+                        "housing_fund.sealed_with_balance": ["mwiKDV2SFbOnBV+HSn3ehQ=="],
+                    },
+                }
+            ]
+        }
+    )
 
     first_row: Annotated[int, Field(ge=0, le=MAX_COUNT)]
     tokens: Annotated[
@@ -398,6 +446,20 @@ class StartPublication(Wire):
     hashes (SHA-256) to `digest`. With `base`, a delta to that committed publication instead:
     it adds those tokens and removes `removed_count` (hashing to `removed_digest`), all at
     once when it is committed."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "epoch": 1,
+                    "public_key": "4vKuCmq8TnGohKlhxQBRX1jjC2qlgt2NtqZZReCNLXY=",
+                    "capability": {"id": "housing_fund.balance_positive", "title": "住房公积金账户有余额", "tier": 2},
+                    "token_count": 250000,
+                    "digest": "27c3ad499a6ec74b872ebd3cb82edb2fc57cc777ab12840bec2a1db677bba0aa",
+                }
+            ]
+        }
+    )
 
     epoch: Annotated[int, Field(ge=1, le=MAX_COUNT)]
     public_key: Element
@@ -476,6 +538,9 @@ class PolicyView(Wire):
 
 
 class PolicyUpdate(Wire):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"policy": "# the whole policy file (policies/policy.yaml), as text\n"}]}
+    )
     policy: Annotated[str, Field(min_length=1, max_length=2_000_000)]
 
 
@@ -495,12 +560,16 @@ OrgName = Annotated[
 
 
 class OrgCreate(Wire):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"code": "330804", "name": "某市某区人民检察院", "parent": "330800"}]}
+    )
     code: RegionCode
     name: OrgName
     parent: RegionCode | None = None
 
 
 class OrgRename(Wire):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "某市某区人民检察院"}]})
     name: OrgName
 
 
@@ -586,11 +655,17 @@ class AlarmView(Wire):
 class AlarmResolution(Wire):
     """What the operator did about an alarm (kept in the audit log)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"reason": "已核实：见证方的状态已从备份恢复，日志未被回滚"}]}
+    )
+
     reason: Annotated[str, Field(min_length=4, max_length=500)]
 
 
 class KeyRotation(Wire):
     """What `POST /v1/keys/rotate` rotates: the key-encryption key, the data key, or both."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"kek": True, "data_key": True}]})
 
     kek: StrictBool = True  # true or false, not "yes" or 1
     data_key: StrictBool = True
