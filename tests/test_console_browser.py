@@ -281,6 +281,19 @@ def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Pa
     seeded = page.locator("#policy-changes li").last
     expect(seeded).to_contain_text("seed", timeout=TIMEOUT_MS)
 
+    # One click on a request id in the list shows that request's whole story.
+    page.click("#clear-button")
+    page.fill("#f-user", PROSECUTOR)
+    page.select_option("#f-kind", "lookup")
+    page.click("#search-button")
+    expect(page.locator("#search-status")).to_contain_text("entries shown", timeout=TIMEOUT_MS)
+    story_of = created[0]["request_id"]
+    page.locator(f"#results tbody tr td.story[title^='{story_of}']").first.click()
+    expect(page.locator("#f-request")).to_have_value(story_of, timeout=TIMEOUT_MS)
+    kinds = set(_column(page, 3))
+    assert {"decision", "request.created", "relay", "lookup", "result.read"} <= kinds, kinds
+    assert set(_column(page, 11)) == {story_of[:8]}
+
     # The auditor's own reads (every search is a logged decision) are folded by default.
     page.click("#clear-button")
     page.fill("#f-user", AUDITOR)

@@ -559,9 +559,29 @@
       [entry.request_id ? entry.request_id.slice(0, 8) : "", "mono"],
     ];
     for (const [text, className] of cells) tr.append(el("td", { className }, text));
-    if (entry.request_id) tr.lastChild.title = entry.request_id;
+    if (entry.request_id) {
+      // One click on the request id shows the request's whole story: who asked and why, the
+      // decision, the approval, every relay and lookup, every read of its result.
+      const cell = tr.lastChild;
+      cell.title = `${entry.request_id} — 显示此请求的全部条目 · show this request's whole story`;
+      cell.classList.add("story");
+      cell.addEventListener("click", (event) => {
+        event.stopPropagation();
+        showStory(entry.request_id);
+      });
+    }
     tr.addEventListener("click", () => openEntry(entry.seq));
     return tr;
+  }
+
+  function showStory(requestId) {
+    const form = $("search");
+    for (const name of FILTERS) form.elements[name].value = "";
+    state.seqs = [];
+    showSeqFilter();
+    form.elements.request_id.value = requestId;
+    $("show-own").checked = false;
+    search();
   }
 
   async function search(more = false) {
