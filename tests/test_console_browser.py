@@ -328,6 +328,7 @@ def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Pa
     flag = page.locator("#anomalies li[data-code='outside_working_hours']")
     expect(flag).to_contain_text(PROSECUTOR, timeout=TIMEOUT_MS)
     expect(flag).to_contain_text("Saturday")
+    expect(flag.locator(".explain")).to_contain_text("工作时间以外")  # what the flag means, in Chinese
     flag.click()
     expect(page.locator("#seq-filter")).to_be_visible()
     flagged = [f for f in _api(stack, "/v1/audit/anomalies", auditor).json() if f["code"] == "outside_working_hours"]

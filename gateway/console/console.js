@@ -17,6 +17,15 @@
     expired: "已过期 · expired",
     cancelled: "已撤回 · cancelled",
   };
+  // What each flag means, in Chinese; the flag's own reason (its figures) follows in English.
+  const ANOMALY_EXPLAIN = {
+    volume_above_baseline: "该用户当日查询人数明显高于其以往活跃日的中位数，且超过最低阈值。",
+    outside_working_hours: "该用户在工作时间以外提出请求、读取结果或审批（北京时间）。",
+    denial_burst: "该用户短时间内多次被拒绝，可能在试探权限边界。",
+    token_repeated: "同一假名令牌（同一查询对象）被多个请求或多名用户反复查询。",
+    fast_approval: "审批在请求提出后极短时间内完成，可能未经实质审查。",
+    export: "审计数据被导出：每次导出均提示复核。",
+  };
   const APPROVAL_REASONS = {
     cross_region: "跨区域查询 · reaches outside the requester's own region",
     batch_over_limit: "超过批量上限 · more subjects than the requester's batch limit",
@@ -791,6 +800,7 @@
         const item = el("li", { code: flag.code });
         item.append(
           el("div", { className: "code" }, ANOMALY_LABELS[flag.code] || flag.code),
+          el("div", { className: "explain" }, ANOMALY_EXPLAIN[flag.code] || ""),
           el("div", { className: "who" }, `${flag.actor}${flag.org ? ` · ${flag.org}` : ""} · ${chinaTime(flag.at)}`),
           el("div", { className: "reason" }, flag.reason),
         );
