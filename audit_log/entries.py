@@ -45,6 +45,7 @@ class EventKind(StrEnum):
     EXPORT = "audit.export"
     VERIFICATION = "audit.verification"
     ALARM = "alarm"  # raised (a witness refusing the log's checkpoint) or resolved by an operator
+    ANOMALY_TRIAGE = "anomaly.triage"  # an auditor marked an anomaly flag acknowledged, escalated or dismissed
 
 
 Scalar = str | int | bool | None

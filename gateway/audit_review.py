@@ -24,20 +24,24 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import ColumnElement, Connection, Row, func, select
+from sqlmodel import Session
 
 from audit_log import AuditLog, AuditRecord, EventKind
-from gateway import anomalies, sightings
+from gateway import anomalies, anomaly_triage, sightings
 from gateway.anomalies import Activity, Flag, Window
 from gateway.auth import Principal
 from gateway.authz import Authorizer
+from gateway.purpose import holds_identifier
 from gateway.quotas import china_day
 from gateway.recorder import Recorder
 from gateway.review_filters import EntryFilters, PageRequest, Period, RawQuery, day_start, visible_to, whole_number
 from gateway.settings import AuditSettings
 from xiezhi.errors import InvalidInput, NotFound
-from xiezhi.wire import AnomalyView, AuditEntryDetail, AuditEntryPage, AuditEntryView
+from xiezhi.wire import AnomalyTriage as AnomalyTriageBody
+from xiezhi.wire import AnomalyView, AuditEntryDetail, AuditEntryPage, AuditEntryView, TriageView
 
 _C = AuditRecord.__table__.c  # type: ignore[attr-defined]
+TRIAGE_WINDOW = timedelta(days=30)  # how far back a flag may be triaged
 _COLUMNS = (_C.seq, _C.recorded_at, _C.kind, _C.actor, _C.org, _C.request_id, _C.model, _C.connector, _C.outcome)
 _VIEW_COLUMNS = (*_COLUMNS, _C.purpose, _C.entry)
 CSV_HEADER = (
@@ -156,12 +160,43 @@ class AuditReview:
             flags = self._detect(connection, orgs, Window(period.since, period.until))
             flags = [self._with_lookups(connection, orgs, f) if f.request_ids else f for f in flags]
         flags.sort(key=lambda flag: (flag.at, flag.code), reverse=True)
+        keys = [anomaly_triage.flag_key(f) for f in flags]
+        with Session(self._audit.engine) as session:
+            triaged = anomaly_triage.latest(session, keys)
         return [
             AnomalyView(
-                code=f.code, actor=f.actor, org=f.org, at=f.at, reason=f.reason, seqs=f.seqs, request_ids=f.request_ids
+                code=f.code, actor=f.actor, org=f.org, at=f.at, reason=f.reason, seqs=f.seqs,
+                request_ids=f.request_ids, key=key, triage=triaged.get(key),
             )
-            for f in flags
-        ]
+            for f, key in zip(flags, keys, strict=True)
+        ]  # fmt: skip
+
+    def triage(self, principal: Principal, key: str, body: AnomalyTriageBody) -> TriageView:
+        """Record an auditor's word on the flag known by `key` (one of the last 30 days' flags
+        the auditor can see). NotFound for a key no such flag has; InvalidInput for a note
+        holding an ID number."""
+        self._recorder.enforce(
+            principal, "audit:anomalies", "triage", None,
+            self._authorizer.decide(principal, "audit:anomalies", "triage"),
+        )  # fmt: skip
+        if holds_identifier(body.note):
+            raise InvalidInput("the note must not contain an identifier", code="identifier_in_note")
+        now = self._clock()
+        orgs = self._visible(principal)
+        with self._audit.engine.connect() as connection:
+            flags = self._detect(connection, orgs, Window(now - TRIAGE_WINDOW, now))
+        flag = next((f for f in flags if anomaly_triage.flag_key(f) == key), None)
+        if flag is None:
+            raise NotFound("no anomaly flag of the last 30 days has that key", code="unknown_anomaly")
+        with Session(self._audit.engine) as session:
+            view = anomaly_triage.record(session, key, body.state, body.note, principal.subject, now)
+            self._recorder.record(
+                session, principal, EventKind.ANOMALY_TRIAGE, "triage", body.state.value, None,
+                anomaly=key, code=flag.code, flagged_actor=flag.actor,
+                note_digest=anomaly_triage.note_digest(body.note),
+            )  # fmt: skip
+            session.commit()
+        return view
 
     def _detect(self, connection: Connection, orgs: Collection[str], window: Window) -> list[Flag]:
         t = self._settings.anomalies
@@ -210,6 +245,9 @@ class AuditReview:
     def _authorize(self, principal: Principal, obj: str) -> list[str]:
         """Record the decision (raising Denied unless allowed); return the organisations visible."""
         self._recorder.enforce(principal, obj, "read", None, self._authorizer.decide(principal, obj, "read"))
+        return self._visible(principal)
+
+    def _visible(self, principal: Principal) -> list[str]:
         tree = self._authorizer.policy.orgs
         return [org.code for org in tree if principal.org is not None and tree.covers(principal.org, org.code)]
 

@@ -169,6 +169,19 @@ class Approval(SQLModel, table=True):
     valid_until: datetime | None = None  # an approved request must start before this
 
 
+class AnomalyTriage(SQLModel, table=True):
+    """What an auditor made of an anomaly flag (`gateway.audit_review`): the latest word on it.
+    Every change is also an `anomaly.triage` entry of the audit log."""
+
+    __tablename__ = "anomaly_triage"
+
+    key: str = Field(primary_key=True)  # the flag's key: a digest of its rule, actor, time and entries
+    state: str  # acknowledged, escalated, dismissed
+    note: str
+    by: str
+    at: datetime
+
+
 class QuotaUsage(SQLModel, table=True):
     """What one user has spent in one quota window ("day:2026-11-21", "minute:2026-11-21T09:30")."""
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from fastapi import Path as PathParameter
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from gateway.api import Caller, Services
@@ -19,7 +20,7 @@ from gateway.audit_review import AuditReview
 from gateway.review_filters import RawQuery
 from xiezhi.errors import NotFound
 from xiezhi.problems import responses
-from xiezhi.wire import AnomalyView, AuditEntryDetail, AuditEntryPage
+from xiezhi.wire import AnomalyTriage, AnomalyView, AuditEntryDetail, AuditEntryPage, TriageView
 
 router = APIRouter()
 SEARCHES = responses(400, 401, 403, 503)  # a search: its filters, the caller, the log
@@ -116,6 +117,15 @@ def audit_policy_changes(
     caller: Caller, review: Review, limit: str | None = None, before: str | None = None
 ) -> AuditEntryPage:
     return review.policy_changes(caller, limit, before)
+
+
+@router.post("/v1/audit/anomalies/{key}/triage", tags=["audit"], responses=responses(400, 401, 403, 404, 503))
+def triage_anomaly(
+    key: Annotated[str, PathParameter(pattern=r"^[0-9a-f]{24}$")], body: AnomalyTriage, caller: Caller, review: Review
+) -> TriageView:
+    """Mark an anomaly flag (by its `key`) acknowledged, escalated or dismissed, with a note.
+    标记异常提示为已确认、已上报或已排除，并附说明。The triage is itself audited."""
+    return review.triage(caller, key, body)
 
 
 @router.get("/v1/audit/anomalies", tags=["audit"], responses=SEARCHES)

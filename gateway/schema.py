@@ -143,12 +143,12 @@ ORDINARY_TABLES = (
     "alarms", "approvals", "casbin_rule", "connector_epochs", "evaluation_counts", "evaluation_slots",
     "index_chunks", "index_digests", "match_requests", "organisations", "policy_revisions", "publications",
     "quota_usage", "result_batches", "sealing_data_keys", "token_sightings", "gateway_secrets",
-    "ticket_keys", "index_removals",
+    "ticket_keys", "index_removals", "anomaly_triage",
 )  # fmt: skip
 # What the release before migrations created (revision 0001); later revisions' tables are not in it.
 # Revision 0005: a publication's digest partition made and dropped (`gateway.digest_partitions`).
 PARTITION_FUNCTIONS = ("xiezhi_open_digest_partition", "xiezhi_drop_digest_partition")
-_LATER_TABLES = ("gateway_secrets", "ticket_keys", "index_removals")  # created by revisions 0002–0004
+_LATER_TABLES = ("gateway_secrets", "ticket_keys", "index_removals", "anomaly_triage")  # revisions 0002–0009
 _BASELINE_TABLES = (*(t for t in ORDINARY_TABLES if t not in _LATER_TABLES), *LOG_TABLES, "audit_tail")
 
 

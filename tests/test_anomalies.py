@@ -308,6 +308,43 @@ def test_outside_working_hours_on_a_saturday(live: Live) -> None:
 
 
 @pytest.mark.integration
+def test_a_flag_is_triaged_by_an_auditor_who_sees_it_and_the_triage_is_audited(live: Live) -> None:
+    live.clock.now = (MONDAY + timedelta(days=5)).replace(hour=23).astimezone(UTC)
+    assert live.create("prosecutor-330803-34").status_code == 201
+    (flag,) = [f for f in live.flags("outside_working_hours") if f["actor"] == "prosecutor-330803-34"]
+    assert flag["triage"] is None and len(flag["key"]) == 24
+    url = f"{live.stack.gateway_url}/v1/audit/anomalies/{flag['key']}/triage"
+    auditor = live.token(["security_auditor"], "auditor-330000-01", "330000")
+
+    def triage(token: str, body: dict[str, str], target: str = url) -> httpx.Response:
+        return HTTP.post(target, json=body, headers={"authorization": f"Bearer {token}"})
+
+    body = {"state": "acknowledged", "note": "已核实：周末值班"}
+    assert triage(live.token(["prosecutor"], "prosecutor-330803-34"), body).status_code == 403
+    assert (
+        triage(live.token(["security_auditor"], "auditor-330802-01", "330802"), body).json()["code"]
+        == "unknown_anomaly"
+    )
+    assert triage(auditor, body, url.replace(flag["key"], "0" * 24)).status_code == 404
+    assert triage(auditor, body, url.replace(flag["key"], "not-a-key")).status_code == 400
+    named = triage(auditor, {"state": "escalated", "note": "涉及 11010519491231002X"})
+    assert (named.status_code, named.json()["code"]) == (400, "identifier_in_note")
+    done = triage(auditor, body)
+    assert done.status_code == 200 and done.json()["state"] == "acknowledged"
+    (again,) = [f for f in live.flags("outside_working_hours") if f["actor"] == "prosecutor-330803-34"]
+    assert again["key"] == flag["key"] and again["triage"]["note"] == "已核实：周末值班"
+    assert again["triage"]["by"] == "auditor-330000-01"
+    entries = HTTP.get(
+        f"{live.stack.gateway_url}/v1/audit/entries", params={"kind": "anomaly.triage"},
+        headers={"authorization": f"Bearer {auditor}"},
+    ).json()["entries"]  # fmt: skip
+    assert [(e["outcome"], e["detail"]["anomaly"], e["detail"]["code"]) for e in entries] == [
+        ("acknowledged", flag["key"], "outside_working_hours")
+    ]
+    assert "周末值班" not in str(entries)
+
+
+@pytest.mark.integration
 def test_denial_burst_at_its_count(live: Live) -> None:
     live.clock.now = (MONDAY + timedelta(days=7)).astimezone(UTC)
     for _ in range(2):

@@ -329,6 +329,17 @@ def test_the_auditor_console_end_to_end(browser: Any, stack: Stack, tmp_path: Pa
     expect(flag).to_contain_text(PROSECUTOR, timeout=TIMEOUT_MS)
     expect(flag).to_contain_text("Saturday")
     expect(flag.locator(".explain")).to_contain_text("工作时间以外")  # what the flag means, in Chinese
+    # Triaged in the page, with a note: the flag then says so, and the log holds the triage.
+    expect(flag.locator(".triage")).to_contain_text("未处理")
+    flag.locator(".triage-form select").select_option("escalated")
+    flag.locator(".triage-form input").fill("周六深夜批量查询，已转纪检部门核实")
+    flag.locator(".triage-form button").click()
+    triaged = page.locator("#anomalies li[data-code='outside_working_hours']").first
+    expect(triaged.locator(".triage")).to_contain_text("已上报", timeout=TIMEOUT_MS)
+    expect(triaged.locator(".triage")).to_contain_text(AUDITOR)
+    logged = _api(stack, "/v1/audit/entries", auditor, kind="anomaly.triage").json()["entries"]
+    assert [(e["actor"], e["outcome"]) for e in logged] == [(AUDITOR, "escalated")]
+    assert "纪检" not in json.dumps(logged)  # the note's text stays out of the log (its digest is in)
     flag.click()
     expect(page.locator("#seq-filter")).to_be_visible()
     flagged = [f for f in _api(stack, "/v1/audit/anomalies", auditor).json() if f["code"] == "outside_working_hours"]

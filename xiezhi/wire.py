@@ -607,6 +607,31 @@ class AuditEntryDetail(AuditEntryView):
     leaf_hash: str  # base64 of SHA-256(0x00 || entry)
 
 
+class TriageState(StrEnum):
+    ACKNOWLEDGED = "acknowledged"  # seen, explained, nothing to do
+    ESCALATED = "escalated"  # needs someone else's look (the discipline office, the head)
+    DISMISSED = "dismissed"  # a false alarm
+
+
+class AnomalyTriage(Wire):
+    """An auditor's word on a flag. The note is kept in the gateway's table and its digest in
+    the audit log; an ID number in it is refused."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"state": "acknowledged", "note": "已电话核实：周末加班办理专项"}]}
+    )
+
+    state: TriageState
+    note: Annotated[str, Field(min_length=2, max_length=500, json_schema_extra=NO_IDENTIFIER_SCHEMA)]
+
+
+class TriageView(Wire):
+    state: TriageState
+    note: str
+    by: str
+    at: datetime
+
+
 class AnomalyView(Wire):
     """A pattern worth an auditor's look: which rule, who, when, why (with the numbers), where."""
 
@@ -617,6 +642,8 @@ class AnomalyView(Wire):
     reason: str
     seqs: tuple[int, ...]  # audit entries involved, at most 50
     request_ids: tuple[str, ...] = ()  # for token_repeated: the requests that looked the tokens up
+    key: str = ""  # stable across reads: what a triage names
+    triage: TriageView | None = None  # the latest word on it, if any
 
 
 class ProofFailures(Wire):

@@ -803,6 +803,8 @@
           el("div", { className: "explain" }, ANOMALY_EXPLAIN[flag.code] || ""),
           el("div", { className: "who" }, `${flag.actor}${flag.org ? ` · ${flag.org}` : ""} · ${chinaTime(flag.at)}`),
           el("div", { className: "reason" }, flag.reason),
+          triageLine(flag),
+          triageForm(flag),
         );
         item.addEventListener("click", () => focusFlag(flag));
         list.append(item);
@@ -811,6 +813,54 @@
     } catch (error) {
       report(status, error);
     }
+  }
+
+  const TRIAGE = {
+    acknowledged: "已确认 · acknowledged",
+    escalated: "已上报 · escalated",
+    dismissed: "已排除 · dismissed",
+  };
+
+  function triageLine(flag) {
+    const t = flag.triage;
+    const text = t
+      ? `${TRIAGE[t.state] || t.state} · ${t.by} · ${chinaTime(t.at)} · ${t.note}`
+      : "未处理 · not triaged";
+    return el("div", { className: `triage ${t ? `triage-${t.state}` : "triage-open"}` }, text);
+  }
+
+  // Acknowledge, escalate or dismiss a flag with a note; the gateway audits it.
+  function triageForm(flag) {
+    const form = el("div", { className: "triage-form" });
+    form.addEventListener("click", (event) => event.stopPropagation());
+    const choice = document.createElement("select");
+    for (const [value, text] of Object.entries(TRIAGE)) {
+      const option = el("option", {}, text);
+      option.value = value;
+      choice.append(option);
+    }
+    const note = document.createElement("input");
+    note.placeholder = "说明（勿填写证件号码）· note (no ID numbers)";
+    note.maxLength = 500;
+    const save = el("button", { className: "secondary small" }, "记录 · Record");
+    save.type = "button";
+    const message = el("span", { className: "message" });
+    save.addEventListener("click", async () => {
+      if (note.value.trim().length < 2) {
+        message.textContent = "请填写说明 · Add a note.";
+        return;
+      }
+      save.disabled = true;
+      try {
+        await send(`/v1/audit/anomalies/${flag.key}/triage`, { state: choice.value, note: note.value.trim() });
+        await loadAnomalies();
+      } catch (error) {
+        save.disabled = false;
+        report(message, error);
+      }
+    });
+    form.append(choice, note, save, message);
+    return form;
   }
 
   function focusFlag(flag) {

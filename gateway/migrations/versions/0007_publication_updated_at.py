@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 revision = "0007"
 down_revision: str | None = "0006"
@@ -20,7 +21,7 @@ depends_on: str | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("publications") as batch:
-        batch.add_column(sa.Column("updated_at", sa.DateTime(), nullable=True))
+        batch.add_column(sa.Column("updated_at", UTCDateTime(), nullable=True))
     op.execute("UPDATE publications SET updated_at = committed_at")
 
 
