@@ -113,6 +113,7 @@ class Provenance:
 
 
 def _about_items(about: ResultAbout) -> list[tuple[str, str]]:
+    titles = column_titles([c.id for c in about.capabilities], about)  # two alike told apart by id
     return [
         ("模型名称", about.model_title),
         ("办案用途", about.purpose),
@@ -123,7 +124,10 @@ def _about_items(about: ResultAbout) -> list[tuple[str, str]]:
         ("审批时间", china_time(about.approved_at) if about.approved_at else NONE),
         ("提出时间", china_time(about.created_at)),
         ("完成时间", china_time(about.completed_at) if about.completed_at else NONE),
-        *((f"数据截至：{c.title}", china_time(c.data_as_of) if c.data_as_of else "未知") for c in about.capabilities),
+        *(
+            (f"数据截至：{title}", china_time(c.data_as_of) if c.data_as_of else "未知")
+            for c, title in zip(about.capabilities, titles, strict=True)
+        ),
     ]
 
 
