@@ -5,8 +5,8 @@
               it was, only a new row's ID is normalised; everything goes to the state file,
               not to memory. Where the agency's database can digest rows itself
               (PostgreSQL, MySQL, MariaDB: connectors.row_digests), a rebuild reads only
-              the sorted digests, merges them with the published ones, and reads whole
-              only the rows that are new
+              the digests, bucketed by prefix, compares them with the published ones,
+              and reads whole only the rows that are new
     diff      per capability, the subjects whose rows changed (a row new or gone) are reduced
               again; those that became members are to add, those that stopped, to remove
     evaluate  the subjects to add, in chunks in subject order, under the epoch key (RFC 9497
@@ -157,8 +157,8 @@ def _scan(state: BuildState, config: ConnectorConfig, capability: Capability, ho
 
 def _read(state: BuildState, connection: Connection, capability: Capability) -> int:
     """Where the agency's database can digest rows (`connectors.row_digests`), an earlier
-    build's rows are compared by digest alone, sorted, in one merge, and only the new rows
-    are read whole; failing that (too many new rows), or on a first build, every row is
+    build's rows are compared by digest alone, bucket by bucket, and only the new rows are
+    read whole; failing that (too many new rows), or on a first build, every row is
     read with its digest; elsewhere rows are read whole and digested here."""
     if not row_digests.supported(connection):
         chunks = evidence_chunks(connection, capability, chunk_rows=SCAN_CHUNK)
@@ -192,26 +192,29 @@ def _scan_all(state: BuildState, capability: Capability, chunks: Iterable[list[t
 def _merge(
     state: BuildState, connection: Connection, capability: Capability, key: bytes
 ) -> tuple[int, list[bytes]] | None:
-    """Merge the database's sorted row digests with the published ones: the gone rows go to
-    the state; returns (rows read, the new rows' digests), or None past `MERGE_NEW_ROWS` new
-    rows (picking that many by digest costs more than reading every row)."""
+    """Compare the database's row digests with the published ones, bucket by bucket (each
+    bucket the digests of one two-byte prefix; the published ones come in order): the gone
+    rows go to the state; returns (rows read, the new rows' digests), or None past
+    `MERGE_NEW_ROWS` new rows (picking that many by digest costs more than reading every row)."""
     published = state.published_rows(capability.id)
     held = next(published, None)
-    rows, new, last = 0, [], None
+    rows, new = 0, list[bytes]()
     gone = _Gone(state, capability.id)
-    for chunk in row_digests.digests(connection, capability, key):
-        rows += len(chunk)
-        for digest in chunk:
-            if digest == last:  # the same row twice
-                continue
-            last = digest
-            while held is not None and held < digest:
-                gone.add(held)
-                held = next(published, None)
-            if held == digest:
-                held = next(published, None)
-            else:
-                new.append(digest)
+    width = row_digests.PREFIX_BYTES
+    for bucket in row_digests.digests(connection, capability, key):
+        rows += len(bucket)
+        prefix = bucket[0][:width]
+        while held is not None and held[:width] < prefix:
+            gone.add(held)
+            held = next(published, None)
+        here = set()
+        while held is not None and held[:width] == prefix:
+            here.add(held)
+            held = next(published, None)
+        present = set(bucket)  # a row held twice is one row
+        new += present - here
+        for row in here - present:
+            gone.add(row)
         if len(new) > MERGE_NEW_ROWS:
             return None
     while held is not None:

@@ -13,8 +13,9 @@ digests only with those the same database gave before: the build state keeps the
 (`connectors.build_state`), and a change of representation (a new server version, another
 database) makes every row read once as new, which costs time and changes no token.
 
-`digests` gives the digests in ascending order (the database sorts them), which lets the
-build merge them with the published rows' digests in one pass; `rows_with_digests` gives
+`digests` gives the digests in buckets by their first two bytes, the buckets in ascending
+order, which lets the build compare them with the published rows' digests bucket by bucket
+in one pass; `rows_with_digests` gives
 each row with its digest, all of them or only those whose digest is in a given set.
 
 The key goes to the agency's database as a query parameter. That database holds the rows
@@ -35,7 +36,8 @@ from connectors.config import Capability
 from connectors.source import CHUNK_ROWS, column_names, stream, stream_scalars
 
 DIGEST_BYTES = 16
-GROUP = 4096  # digests the database joins into one value
+PREFIX_BYTES = 2  # digests are bucketed by this many leading bytes: 65,536 buckets
+MAX_BUCKET_BYTES = 16 * 2**20  # MySQL: a bucket's joined digests, under the default packet size
 PICK = 50_000  # new rows' digests per pass that picks them (each pass digests every row again)
 _KEY = "xiezhi_row_key"  # the parameter's name, apart from any of a capability's own
 _NEW = "xiezhi_new_rows"
@@ -47,28 +49,31 @@ def supported(connection: Connection) -> bool:
 
 
 def digests(connection: Connection, capability: Capability, key: bytes) -> Iterator[list[bytes]]:
-    """The digest of every row of the capability's query, ascending, in chunks of at most
-    `GROUP` digests. Raises as `connectors.source.stream` does.
+    """The digest of every row of the capability's query, in buckets: each the digests that
+    share their first `PREFIX_BYTES` bytes (in no order, a row held twice there twice), the
+    buckets in ascending order of that prefix. Raises as `connectors.source.stream` does.
 
-    The database sends them `GROUP` at a time, joined into one value (a driver's cost is per
-    row, and PyMySQL's is high), from a window numbering them in order."""
-    if connection.dialect.name == "postgresql":
-        joined = "string_agg(d, ''::bytea ORDER BY d)"
-        group = f"(row_number() OVER (ORDER BY d) - 1) / {GROUP}"
+    The database joins each bucket's digests into one value: a driver's cost is per row
+    (PyMySQL's is high), and grouping by a prefix needs no sort of the rows themselves."""
+    prefix = f"substring(d FROM 1 FOR {PREFIX_BYTES})" if _postgresql(connection) else f"LEFT(d, {PREFIX_BYTES})"
+    if _postgresql(connection):
+        joined = "string_agg(d, ''::bytea)"
     else:
-        # GROUP_CONCAT stops at group_concat_max_len bytes (1 KiB by default): room for a group.
-        connection.execute(text(f"SET SESSION group_concat_max_len = {GROUP * DIGEST_BYTES * 2}"))
-        joined = "GROUP_CONCAT(d ORDER BY d SEPARATOR '')"
-        group = f"FLOOR((ROW_NUMBER() OVER (ORDER BY d) - 1) / {GROUP})"
+        # GROUP_CONCAT stops at group_concat_max_len bytes (1 KiB by default): room for a bucket.
+        connection.execute(text(f"SET SESSION group_concat_max_len = {MAX_BUCKET_BYTES}"))
+        joined = "GROUP_CONCAT(d SEPARATOR '')"
     shape = (
-        f"SELECT {joined} FROM (SELECT d, {group} AS g FROM (SELECT {{digest}} AS d FROM ({{query}}) AS q) AS x) AS y"
-        " GROUP BY g ORDER BY g"
+        f"SELECT {joined} FROM (SELECT {{digest}} AS d FROM ({{query}}) AS q) AS x GROUP BY {prefix} ORDER BY {prefix}"
     )
     query, params = _wrapped(connection, capability, key, shape)
-    for chunk in stream_scalars(connection, query, params, capability, chunk_rows=16):
+    for chunk in stream_scalars(connection, query, params, capability, chunk_rows=256):
         for value in chunk:
             blob = bytes(value)
             yield [blob[at : at + DIGEST_BYTES] for at in range(0, len(blob), DIGEST_BYTES)]
+
+
+def _postgresql(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"
 
 
 def rows_with_digests(

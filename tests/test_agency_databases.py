@@ -299,8 +299,8 @@ def test_a_rebuild_reads_only_new_rows_whole_and_publishes_what_a_clean_build_wo
     assert (reported.rows, reported.invalid_rows, reported.full) == (clean.rows, clean.invalid_rows, False)
     assert 0 < report.subjects < 60  # only the subjects whose rows changed
     # The rebuild asked for the sorted digests, then for the new rows by digest: never every row whole.
-    reads = [s for s in statements if "xiezhi_row_key" in s and "GROUP BY g" not in s]
-    assert any("GROUP BY g" in s for s in statements) and reads, statements
+    reads = [s for s in statements if "xiezhi_row_key" in s and "GROUP BY" not in s]
+    assert any("GROUP BY" in s for s in statements) and reads, statements
     assert all(" IN (" in s or "= ANY(" in s for s in reads), reads
     assert len(reads) > 1  # the new rows picked PICK at a time, over several passes
 
