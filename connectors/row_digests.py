@@ -15,8 +15,8 @@ database) makes every row read once as new, which costs time and changes no toke
 
 `digests` gives the digests in buckets by their first two bytes, the buckets in ascending
 order, which lets the build compare them with the published rows' digests bucket by bucket
-in one pass; `rows_with_digests` gives
-each row with its digest, all of them or only those whose digest is in a given set.
+in one pass; `rows_with_digests` gives each row with its digest, all of them or only those
+whose digest is in a given set.
 
 The key goes to the agency's database as a query parameter. That database holds the rows
 the digests are made of, so whoever can read its queries learns nothing from the key they
