@@ -45,7 +45,7 @@ _MYSQL = ("mysql", "mariadb")
 
 
 def supported(connection: Connection) -> bool:
-    return connection.dialect.name == "postgresql" or connection.dialect.name in _MYSQL
+    return _postgresql(connection) or connection.dialect.name in _MYSQL
 
 
 def digests(connection: Connection, capability: Capability, key: bytes) -> Iterator[list[bytes]]:
@@ -93,7 +93,7 @@ def rows_with_digests(
         for chunk in stream(connection, query, params, capability, chunk_rows=chunk_rows):
             yield [(bytes(row[0]), tuple(row[1:])) for row in chunk]
         return
-    postgresql = connection.dialect.name == "postgresql"
+    postgresql = _postgresql(connection)
     shape += " WHERE {digest} = ANY(:" + _NEW + ")" if postgresql else " WHERE {digest} IN :" + _NEW
     query, params = _wrapped(connection, capability, key, shape)
     if not postgresql:
@@ -108,7 +108,7 @@ def _wrapped(
     connection: Connection, capability: Capability, key: bytes, shape: str
 ) -> tuple[TextClause, dict[str, Any]]:
     inner = capability.query_for(connection.dialect.name)
-    if connection.dialect.name == "postgresql":
+    if _postgresql(connection):
         digest = (
             f"substring(sha256(CAST(:{_KEY} AS bytea) || convert_to(CAST(ROW(q.*) AS text), 'UTF8')) FROM 1 FOR 16)"
         )

@@ -187,8 +187,11 @@ def describe(session: Session, capabilities: tuple[Capability, ...]) -> tuple[Ca
     """Each capability's title and tier as its connector's active index publishes them (None
     for a capability with no index published there now)."""
     described = []
+    epochs: dict[str, ConnectorEpoch | None] = {}
     for capability in capabilities:
-        epoch = _active(session, capability.connector)
+        if capability.connector not in epochs:
+            epochs[capability.connector] = _active(session, capability.connector)
+        epoch = epochs[capability.connector]
         found = _committed(session, capability.connector, capability, epoch.epoch) if epoch else []
         title, tier = (found[0].title, found[0].tier) if found else (None, None)
         described.append(CapabilityInfo(id=capability, title=title, tier=tier))

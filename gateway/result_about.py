@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from gateway.approvals import APPROVED
 from gateway.db import Approval, MatchRequest, aware
 from xiezhi.supervision import SupervisionModel
 from xiezhi.wire import Capability, CapabilityAbout, ResultAbout
 
-APPROVED = "approved"
-
 
 def describe(session: Session, request: MatchRequest, model: SupervisionModel) -> ResultAbout:
-    approval = session.get(Approval, request.id)
-    approved = approval is not None and approval.status == APPROVED
+    found = session.get(Approval, request.id)
+    approval = found if found is not None and found.status == APPROVED else None
     return ResultAbout(
         model_title=model.title,
         requester=request.requester,
@@ -29,8 +28,8 @@ def describe(session: Session, request: MatchRequest, model: SupervisionModel) -
         legal_basis=request.legal_basis,
         created_at=aware(request.created_at),
         completed_at=aware(request.completed_at) if request.completed_at else None,
-        approved_by=approval.decided_by if approved and approval else None,
-        approved_at=aware(approval.decided_at) if approved and approval and approval.decided_at else None,
+        approved_by=approval.decided_by if approval else None,
+        approved_at=aware(approval.decided_at) if approval and approval.decided_at else None,
         capabilities=tuple(_capability(request, c) for c in model.looks_up),
     )
 

@@ -138,23 +138,22 @@
 
   // The roles the token claims, read without verifying it: it only picks which view to show;
   // the gateway checks the token and the roles on every call.
-  function claimedRoles(value) {
+  function claims(value) {
     try {
       const part = value.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-      const roles = JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "="))).roles;
-      return Array.isArray(roles) ? roles : [];
+      return JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "="))) || {};
     } catch (_) {
-      return [];
+      return {};
     }
   }
 
+  function claimedRoles(value) {
+    const roles = claims(value).roles;
+    return Array.isArray(roles) ? roles : [];
+  }
+
   function claimedSubject(value) {
-    try {
-      const part = value.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-      return JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "="))).sub || null;
-    } catch (_) {
-      return null;
-    }
+    return claims(value).sub || null;
   }
 
   async function start() {
